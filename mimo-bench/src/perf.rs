@@ -1,0 +1,74 @@
+//! Performance benchmarks of model components on any burn backend.
+//!
+//! Figures are wall-clock medians over repeated runs after a warm-up, with the backend
+//! synchronised around each run. They are meant to be read next to the PyTorch figure
+//! measured in the same session (see `scripts/bench_sam.sh`), never as absolute limits.
+
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use mimo_core::sam::{Prompt, Sam, SamConfig, SamImage};
+
+/// Median and spread of one measured stage, in milliseconds.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Timing {
+    /// Median.
+    pub median_ms: f64,
+    /// Fastest run.
+    pub min_ms: f64,
+    /// Number of timed runs.
+    pub runs: usize,
+}
+
+/// SAM timings.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct SamTimings {
+    /// Image encoder on one padded `[1, 3, S, S]` input.
+    pub encoder: Timing,
+    /// Prompt encoder + mask decoder (one point, single mask) without post-processing.
+    pub decoder: Timing,
+}
+
+fn time<B: Backend>(device: &B::Device, warmup: usize, runs: usize, mut f: impl FnMut()) -> Timing {
+    for _ in 0..warmup {
+        f();
+        let _ = B::sync(device);
+    }
+    let mut ms: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            let _ = B::sync(device);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    Timing {
+        median_ms: ms[ms.len() / 2],
+        min_ms: ms[0],
+        runs: ms.len(),
+    }
+}
+
+/// Times SAM of `config` with random weights (timing does not depend on the values).
+pub fn bench_sam<B: Backend>(config: &SamConfig, runs: usize, device: &B::Device) -> SamTimings {
+    let sam = Sam::<B>::new(config, device);
+    let s = config.image_encoder.img_size;
+    let x = Tensor::<B, 4>::random([1, 3, s, s], burn::tensor::Distribution::Default, device);
+    let encoder = time::<B>(device, 1, runs, || {
+        let _ = sam.image_encoder.forward(x.clone()).into_data();
+    });
+    let image = SamImage::new(s, s, vec![128; s * s * 3]).expect("square image");
+    let emb = sam.embed_image(&image);
+    let prompt = Prompt::default().point(s as f64 / 2.0, s as f64 / 3.0, true);
+    let pe = sam.prompt_encoder.get_dense_pe();
+    let decoder = time::<B>(device, 2, runs * 5, || {
+        let (sparse, dense) = sam.encode_prompt(&emb, &prompt).expect("valid prompt");
+        let (m, _) =
+            sam.mask_decoder
+                .forward(emb.embeddings.clone(), pe.clone(), sparse, dense, false);
+        let _ = m.into_data();
+    });
+    SamTimings { encoder, decoder }
+}

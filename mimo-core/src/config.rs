@@ -1,0 +1,83 @@
+//! Reading RON configuration files with errors that name the file and the field.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// Why a configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid RON for this config (the message names the field and position).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// RON's message, e.g. "1:5: Unexpected missing field named `depth` in `ImageEncoderViTConfig`".
+        message: String,
+    },
+    /// A field has a value the model cannot be built with.
+    #[error("invalid config{}: field `{field}` {message}", file.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Invalid {
+        /// Dotted path of the field, e.g. `image_encoder.num_heads`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+        /// The file, when known.
+        #[doc(hidden)]
+        file: Option<PathBuf>,
+    },
+    /// Neither a preset nor a file.
+    #[error("unknown model `{name}`: expected one of {known} or a path to a .ron config file")]
+    UnknownPreset {
+        /// What was asked for.
+        name: String,
+        /// The accepted preset names.
+        known: String,
+    },
+}
+
+impl ConfigError {
+    /// Attaches the file name to an [`ConfigError::Invalid`] error.
+    pub fn in_file(self, path: &Path) -> Self {
+        match self {
+            ConfigError::Invalid { field, message, .. } => ConfigError::Invalid {
+                field,
+                message,
+                file: Some(path.to_path_buf()),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Parses a RON file into `T`.
+pub fn load_ron<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_ron(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Parses RON text into `T`; the error is RON's message with its line and column.
+pub fn parse_ron<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    ron::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Writes `value` as pretty RON.
+pub fn to_ron<T: serde::Serialize>(value: &T) -> String {
+    let pretty = ron::ser::PrettyConfig::new().struct_names(true);
+    // Serialising plain config structs cannot fail.
+    ron::ser::to_string_pretty(value, pretty).unwrap_or_default()
+}

@@ -1,0 +1,25 @@
+//! # mimo-core
+//!
+//! The MIMO model, generic over the burn backend (`Module<B>` for any `B: Backend`):
+//!
+//! - [`sam`]: Segment Anything (image encoder, prompt encoder, mask decoder) with the
+//!   predictor's exact pre- and post-processing;
+//! - [`loader`]: checkpoint dialects (remap tables, typed [`loader::LoadError`]);
+//! - [`config`]: RON configuration files;
+//! - [`nn`]: small shared layers;
+//! - [`fsutil`]: atomic file writes.
+//!
+//! Still to come (tracked in the issues): `clip/` (ViT image encoder), `llm/` (LLaMA/Vicuna
+//! with KV cache and LoRA), `prompt/` (visual prompt encoder), `aligner/`, `mimo/` (assembly,
+//! grounding tokens, losses) and the tokenizer.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod fsutil;
+pub mod loader;
+pub mod nn;
+pub mod sam;
+
+#[cfg(test)]
+pub(crate) mod test_util;

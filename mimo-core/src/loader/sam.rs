@@ -1,0 +1,86 @@
+//! segment_anything checkpoints (`sam_vit_{b,l,h}_*.pth`, or the same state dict saved as
+//! `.safetensors`).
+//!
+//! Our SAM modules carry the PyTorch field names, so only the `nn.Sequential` children
+//! (numbered in PyTorch, named here) need renaming. Linear weights are transposed and
+//! LayerNorm `weight`/`bias` become `gamma`/`beta` by burn's PyTorch adapter.
+//! `pixel_mean`/`pixel_std` are non-persistent buffers and are not in the files.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+
+use super::{Dialect, FileParam, LoadError, LoadReport, file_params, load_into};
+use crate::sam::{Sam, SamConfig};
+
+/// File prefix -> module prefix.
+pub const RENAMES: &[(&str, &str)] = &[
+    // ImageEncoderViT.neck = Sequential(Conv2d 1x1, LayerNorm2d, Conv2d 3x3, LayerNorm2d)
+    ("image_encoder.neck.0.", "image_encoder.neck.conv1."),
+    ("image_encoder.neck.1.", "image_encoder.neck.ln1."),
+    ("image_encoder.neck.2.", "image_encoder.neck.conv2."),
+    ("image_encoder.neck.3.", "image_encoder.neck.ln2."),
+    // PromptEncoder.mask_downscaling = Sequential(Conv, LN2d, GELU, Conv, LN2d, GELU, Conv)
+    (
+        "prompt_encoder.mask_downscaling.0.",
+        "prompt_encoder.mask_downscaling.conv1.",
+    ),
+    (
+        "prompt_encoder.mask_downscaling.1.",
+        "prompt_encoder.mask_downscaling.ln1.",
+    ),
+    (
+        "prompt_encoder.mask_downscaling.3.",
+        "prompt_encoder.mask_downscaling.conv2.",
+    ),
+    (
+        "prompt_encoder.mask_downscaling.4.",
+        "prompt_encoder.mask_downscaling.ln2.",
+    ),
+    (
+        "prompt_encoder.mask_downscaling.6.",
+        "prompt_encoder.mask_downscaling.conv3.",
+    ),
+    // MaskDecoder.output_upscaling = Sequential(ConvT, LN2d, GELU, ConvT, GELU)
+    (
+        "mask_decoder.output_upscaling.0.",
+        "mask_decoder.output_upscaling.conv1.",
+    ),
+    (
+        "mask_decoder.output_upscaling.1.",
+        "mask_decoder.output_upscaling.ln.",
+    ),
+    (
+        "mask_decoder.output_upscaling.3.",
+        "mask_decoder.output_upscaling.conv2.",
+    ),
+];
+
+/// The segment_anything dialect.
+pub const DIALECT: Dialect = Dialect {
+    name: "segment_anything",
+    renames: RENAMES,
+};
+
+/// Loads a segment_anything state dict into `model`.
+pub fn load<B: Backend>(
+    model: Sam<B>,
+    path: impl AsRef<Path>,
+) -> Result<(Sam<B>, LoadReport), LoadError> {
+    load_into(model, path.as_ref(), &DIALECT)
+}
+
+/// Builds a model of `config` on `device` and loads `path` into it.
+pub fn load_sam<B: Backend>(
+    config: &SamConfig,
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(Sam<B>, LoadReport), LoadError> {
+    load(Sam::new(config, device), path)
+}
+
+/// The state-dict keys and shapes a model of `config` expects, as segment_anything names
+/// them (`sam_model_registry[...]().state_dict()`).
+pub fn expected_keys<B: Backend>(config: &SamConfig, device: &B::Device) -> Vec<FileParam> {
+    file_params(&Sam::<B>::new(config, device), &DIALECT)
+}

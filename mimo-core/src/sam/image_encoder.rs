@@ -1,0 +1,318 @@
+//! SAM's ViT image encoder (`segment_anything/modeling/image_encoder.py`): patch embedding,
+//! absolute positions, windowed and global attention blocks with decomposed relative
+//! positions, and the convolutional neck.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use super::config::ImageEncoderViTConfig;
+use crate::nn::LayerNorm2d;
+
+/// Non-overlapping patch embedding (`patch_embed.proj`, a strided convolution).
+#[derive(Module, Debug)]
+pub struct PatchEmbed<B: Backend> {
+    /// Conv2d with kernel = stride = patch size.
+    pub proj: Conv2d<B>,
+}
+
+/// The 2-layer GELU MLP of a transformer block (`mlp.lin1`, `mlp.lin2`).
+#[derive(Module, Debug)]
+pub struct MlpBlock<B: Backend> {
+    /// `embed_dim -> hidden`.
+    pub lin1: Linear<B>,
+    /// `hidden -> embed_dim`.
+    pub lin2: Linear<B>,
+}
+
+impl<B: Backend> MlpBlock<B> {
+    /// `lin2(gelu(lin1(x)))` with the exact (erf) GELU.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.lin2.forward(gelu(self.lin1.forward(x)))
+    }
+}
+
+/// Multi-head self-attention over a `[B, H, W, C]` grid with optional decomposed relative
+/// position terms (`attn.qkv`, `attn.proj`, `attn.rel_pos_h`, `attn.rel_pos_w`).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Fused query/key/value projection, `C -> 3C`.
+    pub qkv: Linear<B>,
+    /// Output projection.
+    pub proj: Linear<B>,
+    /// Relative position table along the height, `[2*h-1, head_dim]`.
+    pub rel_pos_h: Option<Param<Tensor<B, 2>>>,
+    /// Relative position table along the width, `[2*w-1, head_dim]`.
+    pub rel_pos_w: Option<Param<Tensor<B, 2>>>,
+    /// Number of heads.
+    pub num_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Self-attention on `x: [B, H, W, C]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, w, c] = x.dims();
+        let heads = self.num_heads;
+        let hd = c / heads;
+        // [B, HW, 3, heads, hd] -> [3, B, heads, HW, hd]
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, h * w, 3, heads, hd])
+            .permute([2, 0, 3, 1, 4])
+            .reshape([3, b * heads, h * w, hd]);
+        let q = qkv.clone().slice([0..1]).reshape([b * heads, h * w, hd]);
+        let k = qkv.clone().slice([1..2]).reshape([b * heads, h * w, hd]);
+        let v = qkv.slice([2..3]).reshape([b * heads, h * w, hd]);
+
+        let scale = (hd as f64).powf(-0.5);
+        let mut attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
+        if let (Some(rh), Some(rw)) = (&self.rel_pos_h, &self.rel_pos_w) {
+            attn = add_decomposed_rel_pos(attn, q, rh.val(), rw.val(), [h, w]);
+        }
+        let attn = softmax(attn, 2);
+        let out = attn
+            .matmul(v)
+            .reshape([b, heads, h, w, hd])
+            .permute([0, 2, 3, 1, 4])
+            .reshape([b, h, w, c]);
+        self.proj.forward(out)
+    }
+}
+
+/// Gathers the relative-position rows for every (query, key) pair along one axis:
+/// `rel_pos[(qi - kj) + (size - 1)]` as `[size, size, hd]` (query and key sizes are equal
+/// inside SAM, so no interpolation or rescaling of coordinates is needed).
+fn get_rel_pos<B: Backend>(size: usize, rel_pos: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [_, hd] = rel_pos.dims();
+    let device = rel_pos.device();
+    let idx: Vec<i64> = (0..size)
+        .flat_map(|q| (0..size).map(move |k| q as i64 - k as i64 + size as i64 - 1))
+        .collect();
+    let idx = Tensor::<B, 1, Int>::from_ints(idx.as_slice(), &device);
+    rel_pos.select(0, idx).reshape([size, size, hd])
+}
+
+/// Adds `rel_h[b, y, x, ky] + rel_w[b, y, x, kx]` to the attention logits, where
+/// `rel_h = Σ_c q[b, y, x, c] · Rh[y, ky, c]` uses the unscaled queries.
+fn add_decomposed_rel_pos<B: Backend>(
+    attn: Tensor<B, 3>,
+    q: Tensor<B, 3>,
+    rel_pos_h: Tensor<B, 2>,
+    rel_pos_w: Tensor<B, 2>,
+    [h, w]: [usize; 2],
+) -> Tensor<B, 3> {
+    let [bh, _, hd] = q.dims();
+    let rh = get_rel_pos(h, rel_pos_h); // [h, kh, hd]
+    let rw = get_rel_pos(w, rel_pos_w); // [w, kw, hd]
+    let r_q = q.reshape([bh, h, w, hd]);
+    // rel_h: batch the matmul over y: [h, bh*w, hd] x [h, hd, kh] -> [h, bh*w, kh]
+    let rel_h = r_q
+        .clone()
+        .permute([1, 0, 2, 3])
+        .reshape([h, bh * w, hd])
+        .matmul(rh.swap_dims(1, 2))
+        .reshape([h, bh, w, h])
+        .permute([1, 0, 2, 3]); // [bh, h(y), w(x), kh]
+    // rel_w: batch over x: [w, bh*h, hd] x [w, hd, kw] -> [w, bh*h, kw]
+    let rel_w = r_q
+        .permute([2, 0, 1, 3])
+        .reshape([w, bh * h, hd])
+        .matmul(rw.swap_dims(1, 2))
+        .reshape([w, bh, h, w])
+        .permute([1, 2, 0, 3]); // [bh, h(y), w(x), kw]
+    let attn =
+        attn.reshape([bh, h, w, h, w]) + rel_h.unsqueeze_dim::<5>(4) + rel_w.unsqueeze_dim::<5>(3);
+    attn.reshape([bh, h * w, h * w])
+}
+
+/// One transformer block; windowed when `window_size > 0`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Pre-attention LayerNorm.
+    pub norm1: LayerNorm<B>,
+    /// Attention.
+    pub attn: Attention<B>,
+    /// Pre-MLP LayerNorm.
+    pub norm2: LayerNorm<B>,
+    /// MLP.
+    pub mlp: MlpBlock<B>,
+    /// Window side, 0 for global attention.
+    pub window_size: usize,
+}
+
+impl<B: Backend> Block<B> {
+    /// `x: [B, H, W, C]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let shortcut = x.clone();
+        let x = self.norm1.forward(x);
+        let x = if self.window_size > 0 {
+            let [_, h, w, _] = x.dims();
+            let (windows, padded) = window_partition(x, self.window_size);
+            let out = self.attn.forward(windows);
+            window_unpartition(out, self.window_size, padded, [h, w])
+        } else {
+            self.attn.forward(x)
+        };
+        let x = shortcut + x;
+        x.clone() + self.mlp.forward(self.norm2.forward(x))
+    }
+}
+
+/// Zero-pads `[B, H, W, C]` at the bottom/right to a multiple of `ws` (padding is not
+/// masked in attention, as in SAM) and cuts it into `[B * nH * nW, ws, ws, C]` windows.
+/// Returns the windows and the padded size.
+pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> (Tensor<B, 4>, [usize; 2]) {
+    let [b, h, w, c] = x.dims();
+    let pad_h = (ws - h % ws) % ws;
+    let pad_w = (ws - w % ws) % ws;
+    let x = if pad_h > 0 || pad_w > 0 {
+        let (hp, wp) = (h + pad_h, w + pad_w);
+        Tensor::zeros([b, hp, wp, c], &x.device()).slice_assign([0..b, 0..h, 0..w, 0..c], x)
+    } else {
+        x
+    };
+    let (hp, wp) = (h + pad_h, w + pad_w);
+    let windows = x
+        .reshape([b, hp / ws, ws, wp / ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5])
+        .reshape([b * (hp / ws) * (wp / ws), ws, ws, c]);
+    (windows, [hp, wp])
+}
+
+/// Inverse of [`window_partition`]: reassembles the windows and crops the padding.
+pub fn window_unpartition<B: Backend>(
+    windows: Tensor<B, 4>,
+    ws: usize,
+    [hp, wp]: [usize; 2],
+    [h, w]: [usize; 2],
+) -> Tensor<B, 4> {
+    let [n, _, _, c] = windows.dims();
+    let b = n / ((hp / ws) * (wp / ws));
+    let x = windows
+        .reshape([b, hp / ws, wp / ws, ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5])
+        .reshape([b, hp, wp, c]);
+    if hp > h || wp > w {
+        x.slice([0..b, 0..h, 0..w, 0..c])
+    } else {
+        x
+    }
+}
+
+/// The convolutional neck (`neck.0..3` in PyTorch): 1x1 conv, LayerNorm2d, 3x3 conv,
+/// LayerNorm2d, all without bias on the convolutions.
+#[derive(Module, Debug)]
+pub struct Neck<B: Backend> {
+    /// `neck.0`: 1x1 conv to `out_chans`.
+    pub conv1: Conv2d<B>,
+    /// `neck.1`.
+    pub ln1: LayerNorm2d<B>,
+    /// `neck.2`: 3x3 conv, padding 1.
+    pub conv2: Conv2d<B>,
+    /// `neck.3`.
+    pub ln2: LayerNorm2d<B>,
+}
+
+/// SAM's image encoder.
+#[derive(Module, Debug)]
+pub struct ImageEncoderViT<B: Backend> {
+    /// Patch embedding.
+    pub patch_embed: PatchEmbed<B>,
+    /// Absolute position embedding, `[1, H/p, W/p, C]`.
+    pub pos_embed: Option<Param<Tensor<B, 4>>>,
+    /// Transformer blocks.
+    pub blocks: Vec<Block<B>>,
+    /// Neck to `out_chans` channels.
+    pub neck: Neck<B>,
+    /// Expected input side.
+    pub img_size: usize,
+}
+
+impl ImageEncoderViTConfig {
+    /// Builds the encoder with lazily-initialised parameters (nothing is allocated until a
+    /// parameter is used or a checkpoint fills it).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ImageEncoderViT<B> {
+        let grid = self.img_size / self.patch_size;
+        let c = self.embed_dim;
+        let head_dim = c / self.num_heads;
+        let ln = || {
+            LayerNormConfig::new(c)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        let blocks = (0..self.depth)
+            .map(|i| {
+                let global = self.global_attn_indexes.contains(&i);
+                let window_size = if global { 0 } else { self.window_size };
+                let side = if window_size == 0 { grid } else { window_size };
+                let rel = || {
+                    self.use_rel_pos.then(|| {
+                        Param::from_tensor(Tensor::zeros([2 * side - 1, head_dim], device))
+                    })
+                };
+                let hidden = (c as f64 * self.mlp_ratio) as usize;
+                Block {
+                    norm1: ln(),
+                    attn: Attention {
+                        qkv: LinearConfig::new(c, 3 * c)
+                            .with_bias(self.qkv_bias)
+                            .init(device),
+                        proj: LinearConfig::new(c, c).init(device),
+                        rel_pos_h: rel(),
+                        rel_pos_w: rel(),
+                        num_heads: self.num_heads,
+                    },
+                    norm2: ln(),
+                    mlp: MlpBlock {
+                        lin1: LinearConfig::new(c, hidden).init(device),
+                        lin2: LinearConfig::new(hidden, c).init(device),
+                    },
+                    window_size,
+                }
+            })
+            .collect();
+        ImageEncoderViT {
+            patch_embed: PatchEmbed {
+                proj: Conv2dConfig::new([self.in_chans, c], [self.patch_size, self.patch_size])
+                    .with_stride([self.patch_size, self.patch_size])
+                    .init(device),
+            },
+            pos_embed: self
+                .use_abs_pos
+                .then(|| Param::from_tensor(Tensor::zeros([1, grid, grid, c], device))),
+            blocks,
+            neck: Neck {
+                conv1: Conv2dConfig::new([c, self.out_chans], [1, 1])
+                    .with_bias(false)
+                    .init(device),
+                ln1: LayerNorm2d::new(self.out_chans, self.layer_norm_eps, device),
+                conv2: Conv2dConfig::new([self.out_chans, self.out_chans], [3, 3])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .with_bias(false)
+                    .init(device),
+                ln2: LayerNorm2d::new(self.out_chans, self.layer_norm_eps, device),
+            },
+            img_size: self.img_size,
+        }
+    }
+}
+
+impl<B: Backend> ImageEncoderViT<B> {
+    /// `x: [B, 3, img_size, img_size]` (normalised, padded) to `[B, out_chans, H/p, W/p]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut x = self.patch_embed.proj.forward(x).permute([0, 2, 3, 1]);
+        if let Some(pos) = &self.pos_embed {
+            x = x + pos.val();
+        }
+        for blk in &self.blocks {
+            x = blk.forward(x);
+        }
+        let x = x.permute([0, 3, 1, 2]);
+        let x = self.neck.ln1.forward(self.neck.conv1.forward(x));
+        self.neck.ln2.forward(self.neck.conv2.forward(x))
+    }
+}

@@ -1,0 +1,445 @@
+//! Segment Anything (`facebookresearch/segment-anything`): image encoder, prompt encoder
+//! and mask decoder, with the predictor's pre- and post-processing.
+//!
+//! The image embedding is computed once with [`Sam::embed_image`] and reused by any number
+//! of [`Sam::predict`] calls. Module fields carry the PyTorch names, so a checkpoint loads
+//! with a handful of renames (see [`crate::loader::sam`]).
+//!
+//! ```no_run
+//! # use burn::backend::Flex;
+//! use mimo_core::sam::{Prompt, Sam, SamConfig, SamImage};
+//! let device = Default::default();
+//! let sam = Sam::<Flex>::new(&SamConfig::vit_b(), &device);
+//! let image = SamImage::new(640, 480, vec![0; 640 * 480 * 3]).unwrap();
+//! let emb = sam.embed_image(&image);
+//! let prompt = Prompt::default().point(320.0, 240.0, true).boxed(100.0, 80.0, 500.0, 400.0);
+//! let pred = sam.predict(&emb, &prompt, false).unwrap();
+//! let masks = pred.binary_masks(); // [1, 480, 640]
+//! ```
+
+mod config;
+mod image_encoder;
+mod mask_decoder;
+mod prompt_encoder;
+pub mod transforms;
+
+pub use config::{
+    ImageEncoderViTConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig,
+    TwoWayTransformerConfig,
+};
+pub use image_encoder::{
+    Attention as EncoderAttention, Block, ImageEncoderViT, MlpBlock, Neck, PatchEmbed,
+    window_partition, window_unpartition,
+};
+pub use mask_decoder::{
+    Attention as DecoderAttention, MaskDecoder, MlpBlock as DecoderMlpBlock, OutputUpscaling,
+    TwoWayAttentionBlock, TwoWayTransformer,
+};
+pub use prompt_encoder::{
+    LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT, LABEL_NEGATIVE, LABEL_PAD, LABEL_POSITIVE,
+    MaskDownscaling, PositionEmbeddingRandom, PromptEncoder,
+};
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+/// The Segment Anything model.
+#[derive(Module, Debug)]
+pub struct Sam<B: Backend> {
+    /// ViT image encoder.
+    pub image_encoder: ImageEncoderViT<B>,
+    /// Prompt encoder.
+    pub prompt_encoder: PromptEncoder<B>,
+    /// Mask decoder.
+    pub mask_decoder: MaskDecoder<B>,
+    /// Pixel mean (RGB, 0..255), not part of the checkpoint.
+    pub pixel_mean: [f32; 3],
+    /// Pixel standard deviation (RGB), not part of the checkpoint.
+    pub pixel_std: [f32; 3],
+    /// Logit threshold of a foreground pixel.
+    pub mask_threshold: f32,
+}
+
+/// An RGB image in original pixels, row-major `height x width x 3`.
+#[derive(Debug, Clone)]
+pub struct SamImage {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+/// A bad image or prompt; the message gives the valid range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PromptError {
+    /// The pixel buffer does not match the stated size.
+    #[error("image buffer has {got} bytes, expected {width}x{height}x3 = {}", width * height * 3)]
+    BufferSize {
+        /// Stated width.
+        width: usize,
+        /// Stated height.
+        height: usize,
+        /// Actual buffer length.
+        got: usize,
+    },
+    /// An empty image.
+    #[error("image is empty ({width}x{height})")]
+    EmptyImage {
+        /// Width.
+        width: usize,
+        /// Height.
+        height: usize,
+    },
+    /// A point outside the image.
+    #[error("point ({x}, {y}) is outside the image: x must be in [0, {width}], y in [0, {height}]")]
+    PointOutside {
+        /// x.
+        x: f64,
+        /// y.
+        y: f64,
+        /// Image width.
+        width: usize,
+        /// Image height.
+        height: usize,
+    },
+    /// A box outside the image or with reversed corners.
+    #[error(
+        "box ({x0}, {y0}, {x1}, {y1}) is invalid: need 0 <= x0 <= x1 <= {width} and 0 <= y0 <= y1 <= {height}"
+    )]
+    BadBox {
+        /// Left.
+        x0: f64,
+        /// Top.
+        y0: f64,
+        /// Right.
+        x1: f64,
+        /// Bottom.
+        y1: f64,
+        /// Image width.
+        width: usize,
+        /// Image height.
+        height: usize,
+    },
+    /// A mask prompt of the wrong size.
+    #[error("mask prompt must be {expected}x{expected} low-resolution logits, got {h}x{w}")]
+    MaskSize {
+        /// Expected side.
+        expected: usize,
+        /// Height given.
+        h: usize,
+        /// Width given.
+        w: usize,
+    },
+    /// A coordinate that is NaN or infinite.
+    #[error("prompt coordinates must be finite")]
+    NotFinite,
+}
+
+impl SamImage {
+    /// Wraps an interleaved RGB buffer.
+    pub fn new(width: usize, height: usize, rgb: Vec<u8>) -> Result<Self, PromptError> {
+        if width == 0 || height == 0 {
+            return Err(PromptError::EmptyImage { width, height });
+        }
+        if rgb.len() != width * height * 3 {
+            return Err(PromptError::BufferSize {
+                width,
+                height,
+                got: rgb.len(),
+            });
+        }
+        Ok(Self { width, height, rgb })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// The interleaved RGB bytes.
+    pub fn rgb(&self) -> &[u8] {
+        &self.rgb
+    }
+}
+
+/// A point prompt in original pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointPrompt {
+    /// Column.
+    pub x: f64,
+    /// Row.
+    pub y: f64,
+    /// 1 foreground, 0 background (see the `LABEL_*` constants).
+    pub label: i64,
+}
+
+/// The prompts of one prediction, in original pixels.
+#[derive(Debug, Clone, Default)]
+pub struct Prompt {
+    /// Clicks.
+    pub points: Vec<PointPrompt>,
+    /// Box `[x0, y0, x1, y1]`.
+    pub bbox: Option<[f64; 4]>,
+    /// Low-resolution mask logits (`low_res_size`²), e.g. a previous prediction.
+    pub mask_input: Option<Vec<f32>>,
+}
+
+impl Prompt {
+    /// Adds a foreground (`positive`) or background click.
+    pub fn point(mut self, x: f64, y: f64, positive: bool) -> Self {
+        self.points.push(PointPrompt {
+            x,
+            y,
+            label: if positive {
+                LABEL_POSITIVE
+            } else {
+                LABEL_NEGATIVE
+            },
+        });
+        self
+    }
+
+    /// Sets the box.
+    pub fn boxed(mut self, x0: f64, y0: f64, x1: f64, y1: f64) -> Self {
+        self.bbox = Some([x0, y0, x1, y1]);
+        self
+    }
+
+    /// Checks the prompt against an image of `width x height` and a mask side `mask_side`.
+    pub fn validate(
+        &self,
+        width: usize,
+        height: usize,
+        mask_side: usize,
+    ) -> Result<(), PromptError> {
+        for p in &self.points {
+            if !p.x.is_finite() || !p.y.is_finite() {
+                return Err(PromptError::NotFinite);
+            }
+            if p.x < 0.0 || p.y < 0.0 || p.x > width as f64 || p.y > height as f64 {
+                return Err(PromptError::PointOutside {
+                    x: p.x,
+                    y: p.y,
+                    width,
+                    height,
+                });
+            }
+        }
+        if let Some([x0, y0, x1, y1]) = self.bbox {
+            if [x0, y0, x1, y1].iter().any(|v| !v.is_finite()) {
+                return Err(PromptError::NotFinite);
+            }
+            let ok = 0.0 <= x0
+                && x0 <= x1
+                && x1 <= width as f64
+                && 0.0 <= y0
+                && y0 <= y1
+                && y1 <= height as f64;
+            if !ok {
+                return Err(PromptError::BadBox {
+                    x0,
+                    y0,
+                    x1,
+                    y1,
+                    width,
+                    height,
+                });
+            }
+        }
+        if let Some(m) = &self.mask_input {
+            if m.len() != mask_side * mask_side {
+                let side = (m.len() as f64).sqrt() as usize;
+                return Err(PromptError::MaskSize {
+                    expected: mask_side,
+                    h: side,
+                    w: if side == 0 { 0 } else { m.len() / side },
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An image embedding with the sizes needed to map prompts and masks.
+#[derive(Debug, Clone)]
+pub struct ImageEmbedding<B: Backend> {
+    /// `[1, C, h, w]`.
+    pub embeddings: Tensor<B, 4>,
+    /// Original `(height, width)`.
+    pub original_size: (usize, usize),
+    /// Size after the long-side resize, before padding.
+    pub input_size: (usize, usize),
+}
+
+/// The result of [`Sam::predict`].
+#[derive(Debug, Clone)]
+pub struct Prediction<B: Backend> {
+    /// Mask logits at the original size, `[1, K, H, W]` (K = 1, or 3 with multimask).
+    pub masks: Tensor<B, 4>,
+    /// Predicted IoU of each mask, `[1, K]`.
+    pub iou_predictions: Tensor<B, 2>,
+    /// Low-resolution logits `[1, K, 4h, 4w]`, usable as the next `mask_input`.
+    pub low_res_masks: Tensor<B, 4>,
+    /// Threshold for [`Prediction::binary_masks`].
+    pub mask_threshold: f32,
+}
+
+impl<B: Backend> Prediction<B> {
+    /// `masks > threshold`, `[K, H, W]`.
+    pub fn binary_masks(&self) -> Tensor<B, 3, Bool> {
+        let [_, k, h, w] = self.masks.dims();
+        self.masks
+            .clone()
+            .reshape([k, h, w])
+            .greater_elem(self.mask_threshold)
+    }
+}
+
+impl<B: Backend> Sam<B> {
+    /// Builds a model of `config` with lazily initialised weights (load a checkpoint next).
+    pub fn new(config: &SamConfig, device: &B::Device) -> Self {
+        Self {
+            image_encoder: config.image_encoder.init(device),
+            prompt_encoder: prompt_encoder::init_prompt_encoder(config, device),
+            mask_decoder: config.mask_decoder.init(device),
+            pixel_mean: config.pixel_mean,
+            pixel_std: config.pixel_std,
+            mask_threshold: config.mask_threshold,
+        }
+    }
+
+    /// The padded model input side (1024 for the released models).
+    pub fn img_size(&self) -> usize {
+        self.image_encoder.img_size
+    }
+
+    /// Side of the low-resolution masks and of a mask prompt.
+    pub fn low_res_size(&self) -> usize {
+        4 * self.prompt_encoder.image_embedding_size[0]
+    }
+
+    /// Resizes (Pillow bilinear, long side = `img_size`), normalises and zero-pads an image
+    /// to `[1, 3, img_size, img_size]`; returns it with the resized size.
+    pub fn preprocess(&self, image: &SamImage) -> (Tensor<B, 4>, (usize, usize)) {
+        let device = self.device();
+        let s = self.img_size();
+        let (h, w) = transforms::preprocess_shape(image.height, image.width, s);
+        let resized =
+            transforms::resize_bilinear_u8(&image.rgb, (image.height, image.width), 3, (h, w));
+        let pixels: Vec<f32> = resized.iter().map(|&v| v as f32).collect();
+        let x = Tensor::<B, 3>::from_data(TensorData::new(pixels, [h, w, 3]), &device)
+            .permute([2, 0, 1])
+            .unsqueeze::<4>();
+        let mean = Tensor::<B, 1>::from_floats(self.pixel_mean, &device).reshape([1, 3, 1, 1]);
+        let std = Tensor::<B, 1>::from_floats(self.pixel_std, &device).reshape([1, 3, 1, 1]);
+        let x = (x - mean) / std;
+        let padded = Tensor::zeros([1, 3, s, s], &device).slice_assign([0..1, 0..3, 0..h, 0..w], x);
+        (padded, (h, w))
+    }
+
+    /// Runs the image encoder once; the result serves any number of prompts.
+    pub fn embed_image(&self, image: &SamImage) -> ImageEmbedding<B> {
+        let (x, input_size) = self.preprocess(image);
+        ImageEmbedding {
+            embeddings: self.image_encoder.forward(x),
+            original_size: (image.height, image.width),
+            input_size,
+        }
+    }
+
+    /// Upscales low-resolution logits `[B, K, 4h, 4w]` to the padded input size, crops the
+    /// padding and resizes to `original_size` (bilinear, `align_corners = false`).
+    pub fn postprocess_masks(
+        &self,
+        masks: Tensor<B, 4>,
+        input_size: (usize, usize),
+        original_size: (usize, usize),
+    ) -> Tensor<B, 4> {
+        let s = self.img_size();
+        let opts = || InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false);
+        let [b, k, _, _] = masks.dims();
+        let x = interpolate(masks, [s, s], opts());
+        let x = x.slice([0..b, 0..k, 0..input_size.0, 0..input_size.1]);
+        interpolate(x, [original_size.0, original_size.1], opts())
+    }
+
+    /// Encodes a validated prompt into sparse and dense embeddings (input-frame
+    /// coordinates, as `SamPredictor.predict` does).
+    pub fn encode_prompt(
+        &self,
+        embedding: &ImageEmbedding<B>,
+        prompt: &Prompt,
+    ) -> Result<(Tensor<B, 3>, Tensor<B, 4>), PromptError> {
+        let (oh, ow) = embedding.original_size;
+        let side = self.low_res_size();
+        prompt.validate(ow, oh, side)?;
+        let device = self.device();
+        let old = embedding.original_size;
+        let new = embedding.input_size;
+        let points = (!prompt.points.is_empty()).then(|| {
+            let coords: Vec<f32> = prompt
+                .points
+                .iter()
+                .flat_map(|p| transforms::apply_coords([p.x, p.y], old, new))
+                .collect();
+            let labels: Vec<i64> = prompt.points.iter().map(|p| p.label).collect();
+            let n = labels.len();
+            (
+                Tensor::<B, 1>::from_floats(coords.as_slice(), &device).reshape([1, n, 2]),
+                Tensor::<B, 1, Int>::from_ints(labels.as_slice(), &device).reshape([1, n]),
+            )
+        });
+        let boxes = prompt.bbox.map(|[x0, y0, x1, y1]| {
+            let [a, b] = transforms::apply_coords([x0, y0], old, new);
+            let [c, d] = transforms::apply_coords([x1, y1], old, new);
+            Tensor::<B, 1>::from_floats([a, b, c, d], &device).reshape([1, 4])
+        });
+        let masks = prompt.mask_input.as_ref().map(|m| {
+            Tensor::<B, 1>::from_floats(m.as_slice(), &device).reshape([1, 1, side, side])
+        });
+        Ok(self.prompt_encoder.forward(points, boxes, masks))
+    }
+
+    /// Predicts masks for one prompt on an embedded image (segment_anything's
+    /// `SamPredictor.predict` with `return_logits=True`).
+    pub fn predict(
+        &self,
+        embedding: &ImageEmbedding<B>,
+        prompt: &Prompt,
+        multimask_output: bool,
+    ) -> Result<Prediction<B>, PromptError> {
+        let (sparse, dense) = self.encode_prompt(embedding, prompt)?;
+        let (low_res, iou) = self.mask_decoder.forward(
+            embedding.embeddings.clone(),
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            multimask_output,
+        );
+        let masks = self.postprocess_masks(
+            low_res.clone(),
+            embedding.input_size,
+            embedding.original_size,
+        );
+        Ok(Prediction {
+            masks,
+            iou_predictions: iou,
+            low_res_masks: low_res,
+            mask_threshold: self.mask_threshold,
+        })
+    }
+
+    fn device(&self) -> B::Device {
+        self.mask_decoder.iou_token.weight.device()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+//! Helpers for the parity tests: reading reference fixtures and comparing tensors.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use safetensors::{Dtype, SafeTensors};
+
+/// The CPU backend the tests run on.
+pub type TestBackend = burn::backend::Flex;
+
+/// `mimo-core/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// A tensor read from a fixture: shape and values (f32, i64 or u8 widened).
+#[derive(Debug, Clone)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub f32: Vec<f32>,
+    pub i64: Vec<i64>,
+    pub u8: Vec<u8>,
+}
+
+/// All tensors of a safetensors fixture.
+pub fn read_fixture(rel: &str) -> HashMap<String, Array> {
+    let path = fixture(rel);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).expect("valid safetensors fixture");
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let mut a = Array {
+                shape: view.shape().to_vec(),
+                f32: vec![],
+                i64: vec![],
+                u8: vec![],
+            };
+            match view.dtype() {
+                Dtype::F32 => {
+                    a.f32 = data
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect()
+                }
+                Dtype::I64 => {
+                    a.i64 = data
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect()
+                }
+                Dtype::U8 => a.u8 = data.to_vec(),
+                other => panic!("{name}: unsupported fixture dtype {other:?}"),
+            }
+            (name, a)
+        })
+        .collect()
+}
+
+/// Max absolute difference between a tensor and reference values; asserts equal shapes.
+pub fn max_abs_diff<B: Backend, const D: usize>(got: Tensor<B, D>, want: &Array) -> f32 {
+    assert_eq!(got.dims().to_vec(), want.shape, "shape mismatch");
+    let got = got.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    got.iter()
+        .zip(&want.f32)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// Asserts `max |got - want| <= tol`, printing the figure.
+pub fn assert_close<B: Backend, const D: usize>(
+    what: &str,
+    got: Tensor<B, D>,
+    want: &Array,
+    tol: f32,
+) {
+    let err = max_abs_diff(got, want);
+    println!("{what}: max abs err {err:.3e} (tol {tol:.0e})");
+    assert!(err <= tol, "{what}: max abs err {err:e} > {tol:e}");
+}

@@ -1,0 +1,12 @@
+//! # mimo-data
+//!
+//! The MIMOSeg data pipeline. Today it holds [`rle`], COCO run-length encoding of masks
+//! (pycocotools-compatible), which the records and the CLI's JSON output use.
+//!
+//! Still to come (tracked in the issues): sources (2D images, NIfTI volumes, DICOM), the
+//! four perspectives, templates, knowledge base and Q&A generation, JSONL records, splits,
+//! burn `Dataset`/`Batcher`, VQA benchmark readers and synthetic phantoms.
+
+#![warn(missing_docs)]
+
+pub mod rle;

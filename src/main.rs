@@ -1,0 +1,44 @@
+//! `mimo`: the command-line interface of the MIMO toolkit.
+
+mod backend;
+mod bench;
+mod overlay;
+mod segment;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// MIMO: a medical vision-language model with visual referring input and pixel-grounded
+/// output, on burn.
+///
+/// Everything runs offline: weights, tokenizers and data come from local paths.
+#[derive(Parser)]
+#[command(name = "mimo", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Segment an image with Segment Anything from point and/or box prompts.
+    Segment(segment::SegmentArgs),
+    /// Time model components on this machine (see `mimo bench --help`).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Segment(args) => segment::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

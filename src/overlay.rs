@@ -1,0 +1,115 @@
+//! PNG outputs a person can look at: the binary mask, and the image with the mask and the
+//! prompts drawn on it.
+
+use image::{ImageEncoder, Rgb, RgbImage};
+use mimo_core::sam::{LABEL_POSITIVE, Prompt, SamImage};
+
+fn encode_png(
+    bytes: &[u8],
+    w: usize,
+    h: usize,
+    color: image::ExtendedColorType,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(bytes, w as u32, h as u32, color)
+        .map_err(|e| format!("encoding PNG: {e}"))?;
+    Ok(out)
+}
+
+/// The mask as an 8-bit grey PNG: 255 foreground, 0 background.
+pub fn mask_png(mask: &[bool], w: usize, h: usize) -> Result<Vec<u8>, String> {
+    let bytes: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
+    encode_png(&bytes, w, h, image::ExtendedColorType::L8)
+}
+
+const MASK_COLOR: [f32; 3] = [30.0, 144.0, 255.0];
+const POSITIVE: Rgb<u8> = Rgb([40, 220, 60]);
+const NEGATIVE: Rgb<u8> = Rgb([235, 40, 40]);
+const BOX: Rgb<u8> = Rgb([40, 220, 60]);
+const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
+
+/// The image with the mask tinted (60 %) and outlined, the clicks as dots (green
+/// foreground, red background) and the box as a rectangle.
+pub fn overlay_png(image: &SamImage, mask: &[bool], prompt: &Prompt) -> Result<Vec<u8>, String> {
+    let (w, h) = (image.width(), image.height());
+    let mut img =
+        RgbImage::from_raw(w as u32, h as u32, image.rgb().to_vec()).ok_or("image buffer size")?;
+    let at = |x: usize, y: usize| mask[y * w + x];
+    for y in 0..h {
+        for x in 0..w {
+            if !at(x, y) {
+                continue;
+            }
+            let edge = x == 0
+                || y == 0
+                || x + 1 == w
+                || y + 1 == h
+                || !at(x - 1, y)
+                || !at(x + 1, y)
+                || !at(x, y - 1)
+                || !at(x, y + 1);
+            let p = img.get_pixel_mut(x as u32, y as u32);
+            for c in 0..3 {
+                let v = if edge {
+                    MASK_COLOR[c]
+                } else {
+                    0.4 * p.0[c] as f32 + 0.6 * MASK_COLOR[c]
+                };
+                p.0[c] = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    let scale = (w.min(h) as f64 / 100.0).max(1.0);
+    if let Some([x0, y0, x1, y1]) = prompt.bbox {
+        let t = scale.round().max(1.0) as i64;
+        draw_rect(&mut img, [x0, y0, x1, y1], t, BOX);
+    }
+    for p in &prompt.points {
+        let r = 2.5 * scale;
+        let color = if p.label == LABEL_POSITIVE {
+            POSITIVE
+        } else {
+            NEGATIVE
+        };
+        draw_disc(&mut img, p.x, p.y, r + scale.max(1.0), WHITE);
+        draw_disc(&mut img, p.x, p.y, r, color);
+    }
+    encode_png(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+}
+
+fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
+    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
+        img.put_pixel(x as u32, y as u32, c);
+    }
+}
+
+fn draw_disc(img: &mut RgbImage, cx: f64, cy: f64, r: f64, c: Rgb<u8>) {
+    let ri = r.ceil() as i64;
+    for dy in -ri..=ri {
+        for dx in -ri..=ri {
+            if ((dx * dx + dy * dy) as f64) <= r * r {
+                put(img, cx.round() as i64 + dx, cy.round() as i64 + dy, c);
+            }
+        }
+    }
+}
+
+fn draw_rect(img: &mut RgbImage, [x0, y0, x1, y1]: [f64; 4], t: i64, c: Rgb<u8>) {
+    let (x0, y0, x1, y1) = (
+        x0.round() as i64,
+        y0.round() as i64,
+        x1.round() as i64 - 1,
+        y1.round() as i64 - 1,
+    );
+    for k in 0..t {
+        for x in x0..=x1 {
+            put(img, x, y0 + k, c);
+            put(img, x, y1 - k, c);
+        }
+        for y in y0..=y1 {
+            put(img, x0 + k, y, c);
+            put(img, x1 - k, y, c);
+        }
+    }
+}
