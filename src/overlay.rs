@@ -50,13 +50,13 @@ pub fn overlay_png(image: &SamImage, mask: &[bool], prompt: &Prompt) -> Result<V
                 || !at(x, y - 1)
                 || !at(x, y + 1);
             let p = img.get_pixel_mut(x as u32, y as u32);
-            for c in 0..3 {
+            for (channel, tint) in p.0.iter_mut().zip(MASK_COLOR) {
                 let v = if edge {
-                    MASK_COLOR[c]
+                    tint
                 } else {
-                    0.4 * p.0[c] as f32 + 0.6 * MASK_COLOR[c]
+                    0.4 * *channel as f32 + 0.6 * tint
                 };
-                p.0[c] = v.round().clamp(0.0, 255.0) as u8;
+                *channel = v.round().clamp(0.0, 255.0) as u8;
             }
         }
     }

@@ -53,7 +53,7 @@ pub struct SegmentArgs {
     /// Also write the image with the mask and prompts drawn on it.
     #[arg(long, value_name = "OVERLAY.png")]
     overlay: Option<PathBuf>,
-    /// Also write the masks as COCO RLE with their predicted IoU.
+    /// Also write the masks as COCO RLE (pycocotools format) with their predicted IoU.
     #[arg(long, value_name = "OUT.json")]
     json: Option<PathBuf>,
 }

@@ -244,7 +244,7 @@ pub fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 .allow_partial(true)
                 .validate(false);
             for (f, m) in dialect.renames {
-                store = store.with_key_remapping(&format!("^{}", regex_escape(f)), *m);
+                store = store.with_key_remapping(format!("^{}", regex_escape(f)), *m);
             }
             module
                 .load_from(&mut store)
@@ -256,7 +256,7 @@ pub fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 .allow_partial(true)
                 .validate(false);
             for (f, m) in dialect.renames {
-                store = store.with_key_remapping(&format!("^{}", regex_escape(f)), *m);
+                store = store.with_key_remapping(format!("^{}", regex_escape(f)), *m);
             }
             module
                 .load_from(&mut store)
@@ -297,7 +297,7 @@ fn norm_alias_applied(file_key: &str, result: &ApplyResult, dialect: &Dialect) -
     } else {
         return false;
     };
-    result.applied.iter().any(|a| *a == alias)
+    result.applied.contains(&alias)
 }
 
 fn check_result<B: Backend, M: Module<B>>(

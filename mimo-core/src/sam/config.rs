@@ -217,13 +217,13 @@ impl SamConfig {
                 file: None,
             })
         };
-        if e.patch_size == 0 || e.img_size % e.patch_size != 0 {
+        if e.patch_size == 0 || !e.img_size.is_multiple_of(e.patch_size) {
             return bad(
                 "image_encoder.patch_size",
                 format!("must divide img_size {} (got {})", e.img_size, e.patch_size),
             );
         }
-        if e.num_heads == 0 || e.embed_dim % e.num_heads != 0 {
+        if e.num_heads == 0 || !e.embed_dim.is_multiple_of(e.num_heads) {
             return bad(
                 "image_encoder.num_heads",
                 format!(
@@ -242,13 +242,13 @@ impl SamConfig {
             return bad("image_encoder.mlp_ratio", "must be positive".into());
         }
         let p = &self.prompt_encoder;
-        if p.embed_dim % 2 != 0 {
+        if !p.embed_dim.is_multiple_of(2) {
             return bad(
                 "prompt_encoder.embed_dim",
                 format!("must be even (got {})", p.embed_dim),
             );
         }
-        if p.mask_in_chans < 4 || p.mask_in_chans % 4 != 0 {
+        if p.mask_in_chans < 4 || !p.mask_in_chans.is_multiple_of(4) {
             return bad(
                 "prompt_encoder.mask_in_chans",
                 format!("must be a multiple of 4 (got {})", p.mask_in_chans),
@@ -273,7 +273,7 @@ impl SamConfig {
                 ),
             );
         }
-        if d.transformer_dim % 8 != 0 {
+        if !d.transformer_dim.is_multiple_of(8) {
             return bad(
                 "mask_decoder.transformer_dim",
                 format!("must be a multiple of 8 (got {})", d.transformer_dim),
@@ -281,7 +281,7 @@ impl SamConfig {
         }
         let t = &d.transformer;
         let rate = t.attention_downsample_rate.max(1);
-        if t.num_heads == 0 || (t.embedding_dim / rate) % t.num_heads != 0 {
+        if t.num_heads == 0 || !(t.embedding_dim / rate).is_multiple_of(t.num_heads) {
             return bad(
                 "mask_decoder.transformer.num_heads",
                 format!(

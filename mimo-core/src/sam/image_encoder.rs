@@ -64,9 +64,9 @@ impl<B: Backend> Attention<B> {
             .reshape([b, h * w, 3, heads, hd])
             .permute([2, 0, 3, 1, 4])
             .reshape([3, b * heads, h * w, hd]);
-        let q = qkv.clone().slice([0..1]).reshape([b * heads, h * w, hd]);
-        let k = qkv.clone().slice([1..2]).reshape([b * heads, h * w, hd]);
-        let v = qkv.slice([2..3]).reshape([b * heads, h * w, hd]);
+        let q = qkv.clone().narrow(0, 0, 1).reshape([b * heads, h * w, hd]);
+        let k = qkv.clone().narrow(0, 1, 1).reshape([b * heads, h * w, hd]);
+        let v = qkv.narrow(0, 2, 1).reshape([b * heads, h * w, hd]);
 
         let scale = (hd as f64).powf(-0.5);
         let mut attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));

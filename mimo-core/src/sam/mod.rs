@@ -123,14 +123,12 @@ pub enum PromptError {
         height: usize,
     },
     /// A mask prompt of the wrong size.
-    #[error("mask prompt must be {expected}x{expected} low-resolution logits, got {h}x{w}")]
+    #[error("mask prompt must be {expected}x{expected} low-resolution logits, got {got} values")]
     MaskSize {
         /// Expected side.
         expected: usize,
-        /// Height given.
-        h: usize,
-        /// Width given.
-        w: usize,
+        /// Number of values given.
+        got: usize,
     },
     /// A coordinate that is NaN or infinite.
     #[error("prompt coordinates must be finite")]
@@ -253,15 +251,13 @@ impl Prompt {
                 });
             }
         }
-        if let Some(m) = &self.mask_input {
-            if m.len() != mask_side * mask_side {
-                let side = (m.len() as f64).sqrt() as usize;
-                return Err(PromptError::MaskSize {
-                    expected: mask_side,
-                    h: side,
-                    w: if side == 0 { 0 } else { m.len() / side },
-                });
-            }
+        if let Some(m) = &self.mask_input
+            && m.len() != mask_side * mask_side
+        {
+            return Err(PromptError::MaskSize {
+                expected: mask_side,
+                got: m.len(),
+            });
         }
         Ok(())
     }

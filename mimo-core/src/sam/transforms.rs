@@ -116,7 +116,6 @@ pub fn resize_bilinear_u8_ordered(
     let need_v = out_h != height;
     let img = Plane {
         data: src,
-        height,
         width,
         channels,
     };
@@ -128,7 +127,6 @@ pub fn resize_bilinear_u8_ordered(
             let tmp = vertical(&img, 0, height, out_h);
             let tmp = Plane {
                 data: &tmp,
-                height: out_h,
                 width,
                 channels,
             };
@@ -142,7 +140,6 @@ pub fn resize_bilinear_u8_ordered(
             let tmp = horizontal(&img, first..lmin + ln, out_w);
             let tmp = Plane {
                 data: &tmp,
-                height: lmin + ln - first,
                 width: out_w,
                 channels,
             };
@@ -154,7 +151,6 @@ pub fn resize_bilinear_u8_ordered(
 /// An interleaved uint8 image view.
 struct Plane<'a> {
     data: &'a [u8],
-    height: usize,
     width: usize,
     channels: usize,
 }

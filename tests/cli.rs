@@ -1,0 +1,197 @@
+//! End-to-end tests of the `mimo` binary: the README's main command and its errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mimo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mimo"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run mimo")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh directory under the target dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mimo-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn path(&self, f: &str) -> String {
+        self.0.join(f).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const MODEL: &str = "mimo-core/fixtures/sam/tiny_a.ron";
+const CKPT: &str = "mimo-core/fixtures/sam/tiny_a.safetensors";
+const IMAGE: &str = "assets/samples/mni152_t1_z95.png"; // 197 x 233
+
+fn segment(extra: &[&str]) -> Output {
+    let mut args = vec!["segment", "--model", MODEL, "--checkpoint", CKPT];
+    args.extend_from_slice(extra);
+    mimo(&args)
+}
+
+#[test]
+fn segment_writes_mask_overlay_and_json() {
+    let dir = TempDir::new("ok");
+    let (mask, overlay, json) = (dir.path("m.png"), dir.path("o.png"), dir.path("m.json"));
+    let o = segment(&[
+        "--image",
+        IMAGE,
+        "--point",
+        "98,110",
+        "--point",
+        "20,20,0",
+        "--box",
+        "30,30,170,200",
+        "--out",
+        &mask,
+        "--overlay",
+        &overlay,
+        "--json",
+        &json,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let m = image::open(&mask).unwrap().to_luma8();
+    assert_eq!(m.dimensions(), (197, 233));
+    assert!(m.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+    let fg = m.pixels().filter(|p| p.0[0] == 255).count() as u64;
+    let ov = image::open(&overlay).unwrap().to_rgb8();
+    assert_eq!(ov.dimensions(), (197, 233));
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["width"], 197);
+    assert_eq!(v["height"], 233);
+    let masks = v["masks"].as_array().unwrap();
+    assert_eq!(masks.len(), 1);
+    assert_eq!(masks[0]["rle"]["size"], serde_json::json!([233, 197]));
+    assert_eq!(masks[0]["area"].as_u64().unwrap(), fg);
+    let rle: mimo_data::rle::Rle = serde_json::from_value(masks[0]["rle"].clone()).unwrap();
+    let decoded = rle.decode().unwrap();
+    let png: Vec<bool> = m.pixels().map(|p| p.0[0] == 255).collect();
+    assert_eq!(decoded, png, "RLE in the JSON equals the PNG mask");
+    assert!(masks[0]["predicted_iou"].is_number());
+}
+
+#[test]
+fn multimask_lists_three_masks() {
+    let dir = TempDir::new("multi");
+    let o = segment(&[
+        "--image",
+        IMAGE,
+        "--point",
+        "98,110",
+        "--multimask",
+        "--out",
+        &dir.path("m.png"),
+        "--json",
+        &dir.path("m.json"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("m.json")).unwrap()).unwrap();
+    assert_eq!(v["masks"].as_array().unwrap().len(), 3);
+    assert!(v["best"].as_u64().unwrap() < 3);
+}
+
+fn fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "expected failure, got success");
+    let e = stderr(o);
+    assert!(e.contains(needle), "stderr lacks {needle:?}:\n{e}");
+    assert!(!e.contains("panicked"), "panicked:\n{e}");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = TempDir::new("bad");
+    let out = dir.path("m.png");
+    fails_with(
+        &segment(&["--image", "nope.png", "--point", "1,1", "--out", &out]),
+        "nope.png",
+    );
+    let corrupt = dir.path("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\n garbage").unwrap();
+    fails_with(
+        &segment(&["--image", &corrupt, "--point", "1,1", "--out", &out]),
+        "corrupt.png",
+    );
+    fails_with(
+        &segment(&["--image", IMAGE, "--box", "10,10,300,40", "--out", &out]),
+        "x0 <= x1 <= 197",
+    );
+    fails_with(
+        &segment(&["--image", IMAGE, "--box", "50,10,40,40", "--out", &out]),
+        "x0 <= x1",
+    );
+    fails_with(
+        &segment(&["--image", IMAGE, "--point", "500,10", "--out", &out]),
+        "x must be in [0, 197]",
+    );
+    fails_with(&segment(&["--image", IMAGE, "--out", &out]), "--point");
+    fails_with(
+        &segment(&["--image", IMAGE, "--point", "1,1,7", "--out", &out]),
+        "LABEL",
+    );
+    let o = mimo(&[
+        "segment",
+        "--model",
+        "vit_q",
+        "--checkpoint",
+        CKPT,
+        "--image",
+        IMAGE,
+        "--point",
+        "1,1",
+        "--out",
+        &out,
+    ]);
+    fails_with(&o, "vit_b, vit_l, vit_h");
+    // A checkpoint of another configuration names the offending key and both shapes.
+    let o = mimo(&[
+        "segment",
+        "--model",
+        MODEL,
+        "--checkpoint",
+        "mimo-core/fixtures/sam/tiny_b.safetensors",
+        "--image",
+        IMAGE,
+        "--point",
+        "1,1",
+        "--out",
+        &out,
+    ]);
+    fails_with(&o, "key `");
+    assert!(stderr(&o).contains("expects"), "{}", stderr(&o));
+    assert!(!Path::new(&out).exists(), "no output after a failure");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let o = mimo(&["segment", "--help"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for word in ["--checkpoint", "--box", "--multimask", "RANDOM", "COCO RLE"] {
+        assert!(text.contains(word), "help lacks {word}:\n{text}");
+    }
+}
