@@ -33,12 +33,16 @@ impl<B: Backend> LayerNorm2d<B> {
     }
 
     /// Normalises `x: [B, C, H, W]` over `C`.
+    ///
+    /// Computed channel-last: reductions over the innermost axis are several times faster
+    /// than strided ones on CPU backends, which outweighs the two layout copies.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, c, h, w] = x.dims();
+        let x = x.permute([0, 2, 3, 1]).reshape([b * h * w, c]);
         let (var, mean) = x.clone().var_mean_bias(1);
         let x = (x - mean) / (var + self.eps).sqrt();
-        let w = self.weight.val().reshape([1, -1, 1, 1]);
-        let b = self.bias.val().reshape([1, -1, 1, 1]);
-        x * w + b
+        let x = x * self.weight.val().unsqueeze::<2>() + self.bias.val().unsqueeze::<2>();
+        x.reshape([b, h, w, c]).permute([0, 3, 1, 2])
     }
 }
 

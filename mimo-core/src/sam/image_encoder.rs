@@ -5,8 +5,10 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor};
 
 use super::config::ImageEncoderViTConfig;
@@ -29,10 +31,19 @@ pub struct MlpBlock<B: Backend> {
 }
 
 impl<B: Backend> MlpBlock<B> {
-    /// `lin2(gelu(lin1(x)))` with the exact (erf) GELU.
+    /// `lin2(gelu(lin1(x)))` with the exact (erf) GELU, on the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.lin2.forward(gelu(self.lin1.forward(x)))
+        let shape = x.dims();
+        let y = self.lin2.forward(gelu(self.lin1.forward(tokens(x))));
+        y.reshape(shape)
     }
+}
+
+/// Flattens the leading dimensions into one token axis, `[.., C] -> [N, C]`, so a linear
+/// layer is one matrix product rather than a batch of small ones.
+fn tokens<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, 2> {
+    let c = x.dims()[D - 1];
+    x.reshape([-1, c as i64])
 }
 
 /// Multi-head self-attention over a `[B, H, W, C]` grid with optional decomposed relative
@@ -53,33 +64,65 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// Self-attention on `x: [B, H, W, C]`.
+    ///
+    /// The decomposed relative positions are folded into the attention product instead of
+    /// being added to a materialised `[HW, HW]` logit matrix: the queries are extended with
+    /// `rel_h[y, x, :]` and `rel_w[y, x, :]` and the keys with one-hot codes of their row and
+    /// column, so `q'·k' = scale·q·k + rel_h[ky] + rel_w[kx]` exactly. The backend's fused
+    /// attention can then tile the softmax (a ViT-H global block would otherwise hold
+    /// 16 x 4096 x 4096 logits several times over).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, h, w, c] = x.dims();
         let heads = self.num_heads;
         let hd = c / heads;
-        // [B, HW, 3, heads, hd] -> [3, B, heads, HW, hd]
+        let n = h * w;
+        // [B, HW, 3, heads, hd] -> [3, B*heads, HW, hd]
         let qkv = self
             .qkv
-            .forward(x)
-            .reshape([b, h * w, 3, heads, hd])
+            .forward(tokens(x))
+            .reshape([b, n, 3, heads, hd])
             .permute([2, 0, 3, 1, 4])
-            .reshape([3, b * heads, h * w, hd]);
-        let q = qkv.clone().narrow(0, 0, 1).reshape([b * heads, h * w, hd]);
-        let k = qkv.clone().narrow(0, 1, 1).reshape([b * heads, h * w, hd]);
-        let v = qkv.narrow(0, 2, 1).reshape([b * heads, h * w, hd]);
+            .reshape([3, b * heads, n, hd]);
+        let q = qkv.clone().narrow(0, 0, 1).reshape([b * heads, n, hd]);
+        let k = qkv.clone().narrow(0, 1, 1).reshape([b * heads, n, hd]);
+        let v = qkv.narrow(0, 2, 1).reshape([b, heads, n, hd]);
 
         let scale = (hd as f64).powf(-0.5);
-        let mut attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
-        if let (Some(rh), Some(rw)) = (&self.rel_pos_h, &self.rel_pos_w) {
-            attn = add_decomposed_rel_pos(attn, q, rh.val(), rw.val(), [h, w]);
-        }
-        let attn = softmax(attn, 2);
-        let out = attn
-            .matmul(v)
+        let (q, k) = match (&self.rel_pos_h, &self.rel_pos_w) {
+            (Some(rh), Some(rw)) => {
+                let (rel_h, rel_w) = decomposed_rel_pos(q.clone(), rh.val(), rw.val(), [h, w]);
+                let q = Tensor::cat(
+                    vec![
+                        q * scale,
+                        rel_h.reshape([b * heads, n, h]),
+                        rel_w.reshape([b * heads, n, w]),
+                    ],
+                    2,
+                );
+                let codes = key_position_codes::<B>([h, w], &k.device())
+                    .unsqueeze::<3>()
+                    .expand([b * heads, n, h + w]);
+                (q, Tensor::cat(vec![k, codes], 2))
+            }
+            _ => (q * scale, k),
+        };
+        let d = q.dims()[2];
+        let out = attention(
+            q.reshape([b, heads, n, d]),
+            k.reshape([b, heads, n, d]),
+            v,
+            None,
+            None,
+            AttentionModuleOptions {
+                scale: Some(1.0),
+                ..Default::default()
+            },
+        );
+        let out = out
             .reshape([b, heads, h, w, hd])
             .permute([0, 2, 3, 1, 4])
-            .reshape([b, h, w, c]);
-        self.proj.forward(out)
+            .reshape([b * n, c]);
+        self.proj.forward(out).reshape([b, h, w, c])
     }
 }
 
@@ -96,15 +139,14 @@ fn get_rel_pos<B: Backend>(size: usize, rel_pos: Tensor<B, 2>) -> Tensor<B, 3> {
     rel_pos.select(0, idx).reshape([size, size, hd])
 }
 
-/// Adds `rel_h[b, y, x, ky] + rel_w[b, y, x, kx]` to the attention logits, where
-/// `rel_h = Σ_c q[b, y, x, c] · Rh[y, ky, c]` uses the unscaled queries.
-fn add_decomposed_rel_pos<B: Backend>(
-    attn: Tensor<B, 3>,
+/// SAM's `add_decomposed_rel_pos` terms from the unscaled queries `q: [BH, HW, hd]`:
+/// `rel_h[b, y, x, ky] = Σ_c q[b, y, x, c] · Rh[y, ky, c]` and likewise `rel_w` over x.
+fn decomposed_rel_pos<B: Backend>(
     q: Tensor<B, 3>,
     rel_pos_h: Tensor<B, 2>,
     rel_pos_w: Tensor<B, 2>,
     [h, w]: [usize; 2],
-) -> Tensor<B, 3> {
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let [bh, _, hd] = q.dims();
     let rh = get_rel_pos(h, rel_pos_h); // [h, kh, hd]
     let rw = get_rel_pos(w, rel_pos_w); // [w, kw, hd]
@@ -116,17 +158,29 @@ fn add_decomposed_rel_pos<B: Backend>(
         .reshape([h, bh * w, hd])
         .matmul(rh.swap_dims(1, 2))
         .reshape([h, bh, w, h])
-        .permute([1, 0, 2, 3]); // [bh, h(y), w(x), kh]
+        .permute([1, 0, 2, 3]); // [bh, y, x, ky]
     // rel_w: batch over x: [w, bh*h, hd] x [w, hd, kw] -> [w, bh*h, kw]
     let rel_w = r_q
         .permute([2, 0, 1, 3])
         .reshape([w, bh * h, hd])
         .matmul(rw.swap_dims(1, 2))
         .reshape([w, bh, h, w])
-        .permute([1, 2, 0, 3]); // [bh, h(y), w(x), kw]
-    let attn =
-        attn.reshape([bh, h, w, h, w]) + rel_h.unsqueeze_dim::<5>(4) + rel_w.unsqueeze_dim::<5>(3);
-    attn.reshape([bh, h * w, h * w])
+        .permute([1, 2, 0, 3]); // [bh, y, x, kx]
+    (rel_h, rel_w)
+}
+
+/// `[HW, H + W]` one-hot codes of each key's row `ky` (first `H` columns) and column `kx`
+/// (last `W` columns).
+fn key_position_codes<B: Backend>([h, w]: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+    let mut codes = vec![0f32; h * w * (h + w)];
+    for ky in 0..h {
+        for kx in 0..w {
+            let row = (ky * w + kx) * (h + w);
+            codes[row + ky] = 1.0;
+            codes[row + h + kx] = 1.0;
+        }
+    }
+    Tensor::<B, 1>::from_floats(codes.as_slice(), device).reshape([h * w, h + w])
 }
 
 /// One transformer block; windowed when `window_size > 0`.

@@ -183,8 +183,10 @@ impl<B: Backend> TwoWayTransformer<B> {
         image_pe: Tensor<B, 4>,
         point_embedding: Tensor<B, 3>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let keys = image_embedding.flatten::<3>(2, 3).swap_dims(1, 2);
-        let key_pe = image_pe.flatten::<3>(2, 3).swap_dims(1, 2);
+        // [B, C, h, w] -> [B, h*w, C] (materialised: every later op reads the keys row-wise)
+        let [b, c, h, w] = image_embedding.dims();
+        let keys = image_embedding.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
+        let key_pe = image_pe.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
         let mut queries = point_embedding.clone();
         let mut keys = keys;
         for layer in &self.layers {

@@ -443,3 +443,81 @@ fn labels_tensor_roundtrip_sanity() {
     let diff = (implicit - explicit).abs().max().into_scalar();
     assert!(diff < 1e-6);
 }
+
+/// The image encoder folds the relative positions into a fused attention call. On the
+/// real grid (64x64 global blocks) the backend takes its tiled (flash) path, which the tiny
+/// fixtures never reach: compare it with the plain formula of segment_anything's
+/// `Attention.forward` + `add_decomposed_rel_pos` on a 32x32 grid (1024 tokens, beyond
+/// Flex's 512x512 naive-attention budget).
+#[test]
+fn folded_rel_pos_attention_matches_the_explicit_formula_on_a_large_grid() {
+    use burn::tensor::Distribution;
+    use burn::tensor::activation::softmax;
+
+    let device = Default::default();
+    let cfg = ImageEncoderViTConfig {
+        img_size: 512,
+        patch_size: 16,
+        embed_dim: 32,
+        depth: 1,
+        num_heads: 2,
+        global_attn_indexes: vec![0],
+        ..SamConfig::vit_b().image_encoder
+    };
+    let mut enc = cfg.init::<B>(&device);
+    let attn = &mut enc.blocks[0].attn;
+    let rand = |shape: [usize; 2]| {
+        burn::module::Param::from_tensor(Tensor::<B, 2>::random(
+            shape,
+            Distribution::Normal(0.0, 0.5),
+            &device,
+        ))
+    };
+    attn.rel_pos_h = Some(rand([63, 16]));
+    attn.rel_pos_w = Some(rand([63, 16]));
+    let x = Tensor::<B, 4>::random([1, 32, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let got = attn.forward(x.clone());
+
+    // Explicit formula: materialised logits + broadcast rel-pos terms.
+    let (h, w, heads, hd, n) = (32, 32, 2, 16, 1024);
+    let qkv = attn
+        .qkv
+        .forward(x.reshape([n, 32]))
+        .reshape([1, n, 3, heads, hd])
+        .permute([2, 0, 3, 1, 4])
+        .reshape([3, heads, n, hd]);
+    let q = qkv.clone().narrow(0, 0, 1).reshape([heads, n, hd]);
+    let k = qkv.clone().narrow(0, 1, 1).reshape([heads, n, hd]);
+    let v = qkv.narrow(0, 2, 1).reshape([heads, n, hd]);
+    let logits = (q.clone() * 0.25).matmul(k.swap_dims(1, 2));
+    let gather = |table: Tensor<B, 2>| {
+        let idx: Vec<i64> = (0..32)
+            .flat_map(|a| (0..32).map(move |b| a - b + 31))
+            .collect();
+        table
+            .select(0, Tensor::<B, 1, Int>::from_ints(idx.as_slice(), &device))
+            .reshape([32, 32, hd])
+    };
+    let rh = gather(attn.rel_pos_h.as_ref().unwrap().val());
+    let rw = gather(attn.rel_pos_w.as_ref().unwrap().val());
+    let rq = q.reshape([heads, h, w, hd]);
+    // rel_h[b,y,x,ky] = sum_c rq[b,y,x,c] rh[y,ky,c]
+    let rel_h = (rq.clone().unsqueeze_dim::<5>(3) * rh.unsqueeze_dim::<4>(0).unsqueeze_dim::<5>(2))
+        .sum_dim(4);
+    let rel_w =
+        (rq.unsqueeze_dim::<5>(3) * rw.unsqueeze_dim::<4>(0).unsqueeze_dim::<5>(1)).sum_dim(4);
+    let rel_h: Tensor<B, 4> = rel_h.squeeze_dim(4);
+    let rel_w: Tensor<B, 4> = rel_w.squeeze_dim(4);
+    let logits = logits.reshape([heads, h, w, h, w])
+        + rel_h.unsqueeze_dim::<5>(4)
+        + rel_w.unsqueeze_dim::<5>(3);
+    let out = softmax(logits.reshape([heads, n, n]), 2).matmul(v);
+    let out = out
+        .reshape([1, heads, h, w, hd])
+        .permute([0, 2, 3, 1, 4])
+        .reshape([n, 32]);
+    let want = attn.proj.forward(out).reshape([1, h, w, 32]);
+    let err = (got - want).abs().max().into_scalar();
+    println!("folded vs explicit rel-pos attention: max abs err {err:e}");
+    assert!(err < 1e-4, "{err}");
+}
