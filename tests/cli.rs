@@ -44,10 +44,14 @@ const MODEL: &str = "mimo-core/fixtures/sam/tiny_a.ron";
 const CKPT: &str = "mimo-core/fixtures/sam/tiny_a.safetensors";
 const IMAGE: &str = "assets/samples/mni152_t1_z95.png"; // 197 x 233
 
-fn segment(extra: &[&str]) -> Output {
-    let mut args = vec!["segment", "--model", MODEL, "--checkpoint", CKPT];
+fn segment_with(model: &str, checkpoint: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["segment", "--model", model, "--checkpoint", checkpoint];
     args.extend_from_slice(extra);
     mimo(&args)
+}
+
+fn segment(extra: &[&str]) -> Output {
+    segment_with(MODEL, CKPT, extra)
 }
 
 #[test]
@@ -153,34 +157,10 @@ fn bad_inputs_are_clear_errors() {
         &segment(&["--image", IMAGE, "--point", "1,1,7", "--out", &out]),
         "LABEL",
     );
-    let o = mimo(&[
-        "segment",
-        "--model",
-        "vit_q",
-        "--checkpoint",
-        CKPT,
-        "--image",
-        IMAGE,
-        "--point",
-        "1,1",
-        "--out",
-        &out,
-    ]);
-    fails_with(&o, "vit_b, vit_l, vit_h");
+    let point = ["--image", IMAGE, "--point", "1,1", "--out", &out];
+    fails_with(&segment_with("vit_q", CKPT, &point), "vit_b, vit_l, vit_h");
     // A checkpoint of another configuration names the offending key and both shapes.
-    let o = mimo(&[
-        "segment",
-        "--model",
-        MODEL,
-        "--checkpoint",
-        "mimo-core/fixtures/sam/tiny_b.safetensors",
-        "--image",
-        IMAGE,
-        "--point",
-        "1,1",
-        "--out",
-        &out,
-    ]);
+    let o = segment_with(MODEL, "mimo-core/fixtures/sam/tiny_b.safetensors", &point);
     fails_with(&o, "key `");
     assert!(stderr(&o).contains("expects"), "{}", stderr(&o));
     assert!(!Path::new(&out).exists(), "no output after a failure");
@@ -193,5 +173,30 @@ fn help_explains_the_commands() {
     let text = String::from_utf8_lossy(&o.stdout);
     for word in ["--checkpoint", "--box", "--multimask", "RANDOM", "COCO RLE"] {
         assert!(text.contains(word), "help lacks {word}:\n{text}");
+    }
+}
+
+/// The README's commands are the contract: each one must be run verbatim by CI.
+#[test]
+fn every_readme_command_is_run_by_ci() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    let mut in_block = false;
+    let mut commands = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        if in_block && !line.trim().is_empty() {
+            commands.push(line.trim().to_string());
+        }
+    }
+    assert!(commands.len() >= 2, "README lost its commands");
+    for c in commands {
+        assert!(
+            ci.lines().any(|l| l.trim() == c),
+            "README command not in .ci/run: {c}"
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
-use burn_store::{ApplyError, ApplyResult, ModuleSnapshot, PytorchStore, SafetensorsStore};
+use burn_store::{
+    ApplyError, ApplyResult, KeyRemapper, ModuleSnapshot, PytorchStore, SafetensorsStore,
+};
 
 /// Why a checkpoint could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,16 @@ impl Dialect {
     /// Module path of a file key.
     pub fn to_module(&self, key: &str) -> String {
         rename(key, self.renames.iter().map(|&(f, m)| (f, m)))
+    }
+
+    /// The renames as anchored regex patterns for burn-store.
+    pub fn remapper(&self) -> Result<KeyRemapper, String> {
+        KeyRemapper::from_pattern_iter(
+            self.renames
+                .iter()
+                .map(|(f, m)| (format!("^{}", regex_escape(f)), m.to_string())),
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// File key of a module path (parameter names as PyTorch spells them).
@@ -237,37 +249,34 @@ pub fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         path: path.to_path_buf(),
         message: e,
     };
+    let remapper = dialect.remapper().map_err(read_err)?;
     let result: ApplyResult = match ext.as_str() {
-        "safetensors" => {
-            let mut store = SafetensorsStore::from_file(path)
-                .with_from_adapter(burn_store::PyTorchToBurnAdapter)
-                .allow_partial(true)
-                .validate(false);
-            for (f, m) in dialect.renames {
-                store = store.with_key_remapping(format!("^{}", regex_escape(f)), *m);
-            }
-            module
-                .load_from(&mut store)
-                .map_err(|e| read_err(e.to_string()))?
-        }
-        "pth" | "pt" | "bin" => {
-            let mut store = PytorchStore::from_file(path)
-                .map_indices_contiguous(false)
-                .allow_partial(true)
-                .validate(false);
-            for (f, m) in dialect.renames {
-                store = store.with_key_remapping(format!("^{}", regex_escape(f)), *m);
-            }
-            module
-                .load_from(&mut store)
-                .map_err(|e| read_err(e.to_string()))?
-        }
+        "safetensors" => module
+            .load_from(
+                &mut SafetensorsStore::from_file(path)
+                    .with_from_adapter(burn_store::PyTorchToBurnAdapter)
+                    .remap(remapper)
+                    .allow_partial(true)
+                    .validate(false),
+            )
+            .map_err(|e| e.to_string()),
+        // PytorchStore applies the PyTorch adapter itself.
+        "pth" | "pt" | "bin" => module
+            .load_from(
+                &mut PytorchStore::from_file(path)
+                    .map_indices_contiguous(false)
+                    .remap(remapper)
+                    .allow_partial(true)
+                    .validate(false),
+            )
+            .map_err(|e| e.to_string()),
         _ => {
             return Err(LoadError::UnknownFormat {
                 path: path.to_path_buf(),
             });
         }
-    };
+    }
+    .map_err(read_err)?;
     check_result(&module, path, dialect, &result)?;
     let module = module.map(&mut CastToF32);
     let mut unused: Vec<String> = result
