@@ -176,11 +176,18 @@ pub fn run(args: SegmentArgs) -> Result<(), String> {
     Backend::sync(&device).map_err(|e| format!("backend error: {e:?}"))?;
 
     let (w, h) = (image.width(), image.height());
+    // Threshold on the host: bool tensors are stored differently per backend (u8 on the
+    // CPU, u32 on wgpu), float logits read back the same everywhere.
     let masks: Vec<bool> = pred
-        .binary_masks()
+        .masks
+        .clone()
         .into_data()
-        .to_vec::<bool>()
-        .map_err(|e| format!("reading masks: {e:?}"))?;
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| format!("reading masks: {e:?}"))?
+        .into_iter()
+        .map(|v| v > pred.mask_threshold)
+        .collect();
     let ious: Vec<f32> = pred
         .iou_predictions
         .clone()

@@ -288,7 +288,9 @@ pub struct Prediction<B: Backend> {
 }
 
 impl<B: Backend> Prediction<B> {
-    /// `masks > threshold`, `[K, H, W]`.
+    /// `masks > threshold`, `[K, H, W]`. To read masks on the host, threshold
+    /// `masks.into_data().convert::<f32>()` instead: bool tensors are stored per backend
+    /// (u8 on Flex, u32 on wgpu) and do not convert to `Vec<bool>` everywhere.
     pub fn binary_masks(&self) -> Tensor<B, 3, Bool> {
         let [_, k, h, w] = self.masks.dims();
         self.masks
