@@ -142,6 +142,8 @@ pub struct FileParam {
     pub key: String,
     /// Shape in the checkpoint's layout (`[out, in]` for linear weights).
     pub shape: Vec<usize>,
+    /// Whether the file stores the tensor transposed relative to the module (linear weights).
+    pub transposed: bool,
 }
 
 /// Lists a module's parameters under checkpoint names and layouts without initialising any
@@ -187,6 +189,7 @@ pub fn file_params<B: Backend, M: Module<B>>(module: &M, dialect: &Dialect) -> V
         .into_iter()
         .map(|(path, container, mut shape)| {
             let (parent, leaf) = path.rsplit_once('.').unwrap_or(("", path.as_str()));
+            let transposed = container == "Struct:Linear" && leaf == "weight";
             let leaf = match (container.as_str(), leaf) {
                 ("Struct:LayerNorm", "gamma") => "weight",
                 ("Struct:LayerNorm", "beta") => "bias",
@@ -205,6 +208,7 @@ pub fn file_params<B: Backend, M: Module<B>>(module: &M, dialect: &Dialect) -> V
                 key: dialect.to_file(&torch_path),
                 module_path: path,
                 shape,
+                transposed,
             }
         })
         .collect()
@@ -332,7 +336,7 @@ fn check_result<B: Backend, M: Module<B>>(
             } => {
                 // Shapes in the error are in module layout; report the file layout.
                 let fp = params.iter().find(|fp| fp.module_path == *p);
-                let transposed = fp.is_some_and(|fp| fp.shape != expected.as_slice().to_vec());
+                let transposed = fp.is_some_and(|fp| fp.transposed);
                 let flip = |s: &[usize]| {
                     let mut v = s.to_vec();
                     if transposed {

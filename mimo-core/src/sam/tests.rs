@@ -521,3 +521,29 @@ fn folded_rel_pos_attention_matches_the_explicit_formula_on_a_large_grid() {
     println!("folded vs explicit rel-pos attention: max abs err {err:e}");
     assert!(err < 1e-4, "{err}");
 }
+
+#[test]
+fn mis_shaped_square_linear_reports_the_file_layout() {
+    let key = "mask_decoder.transformer.layers.0.self_attn.q_proj.weight"; // [32, 32]
+    let path = edited_checkpoint(|m| {
+        let (shape, data) = m.get_mut(key).unwrap();
+        *shape = vec![16, 32];
+        data.truncate(16 * 32 * 4);
+    });
+    let err =
+        loader::sam::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default()).unwrap_err();
+    match err {
+        LoadError::Shape {
+            key: k,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(
+                (k.as_str(), expected, found),
+                (key, vec![32, 32], vec![16, 32])
+            );
+        }
+        other => panic!("wrong error: {other}"),
+    }
+}
