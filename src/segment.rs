@@ -169,7 +169,21 @@ pub fn run(args: SegmentArgs) -> Result<(), String> {
         image.height(),
         sam.img_size()
     );
-    let embedding = sam.embed_image(&image);
+    let started = std::time::Instant::now();
+    let embedding = sam.embed_image_with_progress(&image, |done, total| {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let width = 30 * done / total.max(1);
+            eprint!(
+                "\r  image encoder [{}{}] {done}/{total} blocks, {:.1} s",
+                "#".repeat(width),
+                " ".repeat(30 - width),
+                started.elapsed().as_secs_f64()
+            );
+            if done == total {
+                eprintln!();
+            }
+        }
+    });
     let pred = sam
         .predict(&embedding, &prompt, args.multimask)
         .map_err(|e| e.to_string())?;

@@ -358,12 +358,25 @@ impl ImageEncoderViTConfig {
 impl<B: Backend> ImageEncoderViT<B> {
     /// `x: [B, 3, img_size, img_size]` (normalised, padded) to `[B, out_chans, H/p, W/p]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_with_progress(x, |_, _| {})
+    }
+
+    /// [`ImageEncoderViT::forward`], calling `progress(blocks_done, blocks_total)` after each
+    /// transformer block (a ViT-H image takes about a minute on a CPU). On asynchronous
+    /// backends a call marks when the block was queued, not when it finished.
+    pub fn forward_with_progress(
+        &self,
+        x: Tensor<B, 4>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Tensor<B, 4> {
         let mut x = self.patch_embed.proj.forward(x).permute([0, 2, 3, 1]);
         if let Some(pos) = &self.pos_embed {
             x = x + pos.val();
         }
-        for blk in &self.blocks {
+        let total = self.blocks.len();
+        for (i, blk) in self.blocks.iter().enumerate() {
             x = blk.forward(x);
+            progress(i + 1, total);
         }
         let x = x.permute([0, 3, 1, 2]);
         let x = self.neck.ln1.forward(self.neck.conv1.forward(x));

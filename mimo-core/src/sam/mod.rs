@@ -344,9 +344,18 @@ impl<B: Backend> Sam<B> {
 
     /// Runs the image encoder once; the result serves any number of prompts.
     pub fn embed_image(&self, image: &SamImage) -> ImageEmbedding<B> {
+        self.embed_image_with_progress(image, |_, _| {})
+    }
+
+    /// [`Sam::embed_image`] reporting `(blocks_done, blocks_total)` of the encoder.
+    pub fn embed_image_with_progress(
+        &self,
+        image: &SamImage,
+        progress: impl FnMut(usize, usize),
+    ) -> ImageEmbedding<B> {
         let (x, input_size) = self.preprocess(image);
         ImageEmbedding {
-            embeddings: self.image_encoder.forward(x),
+            embeddings: self.image_encoder.forward_with_progress(x, progress),
             original_size: (image.height, image.width),
             input_size,
         }
