@@ -1,17 +1,23 @@
-//! Checkpoint loading: one module per checkpoint dialect, each a commented remap table from
-//! the file's keys to our module paths, on top of the shared machinery here (format
-//! detection, typed errors that name the key and both shapes, unused-key reports, dtype
-//! normalisation, and listing a module's parameters under the file's names).
+//! Checkpoint loading: one module per checkpoint dialect, each a commented table from the
+//! file's keys to our module paths, on top of the shared machinery here: reading
+//! `.safetensors` (single or sharded with an HF `index.json`) and PyTorch `.pth`/`.pt`/`.bin`
+//! files into a [`Checkpoint`], mapping its tensors through a [`Dialect`] (renames, splits of
+//! fused tensors, transposes), typed errors that name the file key and both shapes,
+//! unused-key reports, dtype normalisation, and listing a module's parameters under the
+//! file's names.
 
 pub mod sam;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData};
 use burn_store::{
-    ApplyError, ApplyResult, KeyRemapper, ModuleSnapshot, PytorchStore, SafetensorsStore,
+    ApplyError, ApplyResult, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore, TensorSnapshot,
 };
 
 /// Why a checkpoint could not be loaded.
@@ -25,8 +31,10 @@ pub enum LoadError {
         /// The reason.
         message: String,
     },
-    /// The extension is neither `.pth`/`.pt`/`.bin` nor `.safetensors`.
-    #[error("unknown checkpoint format for {path}: expected .pth, .pt, .bin or .safetensors")]
+    /// The extension is neither `.pth`/`.pt`/`.bin`, `.safetensors` nor `.index.json`.
+    #[error(
+        "unknown checkpoint format for {path}: expected .pth, .pt, .bin, .safetensors or a sharded model.safetensors.index.json"
+    )]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -87,68 +95,240 @@ fn list(v: &[String]) -> String {
 pub struct LoadReport {
     /// Number of tensors written into the model.
     pub applied: usize,
-    /// File keys the model did not use (e.g. buffers of other heads).
+    /// File keys the model did not use (e.g. another tower of the checkpoint).
     pub unused: Vec<String>,
 }
 
-/// A checkpoint dialect: how file keys map onto module paths and back.
+/// The tensors of a checkpoint by file key; data is read when a tensor is applied.
+pub struct Checkpoint {
+    path: PathBuf,
+    tensors: BTreeMap<String, TensorSnapshot>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Opens `.safetensors`, `.pth`/`.pt`/`.bin` (PyTorch zip or legacy pickle), or an HF
+    /// `*.safetensors.index.json` whose shards lie next to it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(LoadError::Open {
+                path: path.to_path_buf(),
+                message: if path.exists() {
+                    "not a file".into()
+                } else {
+                    "no such file".into()
+                },
+            });
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let read_err = |p: &Path, e: String| LoadError::Read {
+            path: p.to_path_buf(),
+            message: e,
+        };
+        let tensors = if name.ends_with(".index.json") {
+            let text = std::fs::read_to_string(path).map_err(|e| read_err(path, e.to_string()))?;
+            let index: ShardIndex =
+                serde_json::from_str(&text).map_err(|e| read_err(path, e.to_string()))?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let shards: BTreeSet<&String> = index.weight_map.values().collect();
+            let mut all = BTreeMap::new();
+            for shard in shards {
+                let shard_path = dir.join(shard);
+                if !shard_path.is_file() {
+                    return Err(LoadError::Open {
+                        path: shard_path,
+                        message: format!("shard listed in {} is missing", path.display()),
+                    });
+                }
+                let mut store = SafetensorsStore::from_file(&shard_path);
+                let part = store
+                    .get_all_snapshots()
+                    .map_err(|e| read_err(&shard_path, e.to_string()))?;
+                all.extend(part.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            all
+        } else if name.ends_with(".safetensors") {
+            SafetensorsStore::from_file(path)
+                .get_all_snapshots()
+                .map_err(|e| read_err(path, e.to_string()))?
+                .clone()
+        } else if name.ends_with(".pth") || name.ends_with(".pt") || name.ends_with(".bin") {
+            PytorchStore::from_file(path)
+                .map_indices_contiguous(false)
+                .get_all_snapshots()
+                .map_err(|e| read_err(path, e.to_string()))?
+                .clone()
+        } else {
+            return Err(LoadError::UnknownFormat {
+                path: path.to_path_buf(),
+            });
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    /// The file (or index) it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All file keys, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// One tensor.
+    pub fn get(&self, key: &str) -> Option<&TensorSnapshot> {
+        self.tensors.get(key)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// How one family of checkpoints names and lays out its tensors.
 ///
-/// Each entry is `(file prefix, module prefix)`; a key that starts with the file prefix has
-/// it replaced by the module prefix. Burn's PyTorch adapter additionally transposes
-/// `nn::Linear` weights and renames LayerNorm `weight`/`bias` to `gamma`/`beta`.
+/// Module paths use PyTorch parameter names (`weight`/`bias` for norms, `[out, in]` linear
+/// weights): burn's PyTorch adapter renames and transposes when the tensors are applied.
+pub trait Dialect {
+    /// Name for messages.
+    fn name(&self) -> &str;
+
+    /// The module tensors one file tensor provides (none: the model does not use it).
+    fn module_tensors(&self, key: &str, tensor: &TensorSnapshot) -> Vec<(String, TensorSnapshot)>;
+
+    /// File key and file-layout shape holding a module parameter given by its PyTorch
+    /// path and shape (for error messages and key listings).
+    fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>);
+}
+
+/// A dialect that only renames key prefixes (`(file prefix, module prefix)` pairs).
 #[derive(Debug, Clone, Copy)]
-pub struct Dialect {
+pub struct PrefixDialect {
     /// Human-readable name, for messages.
     pub name: &'static str,
-    /// Prefix renames, file -> module.
+    /// Prefix renames, file -> module; the first match applies.
     pub renames: &'static [(&'static str, &'static str)],
 }
 
-impl Dialect {
+impl PrefixDialect {
     /// Module path of a file key.
     pub fn to_module(&self, key: &str) -> String {
         rename(key, self.renames.iter().map(|&(f, m)| (f, m)))
     }
 
-    /// The renames as anchored regex patterns for burn-store.
-    pub fn remapper(&self) -> Result<KeyRemapper, String> {
-        KeyRemapper::from_pattern_iter(
-            self.renames
-                .iter()
-                .map(|(f, m)| (format!("^{}", regex_escape(f)), m.to_string())),
-        )
-        .map_err(|e| e.to_string())
-    }
-
-    /// File key of a module path (parameter names as PyTorch spells them).
+    /// File key of a module path.
     pub fn to_file(&self, path: &str) -> String {
         rename(path, self.renames.iter().map(|&(f, m)| (m, f)))
     }
 }
 
-fn rename<'a>(key: &str, mut pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+impl Dialect for PrefixDialect {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn module_tensors(&self, key: &str, tensor: &TensorSnapshot) -> Vec<(String, TensorSnapshot)> {
+        vec![(self.to_module(key), tensor.clone())]
+    }
+
+    fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>) {
+        (self.to_file(torch_path), torch_shape.to_vec())
+    }
+}
+
+/// Replaces a matching prefix.
+pub fn rename<'a>(key: &str, mut pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     match pairs.find(|(from, _)| key.starts_with(from)) {
         Some((from, to)) => format!("{to}{}", &key[from.len()..]),
         None => key.to_string(),
     }
 }
 
-/// One parameter of a module as it appears in a PyTorch checkpoint.
+/// A lazily transformed copy of a file tensor: rows `start..start + len` of dim 0
+/// (splitting fused projections), optionally transposed (2-D only).
+pub fn derived_tensor(
+    tensor: &TensorSnapshot,
+    rows: Option<(usize, usize)>,
+    transpose: bool,
+) -> TensorSnapshot {
+    let mut shape: Vec<usize> = tensor.shape.as_slice().to_vec();
+    if let Some((_, len)) = rows {
+        shape[0] = len;
+    }
+    if transpose {
+        shape.reverse();
+    }
+    let source = tensor.clone_data_fn();
+    let dtype = tensor.dtype;
+    let out_shape = shape.clone();
+    let data = Rc::new(move || {
+        let data = source()?;
+        let elem = data.dtype.size();
+        let dims = data.shape.as_slice().to_vec();
+        let row: usize = dims[1..].iter().product::<usize>() * elem;
+        let bytes = data.as_bytes();
+        let bytes = match rows {
+            Some((start, len)) => bytes[start * row..(start + len) * row].to_vec(),
+            None => bytes.to_vec(),
+        };
+        let bytes = if transpose {
+            let (r, c) = (bytes.len() / row, row / elem);
+            let mut t = vec![0u8; bytes.len()];
+            for i in 0..r {
+                for j in 0..c {
+                    let src = (i * c + j) * elem;
+                    let dst = (j * r + i) * elem;
+                    t[dst..dst + elem].copy_from_slice(&bytes[src..src + elem]);
+                }
+            }
+            t
+        } else {
+            bytes
+        };
+        Ok(TensorData::from_bytes_vec(
+            bytes,
+            out_shape.clone(),
+            data.dtype,
+        ))
+    });
+    TensorSnapshot::from_closure(data, dtype, shape.into(), vec![], vec![], ParamId::new())
+}
+
+/// One parameter of a module as it appears in a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileParam {
     /// The module path (burn naming).
     pub module_path: String,
-    /// The checkpoint key.
+    /// The checkpoint key holding it.
     pub key: String,
-    /// Shape in the checkpoint's layout (`[out, in]` for linear weights).
+    /// Shape in the checkpoint's layout.
     pub shape: Vec<usize>,
-    /// Whether the file stores the tensor transposed relative to the module (linear weights).
+    /// Whether burn stores it transposed relative to PyTorch (linear weights).
     pub transposed: bool,
 }
 
 /// Lists a module's parameters under checkpoint names and layouts without initialising any
-/// lazy parameter (so a ViT-H can be listed without allocating its weights).
-pub fn file_params<B: Backend, M: Module<B>>(module: &M, dialect: &Dialect) -> Vec<FileParam> {
+/// lazy parameter (so a ViT-H can be listed without allocating its weights). A file tensor
+/// that feeds several parameters (a fused projection) is listed once per parameter.
+pub fn file_params<B: Backend, M: Module<B>>(module: &M, dialect: &dyn Dialect) -> Vec<FileParam> {
     struct Lister {
         path: Vec<String>,
         containers: Vec<String>,
@@ -190,28 +370,29 @@ pub fn file_params<B: Backend, M: Module<B>>(module: &M, dialect: &Dialect) -> V
         .map(|(path, container, mut shape)| {
             let (parent, leaf) = path.rsplit_once('.').unwrap_or(("", path.as_str()));
             let transposed = container == "Struct:Linear" && leaf == "weight";
-            let leaf = match (container.as_str(), leaf) {
-                ("Struct:LayerNorm", "gamma") => "weight",
-                ("Struct:LayerNorm", "beta") => "bias",
-                ("Struct:Linear", "weight") => {
-                    shape.reverse();
-                    "weight"
-                }
-                (_, l) => l,
-            };
-            let torch_path = if parent.is_empty() {
-                leaf.to_string()
-            } else {
-                format!("{parent}.{leaf}")
-            };
+            if transposed {
+                shape.reverse();
+            }
+            let torch_path = format!("{parent}.{}", torch_leaf(&container, leaf));
+            let torch_path = torch_path.trim_start_matches('.');
+            let (key, shape) = dialect.file_param(torch_path, &shape);
             FileParam {
-                key: dialect.to_file(&torch_path),
+                key,
                 module_path: path,
                 shape,
                 transposed,
             }
         })
         .collect()
+}
+
+/// PyTorch's name of a burn parameter (`gamma`/`beta` of norms are `weight`/`bias`).
+fn torch_leaf<'a>(container: &str, leaf: &'a str) -> &'a str {
+    match (container, leaf) {
+        ("Struct:LayerNorm" | "Struct:RmsNorm" | "Struct:GroupNorm", "gamma") => "weight",
+        ("Struct:LayerNorm" | "Struct:GroupNorm", "beta") => "bias",
+        (_, l) => l,
+    }
 }
 
 /// Casts every float parameter to f32 (half-precision checkpoints load in their own dtype).
@@ -226,70 +407,64 @@ impl<B: Backend> ModuleMapper<B> for CastToF32 {
     }
 }
 
-/// Loads a checkpoint in any supported format into `module`, requiring every module
-/// parameter to be present with the right shape.
+/// Opens `path` and loads it into `module`, requiring every module parameter to be present
+/// with the right shape.
 pub fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     module: M,
     path: &Path,
-    dialect: &Dialect,
+    dialect: &dyn Dialect,
 ) -> Result<(M, LoadReport), LoadError> {
-    let mut module = module;
-    if !path.is_file() {
-        return Err(LoadError::Open {
-            path: path.to_path_buf(),
-            message: if path.exists() {
-                "not a file".into()
-            } else {
-                "no such file".into()
-            },
-        });
-    }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let read_err = |e: String| LoadError::Read {
-        path: path.to_path_buf(),
-        message: e,
-    };
-    let remapper = dialect.remapper().map_err(read_err)?;
-    let result: ApplyResult = match ext.as_str() {
-        "safetensors" => module
-            .load_from(
-                &mut SafetensorsStore::from_file(path)
-                    .with_from_adapter(burn_store::PyTorchToBurnAdapter)
-                    .remap(remapper)
-                    .allow_partial(true)
-                    .validate(false),
-            )
-            .map_err(|e| e.to_string()),
-        // PytorchStore applies the PyTorch adapter itself.
-        "pth" | "pt" | "bin" => module
-            .load_from(
-                &mut PytorchStore::from_file(path)
-                    .map_indices_contiguous(false)
-                    .remap(remapper)
-                    .allow_partial(true)
-                    .validate(false),
-            )
-            .map_err(|e| e.to_string()),
-        _ => {
-            return Err(LoadError::UnknownFormat {
-                path: path.to_path_buf(),
-            });
+    let checkpoint = Checkpoint::open(path)?;
+    load_checkpoint(module, &checkpoint, dialect)
+}
+
+/// Loads an opened checkpoint into `module` through `dialect`.
+pub fn load_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    mut module: M,
+    checkpoint: &Checkpoint,
+    dialect: &dyn Dialect,
+) -> Result<(M, LoadReport), LoadError> {
+    let mut snapshots = Vec::new();
+    // module path (PyTorch naming) -> file key it came from
+    let mut source: BTreeMap<String, String> = BTreeMap::new();
+    let mut unused = Vec::new();
+    for (key, tensor) in &checkpoint.tensors {
+        let mapped = dialect.module_tensors(key, tensor);
+        if mapped.is_empty() {
+            unused.push(key.clone());
+        }
+        for (module_path, t) in mapped {
+            let path_stack: Vec<String> = module_path.split('.').map(String::from).collect();
+            snapshots.push(TensorSnapshot::from_closure(
+                t.clone_data_fn(),
+                t.dtype,
+                t.shape.clone(),
+                path_stack,
+                vec![],
+                ParamId::new(),
+            ));
+            source.insert(module_path, key.clone());
         }
     }
-    .map_err(read_err)?;
-    check_result(&module, path, dialect, &result)?;
-    let module = module.map(&mut CastToF32);
-    let mut unused: Vec<String> = result
-        .unused
+    let result = module.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    check_result(&module, checkpoint.path(), dialect, &result)?;
+    let applied: BTreeSet<&str> = result.applied.iter().map(String::as_str).collect();
+    let used = |p: &str| {
+        applied.contains(p)
+            || p.strip_suffix(".weight")
+                .is_some_and(|s| applied.contains(format!("{s}.gamma").as_str()))
+            || p.strip_suffix(".bias")
+                .is_some_and(|s| applied.contains(format!("{s}.beta").as_str()))
+    };
+    let used_keys: BTreeSet<&String> = source
         .iter()
-        .map(|k| dialect.to_file(k))
-        .filter(|k| !norm_alias_applied(k, &result, dialect))
+        .filter(|(p, _)| used(p))
+        .map(|(_, k)| k)
         .collect();
+    unused.extend(source.values().filter(|k| !used_keys.contains(k)).cloned());
     unused.sort();
+    unused.dedup();
+    let module = module.map(&mut CastToF32);
     Ok((
         module,
         LoadReport {
@@ -299,33 +474,18 @@ pub fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     ))
 }
 
-/// burn-store lists LayerNorm `weight`/`bias` as unused even though the adapter applied them
-/// under `gamma`/`beta`; drop those from the report.
-fn norm_alias_applied(file_key: &str, result: &ApplyResult, dialect: &Dialect) -> bool {
-    let module_key = dialect.to_module(file_key);
-    let alias = if let Some(p) = module_key.strip_suffix(".weight") {
-        format!("{p}.gamma")
-    } else if let Some(p) = module_key.strip_suffix(".bias") {
-        format!("{p}.beta")
-    } else {
-        return false;
-    };
-    result.applied.contains(&alias)
-}
-
 fn check_result<B: Backend, M: Module<B>>(
     module: &M,
     path: &Path,
-    dialect: &Dialect,
+    dialect: &dyn Dialect,
     result: &ApplyResult,
 ) -> Result<(), LoadError> {
     let params = file_params(module, dialect);
+    let find = |module_path: &str| params.iter().find(|p| p.module_path == module_path);
     let key_of = |module_path: &str| {
-        params
-            .iter()
-            .find(|p| p.module_path == module_path)
+        find(module_path)
             .map(|p| p.key.clone())
-            .unwrap_or_else(|| dialect.to_file(module_path))
+            .unwrap_or_else(|| module_path.to_string())
     };
     if let Some(err) = result.errors.first() {
         return Err(match err {
@@ -335,8 +495,7 @@ fn check_result<B: Backend, M: Module<B>>(
                 found,
             } => {
                 // Shapes in the error are in module layout; report the file layout.
-                let fp = params.iter().find(|fp| fp.module_path == *p);
-                let transposed = fp.is_some_and(|fp| fp.transposed);
+                let transposed = find(p).is_some_and(|fp| fp.transposed);
                 let flip = |s: &[usize]| {
                     let mut v = s.to_vec();
                     if transposed {
@@ -371,32 +530,19 @@ fn check_result<B: Backend, M: Module<B>>(
         });
     }
     if !result.missing.is_empty() {
-        let missing = result
+        let mut missing: Vec<String> = result
             .missing
             .iter()
-            .map(|(p, _)| {
-                let fp = params.iter().find(|fp| fp.module_path == *p);
-                match fp {
-                    Some(fp) => format!("{} {:?}", fp.key, fp.shape),
-                    None => dialect.to_file(p),
-                }
+            .map(|(p, _)| match find(p) {
+                Some(fp) => format!("{} {:?}", fp.key, fp.shape),
+                None => p.clone(),
             })
             .collect();
+        missing.dedup();
         return Err(LoadError::Missing {
             path: path.to_path_buf(),
             missing,
         });
     }
     Ok(())
-}
-
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(ch) {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 
-use super::{Dialect, FileParam, LoadError, LoadReport, file_params, load_into};
+use super::{FileParam, LoadError, LoadReport, PrefixDialect, file_params, load_into};
 use crate::sam::{Sam, SamConfig};
 
 /// File prefix -> module prefix.
@@ -57,7 +57,7 @@ pub const RENAMES: &[(&str, &str)] = &[
 ];
 
 /// The segment_anything dialect.
-pub const DIALECT: Dialect = Dialect {
+pub const DIALECT: PrefixDialect = PrefixDialect {
     name: "segment_anything",
     renames: RENAMES,
 };

@@ -547,3 +547,39 @@ fn mis_shaped_square_linear_reports_the_file_layout() {
         other => panic!("wrong error: {other}"),
     }
 }
+
+#[test]
+fn sharded_safetensors_with_index_load_like_one_file() {
+    let bytes = std::fs::read(fixture("sam/tiny_a.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let dir = tempfile_path::TempPath::new("model.safetensors.index.json");
+    let root = dir.0.parent().unwrap().to_path_buf();
+    let mut weight_map = serde_json::Map::new();
+    let tensors = st.tensors();
+    for (shard, part) in tensors.chunks(tensors.len() / 2 + 1).enumerate() {
+        let name = format!("model-0000{}-of-00002.safetensors", shard + 1);
+        for (k, _) in part {
+            weight_map.insert(k.clone(), name.clone().into());
+        }
+        safetensors::serialize_to_file(part.to_vec(), None, &root.join(&name)).unwrap();
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(&dir.0, index.to_string()).unwrap();
+    let cfg = tiny_a_config();
+    let (sharded, report) = loader::sam::load_sam::<B>(&cfg, &dir.0, &Default::default()).unwrap();
+    assert!(report.unused.is_empty());
+    let single = load_tiny("tiny_a", "safetensors");
+    let x = Tensor::<B, 4>::ones([1, 3, 128, 128], &Default::default());
+    let diff = (sharded.image_encoder.forward(x.clone()) - single.image_encoder.forward(x))
+        .abs()
+        .max()
+        .into_scalar();
+    assert_eq!(diff, 0.0);
+    // A missing shard is named.
+    std::fs::remove_file(root.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = loader::sam::load_sam::<B>(&cfg, &dir.0, &Default::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("model-00002-of-00002.safetensors"),
+        "{err}"
+    );
+}
