@@ -2,6 +2,7 @@
 //!
 //! The MIMO model, generic over the burn backend (`Module<B>` for any `B: Backend`):
 //!
+//! - [`clip`]: the CLIP ViT image encoder (HF and open_clip checkpoints);
 //! - [`sam`]: Segment Anything (image encoder, prompt encoder, mask decoder) with the
 //!   predictor's exact pre- and post-processing;
 //! - [`loader`]: checkpoint dialects (remap tables, typed [`loader::LoadError`]);
@@ -9,12 +10,13 @@
 //! - [`nn`]: small shared layers;
 //! - [`fsutil`]: atomic file writes.
 //!
-//! Still to come (tracked in the issues): `clip/` (ViT image encoder), `llm/` (LLaMA/Vicuna
+//! Still to come (tracked in the issues): `llm/` (LLaMA/Vicuna
 //! with KV cache and LoRA), `prompt/` (visual prompt encoder), `aligner/`, `mimo/` (assembly,
 //! grounding tokens, losses) and the tokenizer.
 
 #![warn(missing_docs)]
 
+pub mod clip;
 pub mod config;
 pub mod fsutil;
 pub mod loader;

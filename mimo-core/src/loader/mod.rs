@@ -6,6 +6,7 @@
 //! unused-key reports, dtype normalisation, and listing a module's parameters under the
 //! file's names.
 
+pub mod clip;
 pub mod sam;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,237 @@
+//! Parity of the CLIP tower with HF transformers and open_clip on tiny random-weight models
+//! (fixtures written by `scripts/reference/clip.py`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use burn::tensor::Tensor;
+
+use super::*;
+use crate::loader::{self, LoadError};
+use crate::test_util::*;
+
+type B = TestBackend;
+
+/// f32 bound of the project; measured errors are printed.
+const TOL: f32 = 1e-4;
+
+fn config(name: &str) -> ClipVisionConfig {
+    ClipVisionConfig::load(fixture(&format!("clip/{name}.ron"))).unwrap()
+}
+
+fn pixels(io: &HashMap<String, Array>) -> Tensor<B, 4> {
+    let a = &io["pixel_values"];
+    Tensor::<B, 1>::from_floats(a.f32.as_slice(), &Default::default())
+        .reshape([a.shape[0], a.shape[1], a.shape[2], a.shape[3]])
+}
+
+fn check(tower: &ClipVision<B>, io_name: &str) {
+    let io = read_fixture(io_name);
+    let out = tower.forward(pixels(&io));
+    assert_eq!(out.hidden_states.len(), tower.num_layers() + 1);
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        assert_close(
+            &format!("hidden_states_{i}"),
+            h.clone(),
+            &io[&format!("hidden_states_{i}")],
+            TOL,
+        );
+    }
+    assert_close("pooled", out.pooled, &io["pooled"], TOL);
+    assert_close(
+        "image_embeds",
+        out.image_embeds.unwrap(),
+        &io["image_embeds"],
+        TOL,
+    );
+    // LLaVA's feature: penultimate layer, class token dropped.
+    let l = tower.num_layers() - 1;
+    let want = &io[&format!("hidden_states_{l}")];
+    let feat = tower.features(pixels(&io));
+    let [b, t, d] = feat.dims();
+    assert_eq!((b, t + 1, d), (want.shape[0], want.shape[1], want.shape[2]));
+    let full = Tensor::<B, 1>::from_floats(want.f32.as_slice(), &Default::default()).reshape([
+        b,
+        t + 1,
+        d,
+    ]);
+    let err = (feat - full.slice([0..b, 1..t + 1, 0..d]))
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(err <= TOL, "features: {err}");
+}
+
+#[test]
+fn hf_clipmodel_matches_transformers() {
+    let (tower, report) = loader::clip::load_clip::<B>(
+        &config("hf_tiny"),
+        fixture("clip/hf_tiny_clipmodel.safetensors"),
+        &Default::default(),
+    )
+    .unwrap();
+    // The text tower is reported, nothing of the vision tower is left over.
+    assert!(report.unused.iter().any(|k| k.starts_with("text_model.")));
+    assert!(
+        report
+            .unused
+            .iter()
+            .all(|k| !k.starts_with("vision_model.") || k.ends_with("position_ids")),
+        "{:?}",
+        report.unused
+    );
+    check(&tower, "clip/hf_tiny_io.safetensors");
+}
+
+#[test]
+fn hf_v5_vision_model_without_prefix_loads_the_same_tower() {
+    let mut cfg = config("hf_tiny");
+    cfg.projection_dim = None;
+    let (tower, report) = loader::clip::load_clip::<B>(
+        &cfg,
+        fixture("clip/hf_tiny_vision.safetensors"),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(report.unused.is_empty(), "{:?}", report.unused);
+    let io = read_fixture("clip/hf_tiny_io.safetensors");
+    let out = tower.forward(pixels(&io));
+    assert_close(
+        "hidden_states_3",
+        out.hidden_states[3].clone(),
+        &io["hidden_states_3"],
+        TOL,
+    );
+    assert!(out.image_embeds.is_none());
+    // Asking for a projection the file does not have names the key.
+    let err = loader::clip::load_clip::<B>(
+        &config("hf_tiny"),
+        fixture("clip/hf_tiny_vision.safetensors"),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LoadError::Missing { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("visual_projection.weight [32, 64]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn open_clip_matches_open_clip_pth_and_safetensors() {
+    for ext in ["pth", "safetensors"] {
+        let (tower, report) = loader::clip::load_clip::<B>(
+            &config("open_clip_tiny"),
+            fixture(&format!("clip/open_clip_tiny.{ext}")),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(
+            report.unused.iter().all(|k| !k.starts_with("visual.")),
+            "{:?}",
+            report.unused
+        );
+        check(&tower, "clip/open_clip_tiny_io.safetensors");
+    }
+}
+
+#[test]
+fn open_clip_shape_errors_name_the_fused_key() {
+    // An HF-width config against the open_clip file: the fused in_proj is named.
+    let mut cfg = config("open_clip_tiny");
+    cfg.intermediate_size = 96;
+    let err = loader::clip::load_clip::<B>(
+        &cfg,
+        fixture("clip/open_clip_tiny.pth"),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("visual.transformer.resblocks.0.mlp.c_fc"),
+        "{err}"
+    );
+    let err = loader::clip::load_clip::<B>(
+        &config("hf_tiny"),
+        fixture("sam/tiny_a.safetensors"),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("not a CLIP vision checkpoint"),
+        "{err}"
+    );
+}
+
+fn read_keys(name: &str) -> BTreeMap<String, Vec<usize>> {
+    let text = std::fs::read_to_string(fixture(&format!("clip/{name}"))).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, s) = l.split_once(' ').unwrap();
+            let dims = s
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(|d| d.trim().parse().unwrap())
+                .collect();
+            (k.to_string(), dims)
+        })
+        .collect()
+}
+
+#[test]
+fn real_key_sets_match_open_clip_and_transformers() {
+    use crate::loader::clip::{HfDialect, OpenClipDialect};
+    let cases: [(&str, ClipVisionConfig, &dyn loader::Dialect); 2] = [
+        (
+            "keys_vit_h14_open_clip.txt",
+            ClipVisionConfig::vit_h14(),
+            &OpenClipDialect,
+        ),
+        (
+            "keys_vit_l14_336_hf.txt",
+            ClipVisionConfig::vit_l14_336(),
+            &HfDialect { prefixed: true },
+        ),
+    ];
+    for (file, cfg, dialect) in cases {
+        let want = read_keys(file);
+        let got: BTreeMap<String, Vec<usize>> =
+            loader::clip::expected_keys::<B>(&cfg, dialect, &Default::default())
+                .into_iter()
+                .map(|p| (p.key, p.shape))
+                .collect();
+        let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{file}: missing {missing:?}, extra {extra:?}"
+        );
+        for (k, s) in &want {
+            assert_eq!(&got[k], s, "{file}: shape of {k}");
+        }
+        println!("{file}: {} keys match", want.len());
+    }
+}
+
+#[test]
+fn presets_equal_the_shipped_config_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/clip");
+    for name in ClipVisionConfig::PRESETS {
+        let file = ClipVisionConfig::load(dir.join(format!("{name}.ron"))).unwrap();
+        assert_eq!(
+            file,
+            ClipVisionConfig::preset_named(name).unwrap(),
+            "{name}"
+        );
+    }
+    let mut cfg = ClipVisionConfig::vit_h14();
+    cfg.select.layer = -40;
+    assert!(
+        cfg.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("select.layer")
+    );
+}

@@ -1,0 +1,240 @@
+//! CLIP vision checkpoints: HF (`CLIPVisionModel`, `CLIPModel`; with or without the
+//! `vision_model.` prefix, which transformers v5 drops for `CLIPVisionModel`) and open_clip
+//! (`visual.*`, as in `open_clip_pytorch_model.bin`). Text-tower keys are reported unused.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn_store::TensorSnapshot;
+
+use super::{
+    Checkpoint, Dialect, FileParam, LoadError, LoadReport, derived_tensor, file_params,
+    load_checkpoint, rename,
+};
+use crate::clip::{ClipVision, ClipVisionConfig};
+
+const VM: &str = "vision_model.";
+
+/// HF layout. Our modules carry HF's names, so only the prefix may need adding.
+#[derive(Debug, Clone, Copy)]
+pub struct HfDialect {
+    /// Whether the file's keys start with `vision_model.` (transformers v4 and `CLIPModel`).
+    pub prefixed: bool,
+}
+
+impl Dialect for HfDialect {
+    fn name(&self) -> &str {
+        "HF CLIP"
+    }
+
+    fn module_tensors(&self, key: &str, tensor: &TensorSnapshot) -> Vec<(String, TensorSnapshot)> {
+        let module = if key == "visual_projection.weight" {
+            key.to_string()
+        } else if self.prefixed {
+            match key.strip_prefix(VM) {
+                Some(_) => key.to_string(),
+                None => return vec![],
+            }
+        } else if [
+            "embeddings.",
+            "pre_layrnorm.",
+            "encoder.",
+            "post_layernorm.",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+        {
+            format!("{VM}{key}")
+        } else {
+            return vec![];
+        };
+        // The position_ids buffer of older checkpoints is not a parameter.
+        if module.ends_with("embeddings.position_ids") {
+            return vec![];
+        }
+        vec![(module, tensor.clone())]
+    }
+
+    fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>) {
+        let key = match torch_path.strip_prefix(VM) {
+            Some(rest) if !self.prefixed => rest.to_string(),
+            _ => torch_path.to_string(),
+        };
+        (key, torch_shape.to_vec())
+    }
+}
+
+/// open_clip layout: `visual.transformer.resblocks.{i}.*` with a fused `in_proj`, and the
+/// projection stored as `x @ proj`.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenClipDialect;
+
+/// Global keys, file suffix after `visual.` -> module path.
+const OPEN_CLIP_GLOBAL: &[(&str, &str)] = &[
+    ("class_embedding", "vision_model.embeddings.class_embedding"),
+    (
+        "positional_embedding",
+        "vision_model.embeddings.position_embedding.weight",
+    ),
+    ("conv1.", "vision_model.embeddings.patch_embedding."),
+    ("ln_pre.", "vision_model.pre_layrnorm."),
+    ("ln_post.", "vision_model.post_layernorm."),
+];
+
+/// Per-block keys, suffix after `resblocks.{i}.` -> suffix after `layers.{i}.`.
+const OPEN_CLIP_BLOCK: &[(&str, &str)] = &[
+    ("ln_1.", "layer_norm1."),
+    ("ln_2.", "layer_norm2."),
+    ("attn.out_proj.", "self_attn.out_proj."),
+    ("mlp.c_fc.", "mlp.fc1."),
+    ("mlp.c_proj.", "mlp.fc2."),
+];
+
+const BLOCKS: &str = "transformer.resblocks.";
+const LAYERS: &str = "vision_model.encoder.layers.";
+
+impl Dialect for OpenClipDialect {
+    fn name(&self) -> &str {
+        "open_clip"
+    }
+
+    fn module_tensors(&self, key: &str, tensor: &TensorSnapshot) -> Vec<(String, TensorSnapshot)> {
+        let Some(rest) = key.strip_prefix("visual.") else {
+            return vec![];
+        };
+        if rest == "proj" {
+            // x @ proj with proj [hidden, out] is a linear layer with weight proj^T.
+            return vec![(
+                "visual_projection.weight".into(),
+                derived_tensor(tensor, None, true),
+            )];
+        }
+        if let Some(block) = rest.strip_prefix(BLOCKS) {
+            let Some((i, tail)) = block.split_once('.') else {
+                return vec![];
+            };
+            let layer = format!("{LAYERS}{i}.");
+            if let Some(kind) = tail.strip_prefix("attn.in_proj_") {
+                // in_proj rows are [q; k; v].
+                let leaf = match kind {
+                    "weight" => "weight",
+                    "bias" => "bias",
+                    _ => return vec![],
+                };
+                let d = tensor.shape.as_slice()[0] / 3;
+                return ["q_proj", "k_proj", "v_proj"]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| {
+                        (
+                            format!("{layer}self_attn.{p}.{leaf}"),
+                            derived_tensor(tensor, Some((j * d, d)), false),
+                        )
+                    })
+                    .collect();
+            }
+            return match OPEN_CLIP_BLOCK.iter().find(|(f, _)| tail.starts_with(f)) {
+                Some((f, m)) => vec![(format!("{layer}{m}{}", &tail[f.len()..]), tensor.clone())],
+                None => vec![],
+            };
+        }
+        match OPEN_CLIP_GLOBAL.iter().find(|(f, _)| rest.starts_with(f)) {
+            Some((f, m)) => vec![(format!("{m}{}", &rest[f.len()..]), tensor.clone())],
+            None => vec![],
+        }
+    }
+
+    fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>) {
+        if torch_path == "visual_projection.weight" {
+            let mut s = torch_shape.to_vec();
+            s.reverse();
+            return ("visual.proj".into(), s);
+        }
+        if let Some(rest) = torch_path.strip_prefix(LAYERS) {
+            if let Some((i, tail)) = rest.split_once('.') {
+                let block = format!("visual.{BLOCKS}{i}.");
+                for p in ["q_proj.", "k_proj.", "v_proj."] {
+                    if let Some(leaf) = tail
+                        .strip_prefix("self_attn.")
+                        .and_then(|t| t.strip_prefix(p))
+                    {
+                        let mut s = torch_shape.to_vec();
+                        s[0] *= 3;
+                        return (format!("{block}attn.in_proj_{leaf}"), s);
+                    }
+                }
+                let key = rename(tail, OPEN_CLIP_BLOCK.iter().map(|&(f, m)| (m, f)));
+                return (format!("{block}{key}"), torch_shape.to_vec());
+            }
+        }
+        let key = rename(torch_path, OPEN_CLIP_GLOBAL.iter().map(|&(f, m)| (m, f)));
+        let key = if key == torch_path {
+            key
+        } else {
+            format!("visual.{key}")
+        };
+        (key, torch_shape.to_vec())
+    }
+}
+
+/// The layout of an opened checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub enum ClipDialect {
+    /// HF transformers.
+    Hf(HfDialect),
+    /// open_clip.
+    OpenClip(OpenClipDialect),
+}
+
+impl ClipDialect {
+    /// Recognises the layout from the keys.
+    pub fn detect(checkpoint: &Checkpoint) -> Result<Self, LoadError> {
+        let has = |p: &str| checkpoint.keys().any(|k| k.starts_with(p));
+        if has("visual.") {
+            Ok(Self::OpenClip(OpenClipDialect))
+        } else if has(VM) {
+            Ok(Self::Hf(HfDialect { prefixed: true }))
+        } else if has("encoder.layers.") || has("embeddings.patch_embedding") {
+            Ok(Self::Hf(HfDialect { prefixed: false }))
+        } else {
+            Err(LoadError::Read {
+                path: checkpoint.path().to_path_buf(),
+                message: "not a CLIP vision checkpoint: no `visual.*` (open_clip) or \
+                          `vision_model.*` / `encoder.layers.*` (HF) keys"
+                    .into(),
+            })
+        }
+    }
+
+    /// As a [`Dialect`].
+    pub fn as_dialect(&self) -> &dyn Dialect {
+        match self {
+            Self::Hf(d) => d,
+            Self::OpenClip(d) => d,
+        }
+    }
+}
+
+/// Builds a tower of `config` on `device` and loads an HF or open_clip checkpoint
+/// (`.safetensors`, sharded `index.json`, `.pth`/`.bin`) into it.
+pub fn load_clip<B: Backend>(
+    config: &ClipVisionConfig,
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(ClipVision<B>, LoadReport), LoadError> {
+    let checkpoint = Checkpoint::open(path)?;
+    let dialect = ClipDialect::detect(&checkpoint)?;
+    load_checkpoint(config.init(device), &checkpoint, dialect.as_dialect())
+}
+
+/// The keys and shapes a tower of `config` has in `dialect`'s files (fused tensors once).
+pub fn expected_keys<B: Backend>(
+    config: &ClipVisionConfig,
+    dialect: &dyn Dialect,
+    device: &B::Device,
+) -> Vec<FileParam> {
+    let mut params = file_params(&config.init::<B>(device), dialect);
+    let mut seen = std::collections::BTreeSet::new();
+    params.retain(|p| seen.insert(p.key.clone()));
+    params
+}
