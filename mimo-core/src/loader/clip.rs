@@ -150,22 +150,22 @@ impl Dialect for OpenClipDialect {
             s.reverse();
             return ("visual.proj".into(), s);
         }
-        if let Some(rest) = torch_path.strip_prefix(LAYERS) {
-            if let Some((i, tail)) = rest.split_once('.') {
-                let block = format!("visual.{BLOCKS}{i}.");
-                for p in ["q_proj.", "k_proj.", "v_proj."] {
-                    if let Some(leaf) = tail
-                        .strip_prefix("self_attn.")
-                        .and_then(|t| t.strip_prefix(p))
-                    {
-                        let mut s = torch_shape.to_vec();
-                        s[0] *= 3;
-                        return (format!("{block}attn.in_proj_{leaf}"), s);
-                    }
+        if let Some(rest) = torch_path.strip_prefix(LAYERS)
+            && let Some((i, tail)) = rest.split_once('.')
+        {
+            let block = format!("visual.{BLOCKS}{i}.");
+            for p in ["q_proj.", "k_proj.", "v_proj."] {
+                if let Some(leaf) = tail
+                    .strip_prefix("self_attn.")
+                    .and_then(|t| t.strip_prefix(p))
+                {
+                    let mut s = torch_shape.to_vec();
+                    s[0] *= 3;
+                    return (format!("{block}attn.in_proj_{leaf}"), s);
                 }
-                let key = rename(tail, OPEN_CLIP_BLOCK.iter().map(|&(f, m)| (m, f)));
-                return (format!("{block}{key}"), torch_shape.to_vec());
             }
+            let key = rename(tail, OPEN_CLIP_BLOCK.iter().map(|&(f, m)| (m, f)));
+            return (format!("{block}{key}"), torch_shape.to_vec());
         }
         let key = rename(torch_path, OPEN_CLIP_GLOBAL.iter().map(|&(f, m)| (m, f)));
         let key = if key == torch_path {
