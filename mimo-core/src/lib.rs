@@ -8,6 +8,7 @@
 //! - [`loader`]: checkpoint dialects (remap tables, typed [`loader::LoadError`]);
 //! - [`config`]: RON configuration files;
 //! - [`nn`]: small shared layers;
+//! - [`imageops`]: Pillow-exact resampling;
 //! - [`fsutil`]: atomic file writes.
 //!
 //! Still to come (tracked in the issues): `llm/` (LLaMA/Vicuna
@@ -19,6 +20,7 @@
 pub mod clip;
 pub mod config;
 pub mod fsutil;
+pub mod imageops;
 pub mod loader;
 pub mod nn;
 pub mod sam;

@@ -149,10 +149,67 @@ def keys():
                 f.write(f"{k} {list(v.shape)}\n".replace(", ", ","))
 
 
+def expand2square(img, background):
+    """LLaVA's expand2square (llava/mm_utils.py)."""
+    from PIL import Image
+    width, height = img.size
+    if width == height:
+        return img
+    side = max(width, height)
+    result = Image.new(img.mode, (side, side), background)
+    result.paste(img, (0, (width - height) // 2) if width > height else ((height - width) // 2, 0))
+    return result
+
+
+def pass_order(img, size):
+    """0: Pillow resized horizontally first, 1: vertically first, 2: either (same result)."""
+    import numpy as np
+    from PIL import Image
+    w, h = img.size
+    nw, nh = size
+    full = np.array(img.resize(size, Image.BICUBIC))
+    hv = np.array(img.resize((nw, h), Image.BICUBIC).resize((nw, nh), Image.BICUBIC))
+    vh = np.array(img.resize((w, nh), Image.BICUBIC).resize((nw, nh), Image.BICUBIC))
+    a, b = (hv == full).all(), (vh == full).all()
+    assert a or b
+    return 2 if a and b else (0 if a else 1)
+
+
+def preprocess():
+    """HF CLIPImageProcessorPil (the Pillow path LLaVA/LISA used) and the torchvision
+    CLIPImageProcessor on the repo's sample images, plain and with expand2square."""
+    import numpy as np
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.image_processing_utils import get_size_dict  # noqa: F401
+    from transformers.image_transforms import get_resize_output_image_size  # noqa: F401
+
+    kw = dict(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    pil_proc, tv_proc = CLIPImageProcessorPil(**kw), CLIPImageProcessor(**kw)
+    background = tuple(int(x * 255) for x in pil_proc.image_mean)
+    samples = os.path.join(os.path.dirname(__file__), "..", "..", "assets", "samples")
+    io = {}
+    for i, name in enumerate(["mni152_t1_z95.png", "abdomen_mr_liver_lesion.png"]):
+        img = Image.open(os.path.join(samples, name)).convert("RGB")
+        for expand in (False, True):
+            x = expand2square(img, background) if expand else img
+            tag = f"img{i}_{'square' if expand else 'plain'}"
+            w, h = x.size
+            short, long = (w, h) if w <= h else (h, w)
+            new_long = int(56 * long / short)
+            size = (56, new_long) if w <= h else (new_long, 56)
+            io[f"{tag}_order"] = torch.tensor([pass_order(x, size)], dtype=torch.int64)
+            io[f"{tag}_pil"] = pil_proc(x, return_tensors="pt")["pixel_values"][0]
+            io[f"{tag}_torchvision"] = tv_proc(x, return_tensors="pt")["pixel_values"][0]
+    save_file(contig(io), f"{OUT}/preprocess.safetensors")
+
+
 if __name__ == "__main__":
     gen = torch.Generator().manual_seed(0)
     hf(gen)
     open_clip_tiny(gen)
     keys()
+    preprocess()
     for fn in sorted(os.listdir(OUT)):
         print(f"{os.path.getsize(os.path.join(OUT, fn)):>9}  {fn}")

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ClipPreprocessConfig;
 use crate::config::{ConfigError, load_ron};
 
 /// The MLP activation (`hidden_act`).
@@ -75,6 +76,9 @@ pub struct ClipVisionConfig {
     /// The feature [`crate::clip::ClipVision::features`] returns.
     #[serde(default)]
     pub select: FeatureSelect,
+    /// How images become pixel values.
+    #[serde(default)]
+    pub preprocess: ClipPreprocessConfig,
 }
 
 fn default_channels() -> usize {
@@ -104,6 +108,7 @@ impl ClipVisionConfig {
             layer_norm_eps: 1e-5,
             projection_dim: Some(proj),
             select: FeatureSelect::default(),
+            preprocess: ClipPreprocessConfig::default(),
         }
     }
 

@@ -8,8 +8,10 @@
 //! mapped by [`crate::loader::clip`] (fused `in_proj` split into q, k, v).
 
 mod config;
+pub mod preprocess;
 
 pub use config::{ClipVisionConfig, FeatureSelect, HiddenAct, SelectFeature};
+pub use preprocess::ClipPreprocessConfig;
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -101,6 +103,22 @@ pub struct ClipVision<B: Backend> {
     /// Which hidden state [`ClipVision::features`] returns.
     #[module(skip)]
     pub select: FeatureSelect,
+    /// Input side in pixels.
+    pub image_size: usize,
+    /// How images become pixel values.
+    #[module(skip)]
+    pub preprocess: ClipPreprocessConfig,
+}
+
+/// An RGB image, row-major `height x width x 3`.
+#[derive(Debug, Clone, Copy)]
+pub struct RgbImage<'a> {
+    /// Interleaved pixels.
+    pub rgb: &'a [u8],
+    /// Height.
+    pub height: usize,
+    /// Width.
+    pub width: usize,
 }
 
 /// Everything the tower computes.
@@ -164,6 +182,8 @@ impl ClipVisionConfig {
                 .projection_dim
                 .map(|p| LinearConfig::new(d, p).with_bias(false).init(device)),
             select: self.select,
+            image_size: self.image_size,
+            preprocess: self.preprocess.clone(),
         }
     }
 }
@@ -218,6 +238,31 @@ impl<B: Backend> ClipVisionTransformer<B> {
 }
 
 impl<B: Backend> ClipVision<B> {
+    /// Pre-processes images into a `[N, 3, S, S]` batch (see [`preprocess`]).
+    ///
+    /// # Panics
+    /// If an image's buffer is not `height * width * 3` bytes.
+    pub fn pixel_values(&self, images: &[RgbImage]) -> Tensor<B, 4> {
+        let s = self.preprocess.crop_size.unwrap_or(self.image_size);
+        let device = self.vision_model.embeddings.class_embedding.device();
+        let mut data = Vec::with_capacity(images.len() * 3 * s * s);
+        for img in images {
+            assert_eq!(img.rgb.len(), img.height * img.width * 3, "RGB buffer size");
+            data.extend(self.preprocess.pixel_values(
+                img.rgb,
+                (img.height, img.width),
+                self.image_size,
+                false,
+            ));
+        }
+        Tensor::<B, 1>::from_floats(data.as_slice(), &device).reshape([images.len(), 3, s, s])
+    }
+
+    /// The configured features of images: pre-processing plus [`ClipVision::features`].
+    pub fn image_features(&self, images: &[RgbImage]) -> Tensor<B, 3> {
+        self.features(self.pixel_values(images))
+    }
+
     /// Number of encoder layers.
     pub fn num_layers(&self) -> usize {
         self.vision_model.encoder.layers.len()

@@ -235,3 +235,52 @@ fn presets_equal_the_shipped_config_files() {
             .contains("select.layer")
     );
 }
+
+/// HF's Pillow processor bit for bit in the resize (per Pillow's pass order), f32 rounding
+/// elsewhere; the torchvision processor resizes with another kernel.
+#[test]
+fn preprocessing_matches_hf_clip_image_processor() {
+    let io = read_fixture("clip/preprocess.safetensors");
+    let cfg = ClipPreprocessConfig {
+        shortest_edge: Some(56),
+        crop_size: Some(56),
+        ..Default::default()
+    };
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/samples");
+    let mut worst_tv = 0.0f32;
+    for (i, name) in ["mni152_t1_z95.png", "abdomen_mr_liver_lesion.png"]
+        .iter()
+        .enumerate()
+    {
+        let img = image::open(samples.join(name)).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        for expand in [false, true] {
+            let tag = format!("img{i}_{}", if expand { "square" } else { "plain" });
+            let c = ClipPreprocessConfig {
+                expand_to_square: expand,
+                ..cfg.clone()
+            };
+            let vertical_first = io[&format!("{tag}_order")].i64[0] == 1;
+            let got = c.pixel_values(img.as_raw(), (h as usize, w as usize), 56, vertical_first);
+            let diff = |want: &Array| {
+                assert_eq!(want.shape, vec![3, 56, 56]);
+                got.iter()
+                    .zip(&want.f32)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max)
+            };
+            let pil = diff(&io[&format!("{tag}_pil")]);
+            let tv = diff(&io[&format!("{tag}_torchvision")]);
+            println!(
+                "{tag}: max abs diff vs Pillow processor {pil:.2e}, vs torchvision processor {tv:.3}"
+            );
+            // Same uint8 pixels; only the f32 normalisation may round differently.
+            assert!(pil <= 1e-6, "{tag}: {pil}");
+            worst_tv = worst_tv.max(tv);
+        }
+    }
+    // torchvision's antialiased bicubic (HF's default CLIPImageProcessor in transformers 5)
+    // rounds differently from Pillow: measured at most one grey level, 1/255/std <= 0.0151
+    // after normalisation.
+    assert!(worst_tv < 0.0152, "{worst_tv}");
+}
