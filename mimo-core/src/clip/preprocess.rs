@@ -14,6 +14,8 @@ use crate::imageops::{Filter, resize_u8};
 /// OpenAI CLIP's per-channel mean (also used by open_clip's ViT-H/14).
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's per-channel standard deviation.
+// Written with the digits HF and open_clip use; the f32 rounding is the same as numpy's.
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// How images become pixel values.
