@@ -2,6 +2,7 @@
 
 mod backend;
 mod bench;
+mod clip_cache;
 mod overlay;
 mod segment;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Segment an image with Segment Anything from point and/or box prompts.
     Segment(segment::SegmentArgs),
+    /// Precompute CLIP image features of a folder into a feature cache.
+    ClipCache(clip_cache::ClipCacheArgs),
     /// Time model components on this machine (see `mimo bench --help`).
     Bench(bench::BenchArgs),
 }
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segment(args) => segment::run(args),
+        Command::ClipCache(args) => clip_cache::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -200,3 +200,55 @@ fn every_readme_command_is_run_by_ci() {
         );
     }
 }
+
+#[test]
+fn clip_cache_computes_once_and_refuses_another_model() {
+    let dir = TempDir::new("clip-cache");
+    let out = dir.path("cache");
+    let run = |model: &str| {
+        mimo(&[
+            "clip-cache",
+            "--model",
+            model,
+            "--checkpoint",
+            "mimo-core/fixtures/clip/hf_tiny_clipmodel.safetensors",
+            "--images",
+            "assets/samples",
+            "--out",
+            &out,
+            "--batch",
+            "3",
+            "--shard-size",
+            "2",
+        ])
+    };
+    let o = run("mimo-core/fixtures/clip/hf_tiny.ron");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("4 image(s) computed, 0 already cached"),
+        "{}",
+        stderr(&o)
+    );
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("cache/index.json")).unwrap())
+            .unwrap();
+    assert_eq!(index.as_object().unwrap().len(), 4);
+    let o = run("mimo-core/fixtures/clip/hf_tiny.ron");
+    assert!(
+        stderr(&o).contains("0 image(s) computed, 4 already cached"),
+        "{}",
+        stderr(&o)
+    );
+    // Another configuration must not write into this cache.
+    let other = dir.path("other.ron");
+    let text = std::fs::read_to_string(root().join("mimo-core/fixtures/clip/hf_tiny.ron")).unwrap();
+    std::fs::write(
+        &other,
+        text.replace(
+            "projection_dim: Some(32),",
+            "projection_dim: Some(32),\n    select: (layer: -1, feature: patch),",
+        ),
+    )
+    .unwrap();
+    fails_with(&run(&other), "another model or configuration");
+}

@@ -7,6 +7,7 @@
 //! Fields carry HF's names, so HF checkpoints load as they are; open_clip checkpoints are
 //! mapped by [`crate::loader::clip`] (fused `in_proj` split into q, k, v).
 
+pub mod cache;
 mod config;
 pub mod preprocess;
 

@@ -284,3 +284,53 @@ fn preprocessing_matches_hf_clip_image_processor() {
     // after normalisation.
     assert!(worst_tv < 0.0152, "{worst_tv}");
 }
+
+#[test]
+fn feature_cache_returns_what_the_tower_computes() {
+    use super::cache::{CacheError, CacheManifest, FeatureCache, image_key};
+    let cfg = config("hf_tiny");
+    let (tower, _) = loader::clip::load_clip::<B>(
+        &cfg,
+        fixture("clip/hf_tiny_clipmodel.safetensors"),
+        &Default::default(),
+    )
+    .unwrap();
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/samples");
+    let dir = std::env::temp_dir().join(format!("mimo-clip-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let manifest = CacheManifest {
+        config: cfg.clone(),
+        checkpoint: "hf_tiny_clipmodel.safetensors".into(),
+        feature_shape: [16, 64],
+    };
+    let mut expected = Vec::new();
+    {
+        let mut cache = FeatureCache::open(&dir, manifest.clone(), 1).unwrap();
+        for name in ["mni152_t1_z95.png", "abdomen_mr_liver_lesion.png"] {
+            let bytes = std::fs::read(samples.join(name)).unwrap();
+            let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+            let (w, h) = img.dimensions();
+            let feats = tower.image_features(&[RgbImage {
+                rgb: img.as_raw(),
+                height: h as usize,
+                width: w as usize,
+            }]);
+            let values = feats.into_data().to_vec::<f32>().unwrap();
+            let key = image_key(&bytes);
+            cache.insert(key.clone(), values.clone()).unwrap();
+            expected.push((key, values));
+        }
+    }
+    let cache = FeatureCache::open(&dir, manifest.clone(), 1).unwrap();
+    assert_eq!(cache.len(), 2);
+    for (key, values) in &expected {
+        assert_eq!(cache.get(key).unwrap().as_ref(), Some(values), "{key}");
+    }
+    let mut other = manifest;
+    other.config.select.layer = -1;
+    assert!(matches!(
+        FeatureCache::open(&dir, other, 1),
+        Err(CacheError::Mismatch { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
