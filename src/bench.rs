@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use mimo_bench::perf::{SamTimings, bench_sam};
+use mimo_bench::perf::{SamTimings, bench_clip, bench_sam};
+use mimo_core::clip::ClipVisionConfig;
 use mimo_core::sam::SamConfig;
 
 use crate::backend::{self, Backend};
@@ -13,6 +14,8 @@ use crate::backend::{self, Backend};
 enum Component {
     /// Segment Anything: image encoder and prompt decoding.
     Sam,
+    /// CLIP vision tower: one full forward.
+    Clip,
 }
 
 /// Arguments of `mimo bench`.
@@ -25,36 +28,83 @@ pub struct BenchArgs {
     /// Component to time.
     #[arg(value_enum)]
     component: Component,
-    /// Model: vit_b, vit_l, vit_h or a SamConfig RON file.
-    #[arg(long, default_value = "mimo-core/fixtures/sam/tiny_a.ron")]
-    model: String,
-    /// Timed runs of the image encoder (the decoder runs 5x as many).
+    /// Model: a preset (SAM: vit_b, vit_l, vit_h; CLIP: vit_l14, vit_l14_336, vit_h14) or a
+    /// RON config file. Default: the tiny test model of the component.
+    #[arg(long)]
+    model: Option<String>,
+    /// Timed runs of the image encoder (the SAM decoder runs 5x as many).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// JSON with PyTorch's figures for this model, `{"encoder_ms": .., "decoder_ms": ..}`,
-    /// as written by scripts/reference/sam_bench.py; prints the ratio.
+    /// JSON with PyTorch's figures for this model (`{"encoder_ms": .., "decoder_ms": ..}` for
+    /// SAM, `{"forward_ms": ..}` for CLIP), as written by scripts/reference/*_bench.py;
+    /// prints the ratio.
     #[arg(long, value_name = "FILE.json")]
     reference: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize)]
-struct Reference {
+struct SamReference {
     encoder_ms: f64,
     decoder_ms: f64,
 }
 
-/// Runs `mimo bench`.
-pub fn run(args: BenchArgs) -> Result<(), String> {
-    let Component::Sam = args.component;
-    let config = SamConfig::from_name_or_file(&args.model).map_err(|e| e.to_string())?;
-    let reference: Option<Reference> = match &args.reference {
+#[derive(serde::Deserialize)]
+struct ClipReference {
+    forward_ms: f64,
+}
+
+fn reference<T: serde::de::DeserializeOwned>(path: &Option<PathBuf>) -> Result<Option<T>, String> {
+    match path {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+            Ok(Some(
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?,
+            ))
         }
-        None => None,
-    };
-    eprintln!("timing SAM `{}` on {} ...", args.model, backend::NAME);
+        None => Ok(None),
+    }
+}
+
+/// Runs `mimo bench`.
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    match args.component {
+        Component::Sam => run_sam(&args),
+        Component::Clip => run_clip(&args),
+    }
+}
+
+fn run_clip(args: &BenchArgs) -> Result<(), String> {
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| "mimo-core/fixtures/clip/hf_tiny.ron".into());
+    let config = ClipVisionConfig::from_name_or_file(&model).map_err(|e| e.to_string())?;
+    let reference: Option<ClipReference> = reference(&args.reference)?;
+    eprintln!("timing CLIP `{model}` on {} ...", backend::NAME);
+    let t = bench_clip::<Backend>(&config, args.runs, &backend::device());
+    println!("component        mimo median (min)        runs");
+    println!(
+        "vision forward   {:>9.2} ms ({:>8.2})  {:>4}",
+        t.median_ms, t.min_ms, t.runs
+    );
+    if let Some(r) = reference {
+        println!(
+            "PyTorch: forward {:.2} ms; ratio mimo/PyTorch: {:.2}x",
+            r.forward_ms,
+            t.median_ms / r.forward_ms
+        );
+    }
+    Ok(())
+}
+
+fn run_sam(args: &BenchArgs) -> Result<(), String> {
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| "mimo-core/fixtures/sam/tiny_a.ron".into());
+    let config = SamConfig::from_name_or_file(&model).map_err(|e| e.to_string())?;
+    let reference: Option<SamReference> = reference(&args.reference)?;
+    eprintln!("timing SAM `{model}` on {} ...", backend::NAME);
     let t: SamTimings = bench_sam::<Backend>(&config, args.runs, &backend::device());
     println!("component        mimo median (min)        runs");
     println!(

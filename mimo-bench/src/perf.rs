@@ -72,3 +72,19 @@ pub fn bench_sam<B: Backend>(config: &SamConfig, runs: usize, device: &B::Device
     });
     SamTimings { encoder, decoder }
 }
+
+/// Times a full CLIP vision forward (all hidden states, pooled and projected embedding) on
+/// one `[1, 3, S, S]` input, random weights.
+pub fn bench_clip<B: Backend>(
+    config: &mimo_core::clip::ClipVisionConfig,
+    runs: usize,
+    device: &B::Device,
+) -> Timing {
+    let tower = config.init::<B>(device);
+    let s = config.image_size;
+    let x = Tensor::<B, 4>::random([1, 3, s, s], burn::tensor::Distribution::Default, device);
+    time::<B>(device, 1, runs, || {
+        let out = tower.forward(x.clone());
+        let _ = out.pooled.into_data();
+    })
+}

@@ -1,0 +1,33 @@
+//! Times the matrix products of a CLIP ViT-B/16 layer on the CPU backend:
+//! `cargo run -p mimo-bench --example matmul_probe`.
+
+use std::time::Instant;
+
+use burn::backend::Flex;
+use burn::tensor::{Distribution, Tensor};
+
+type B = Flex;
+
+fn main() {
+    let d = Default::default();
+    let shapes: [(usize, usize, usize); 5] = [
+        (197, 768, 3072),
+        (197, 3072, 768),
+        (197, 768, 768),
+        (394, 768, 3072),
+        (1024, 768, 3072),
+    ];
+    for (m, k, n) in shapes {
+        let a = Tensor::<B, 2>::random([m, k], Distribution::Default, &d);
+        let b = Tensor::<B, 2>::random([k, n], Distribution::Default, &d);
+        let _ = a.clone().matmul(b.clone()).into_data();
+        let reps = 20;
+        let t = Instant::now();
+        for _ in 0..reps {
+            let _ = a.clone().matmul(b.clone()).into_data();
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+        let gflops = 2.0 * (m * k * n) as f64 / ms / 1e6;
+        println!("[{m}x{k}] x [{k}x{n}]: {ms:.2} ms, {gflops:.0} GFLOP/s");
+    }
+}
