@@ -26,3 +26,27 @@ pub const NAME: &str = if cfg!(feature = "cuda") {
 pub fn device() -> burn::tensor::Device<Backend> {
     Default::default()
 }
+
+/// Says on stderr which checkpoint is being loaded, as which model, on which backend.
+pub fn announce_load(checkpoint: &std::path::Path, model: &str) {
+    eprintln!("loading {} ({model}) on {NAME}", checkpoint.display());
+}
+
+/// Lists checkpoint keys the model did not use (another tower, buffers), briefly.
+pub fn note_unused(unused: &[String]) {
+    if unused.is_empty() {
+        return;
+    }
+    let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
+    let more = unused.len().saturating_sub(shown.len());
+    eprintln!(
+        "note: {} checkpoint key(s) not used by the model: {}{}",
+        unused.len(),
+        shown.join(", "),
+        if more > 0 {
+            format!(", ... ({more} more)")
+        } else {
+            String::new()
+        }
+    );
+}

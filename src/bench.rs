@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use mimo_bench::perf::{SamTimings, bench_clip, bench_sam};
 use mimo_core::clip::ClipVisionConfig;
+use mimo_core::config::ModelConfig;
 use mimo_core::sam::SamConfig;
 
 use crate::backend::{self, Backend};

@@ -6,6 +6,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mimo_core::clip::cache::{CacheManifest, FeatureCache, image_key};
 use mimo_core::clip::{ClipVisionConfig, RgbImage, SelectFeature};
+use mimo_core::config::ModelConfig;
 use mimo_core::loader;
 
 use crate::backend::{self, Backend};
@@ -92,20 +93,10 @@ pub fn run(args: ClipCacheArgs) -> Result<(), String> {
         FeatureCache::open(&args.out, manifest, args.shard_size).map_err(|e| e.to_string())?;
 
     let device = backend::device();
-    eprintln!(
-        "loading {} ({}) on {}",
-        args.checkpoint.display(),
-        args.model,
-        backend::NAME
-    );
+    backend::announce_load(&args.checkpoint, &args.model);
     let (tower, report) = loader::clip::load_clip::<Backend>(&config, &args.checkpoint, &device)
         .map_err(|e| e.to_string())?;
-    if !report.unused.is_empty() {
-        eprintln!(
-            "note: {} checkpoint key(s) not used (e.g. the text tower)",
-            report.unused.len()
-        );
-    }
+    backend::note_unused(&report.unused);
 
     let bar = ProgressBar::new(images.len() as u64);
     bar.set_style(

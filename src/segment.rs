@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend as _;
 use clap::Args;
+use mimo_core::config::ModelConfig;
 use mimo_core::fsutil::write_atomic;
 use mimo_core::loader;
 use mimo_core::sam::{LABEL_NEGATIVE, LABEL_POSITIVE, PointPrompt, Prompt, SamConfig, SamImage};
@@ -148,21 +149,10 @@ pub fn run(args: SegmentArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     let device = backend::device();
-    eprintln!(
-        "loading {} ({}) on {}",
-        args.checkpoint.display(),
-        args.model,
-        backend::NAME
-    );
+    backend::announce_load(&args.checkpoint, &args.model);
     let (sam, report) = loader::sam::load_sam::<Backend>(&config, &args.checkpoint, &device)
         .map_err(|e| e.to_string())?;
-    if !report.unused.is_empty() {
-        eprintln!(
-            "note: {} checkpoint key(s) not used by the model: {}",
-            report.unused.len(),
-            report.unused.join(", ")
-        );
-    }
+    backend::note_unused(&report.unused);
     eprintln!(
         "embedding {}x{} image at {} px",
         image.width(),

@@ -81,3 +81,37 @@ pub fn to_ron<T: serde::Serialize>(value: &T) -> String {
     // Serialising plain config structs cannot fail.
     ron::ser::to_string_pretty(value, pretty).unwrap_or_default()
 }
+
+/// A model configuration read from RON files or chosen by preset name.
+pub trait ModelConfig: DeserializeOwned + Sized {
+    /// Accepted preset names.
+    const PRESET_NAMES: &'static [&'static str];
+
+    /// The preset called `name`, if any.
+    fn preset(name: &str) -> Option<Self>;
+
+    /// Checks the relations between fields; the error names the field.
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    /// Reads and validates a RON file.
+    fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let cfg: Self = load_ron(path.as_ref())?;
+        cfg.validate().map_err(|e| e.in_file(path.as_ref()))?;
+        Ok(cfg)
+    }
+
+    /// A preset name or a path to a RON file.
+    fn from_name_or_file(name: &str) -> Result<Self, ConfigError> {
+        if let Some(cfg) = Self::preset(name) {
+            return Ok(cfg);
+        }
+        let path = Path::new(name);
+        if path.extension().is_some_and(|e| e == "ron") || path.exists() {
+            return Self::load(path);
+        }
+        Err(ConfigError::UnknownPreset {
+            name: name.to_string(),
+            known: Self::PRESET_NAMES.join(", "),
+        })
+    }
+}

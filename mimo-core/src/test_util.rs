@@ -1,6 +1,6 @@
 //! Helpers for the parity tests: reading reference fixtures and comparing tensors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
@@ -82,4 +82,22 @@ pub fn assert_close<B: Backend, const D: usize>(
     let err = max_abs_diff(got, want);
     println!("{what}: max abs err {err:.3e} (tol {tol:.0e})");
     assert!(err <= tol, "{what}: max abs err {err:e} > {tol:e}");
+}
+
+/// A key list written by a reference script: `key [d0,d1,..]` per line, `#` comments.
+pub fn read_key_list(rel: &str) -> BTreeMap<String, Vec<usize>> {
+    let text = std::fs::read_to_string(fixture(rel)).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, s) = l.split_once(' ').unwrap();
+            let dims = s
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(|d| d.trim().parse().unwrap())
+                .collect();
+            (k.to_string(), dims)
+        })
+        .collect()
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ClipPreprocessConfig;
-use crate::config::{ConfigError, load_ron};
+use crate::config::{ConfigError, ModelConfig};
 
 /// The MLP activation (`hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,26 +195,16 @@ impl ClipVisionConfig {
         }
         Ok(())
     }
+}
 
-    /// Reads and validates a RON file.
-    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
-        let cfg: Self = load_ron(path.as_ref())?;
-        cfg.validate().map_err(|e| e.in_file(path.as_ref()))?;
-        Ok(cfg)
+impl ModelConfig for ClipVisionConfig {
+    const PRESET_NAMES: &'static [&'static str] = &Self::PRESETS;
+
+    fn preset(name: &str) -> Option<Self> {
+        Self::preset_named(name)
     }
 
-    /// A preset name or a path to a RON file.
-    pub fn from_name_or_file(name: &str) -> Result<Self, ConfigError> {
-        if let Some(cfg) = Self::preset_named(name) {
-            return Ok(cfg);
-        }
-        let path = std::path::Path::new(name);
-        if path.extension().is_some_and(|e| e == "ron") || path.exists() {
-            return Self::load(path);
-        }
-        Err(ConfigError::UnknownPreset {
-            name: name.to_string(),
-            known: Self::PRESETS.join(", "),
-        })
+    fn validate(&self) -> Result<(), ConfigError> {
+        ClipVisionConfig::validate(self)
     }
 }

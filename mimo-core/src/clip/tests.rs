@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use burn::tensor::Tensor;
 
 use super::*;
+use crate::config::ModelConfig;
 use crate::loader::{self, LoadError};
 use crate::test_util::*;
 
@@ -163,23 +164,6 @@ fn open_clip_shape_errors_name_the_fused_key() {
     );
 }
 
-fn read_keys(name: &str) -> BTreeMap<String, Vec<usize>> {
-    let text = std::fs::read_to_string(fixture(&format!("clip/{name}"))).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, s) = l.split_once(' ').unwrap();
-            let dims = s
-                .trim_matches(|c| c == '[' || c == ']')
-                .split(',')
-                .filter(|d| !d.is_empty())
-                .map(|d| d.trim().parse().unwrap())
-                .collect();
-            (k.to_string(), dims)
-        })
-        .collect()
-}
-
 #[test]
 fn real_key_sets_match_open_clip_and_transformers() {
     use crate::loader::clip::{HfDialect, OpenClipDialect};
@@ -196,7 +180,7 @@ fn real_key_sets_match_open_clip_and_transformers() {
         ),
     ];
     for (file, cfg, dialect) in cases {
-        let want = read_keys(file);
+        let want = read_key_list(&format!("clip/{file}"));
         let got: BTreeMap<String, Vec<usize>> =
             loader::clip::expected_keys::<B>(&cfg, dialect, &Default::default())
                 .into_iter()

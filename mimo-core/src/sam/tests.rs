@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use burn::tensor::{Int, Tensor};
 
 use super::*;
+use crate::config::ModelConfig;
 use crate::loader::{self, LoadError};
 use crate::test_util::*;
 
@@ -199,26 +200,10 @@ fn tiny_b_several_global_blocks_matches_segment_anything() {
     check_model(&sam, "sam/tiny_b_io.safetensors");
 }
 
-fn read_keys(name: &str) -> BTreeMap<String, Vec<usize>> {
-    let text = std::fs::read_to_string(fixture(&format!("sam/keys_{name}.txt"))).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, s) = l.split_once(' ').unwrap();
-            let dims = s
-                .trim_matches(|c| c == '[' || c == ']')
-                .split(',')
-                .map(|d| d.trim().parse().unwrap())
-                .collect();
-            (k.to_string(), dims)
-        })
-        .collect()
-}
-
 #[test]
 fn real_checkpoint_key_sets_match_segment_anything() {
     for (name, cfg) in [("vit_b", SamConfig::vit_b()), ("vit_h", SamConfig::vit_h())] {
-        let want = read_keys(name);
+        let want = read_key_list(&format!("sam/keys_{name}.txt"));
         let got: BTreeMap<String, Vec<usize>> =
             loader::sam::expected_keys::<B>(&cfg, &Default::default())
                 .into_iter()
