@@ -101,3 +101,19 @@ pub fn read_key_list(rel: &str) -> BTreeMap<String, Vec<usize>> {
         })
         .collect()
 }
+
+/// Asserts that a module's checkpoint keys and shapes equal a reference key list exactly.
+pub fn assert_key_list(rel: &str, got: Vec<crate::loader::FileParam>) {
+    let want = read_key_list(rel);
+    let got: BTreeMap<String, Vec<usize>> = got.into_iter().map(|p| (p.key, p.shape)).collect();
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{rel}: missing {missing:?}, extra {extra:?}"
+    );
+    for (k, s) in &want {
+        assert_eq!(&got[k], s, "{rel}: shape of {k}");
+    }
+    println!("{rel}: {} keys match", want.len());
+}
