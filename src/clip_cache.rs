@@ -120,14 +120,13 @@ pub fn run(args: ClipCacheArgs) -> Result<(), String> {
             todo.push((key, img));
         }
         if !todo.is_empty() {
-            let batch: Vec<RgbImage> = todo
+            let batch = todo
                 .iter()
-                .map(|(_, img)| RgbImage {
-                    rgb: img.as_raw(),
-                    height: img.height() as usize,
-                    width: img.width() as usize,
+                .map(|(_, img)| {
+                    RgbImage::new(img.as_raw(), img.height() as usize, img.width() as usize)
+                        .map_err(|e| e.to_string())
                 })
-                .collect();
+                .collect::<Result<Vec<_>, _>>()?;
             let values = tower
                 .image_features(&batch)
                 .into_data()

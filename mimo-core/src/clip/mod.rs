@@ -111,15 +111,38 @@ pub struct ClipVision<B: Backend> {
     pub preprocess: ClipPreprocessConfig,
 }
 
-/// An RGB image, row-major `height x width x 3`.
+/// An RGB image, row-major `height x width x 3`, checked on construction.
 #[derive(Debug, Clone, Copy)]
 pub struct RgbImage<'a> {
-    /// Interleaved pixels.
-    pub rgb: &'a [u8],
-    /// Height.
-    pub height: usize,
-    /// Width.
+    rgb: &'a [u8],
+    height: usize,
+    width: usize,
+}
+
+/// A pixel buffer that does not match its stated size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("image buffer has {got} bytes, expected {width}x{height}x3 (non-empty)")]
+pub struct BufferSizeError {
+    /// Stated width.
     pub width: usize,
+    /// Stated height.
+    pub height: usize,
+    /// Buffer length.
+    pub got: usize,
+}
+
+impl<'a> RgbImage<'a> {
+    /// Wraps interleaved RGB bytes of a `height x width` image.
+    pub fn new(rgb: &'a [u8], height: usize, width: usize) -> Result<Self, BufferSizeError> {
+        if height == 0 || width == 0 || rgb.len() != height * width * 3 {
+            return Err(BufferSizeError {
+                width,
+                height,
+                got: rgb.len(),
+            });
+        }
+        Ok(Self { rgb, height, width })
+    }
 }
 
 /// Everything the tower computes.
@@ -240,15 +263,11 @@ impl<B: Backend> ClipVisionTransformer<B> {
 
 impl<B: Backend> ClipVision<B> {
     /// Pre-processes images into a `[N, 3, S, S]` batch (see [`preprocess`]).
-    ///
-    /// # Panics
-    /// If an image's buffer is not `height * width * 3` bytes.
     pub fn pixel_values(&self, images: &[RgbImage]) -> Tensor<B, 4> {
         let s = self.preprocess.crop_size.unwrap_or(self.image_size);
         let device = self.vision_model.embeddings.class_embedding.device();
         let mut data = Vec::with_capacity(images.len() * 3 * s * s);
         for img in images {
-            assert_eq!(img.rgb.len(), img.height * img.width * 3, "RGB buffer size");
             data.extend(self.preprocess.pixel_values(
                 img.rgb,
                 (img.height, img.width),

@@ -282,11 +282,10 @@ fn feature_cache_returns_what_the_tower_computes() {
             let bytes = std::fs::read(samples.join(name)).unwrap();
             let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
             let (w, h) = img.dimensions();
-            let feats = tower.image_features(&[RgbImage {
-                rgb: img.as_raw(),
-                height: h as usize,
-                width: w as usize,
-            }]);
+            let feats =
+                tower.image_features(&[
+                    RgbImage::new(img.as_raw(), h as usize, w as usize).unwrap()
+                ]);
             let values = feats.into_data().to_vec::<f32>().unwrap();
             let key = image_key(&bytes);
             cache.insert(key.clone(), values.clone()).unwrap();
