@@ -3,6 +3,7 @@
 //! The MIMO model, generic over the burn backend (`Module<B>` for any `B: Backend`):
 //!
 //! - [`clip`]: the CLIP ViT image encoder (HF and open_clip checkpoints);
+//! - [`llm`]: the LLaMA/Vicuna decoder with KV cache;
 //! - [`sam`]: Segment Anything (image encoder, prompt encoder, mask decoder) with the
 //!   predictor's exact pre- and post-processing;
 //! - [`loader`]: checkpoint dialects (remap tables, typed [`loader::LoadError`]);
@@ -11,8 +12,7 @@
 //! - [`imageops`]: Pillow-exact resampling;
 //! - [`fsutil`]: atomic file writes.
 //!
-//! Still to come (tracked in the issues): `llm/` (LLaMA/Vicuna
-//! with KV cache and LoRA), `prompt/` (visual prompt encoder), `aligner/`, `mimo/` (assembly,
+//! Still to come (tracked in the issues): LoRA, sampling and the tokenizer for `llm`, `prompt/` (visual prompt encoder), `aligner/`, `mimo/` (assembly,
 //! grounding tokens, losses) and the tokenizer.
 
 #![warn(missing_docs)]
@@ -21,6 +21,7 @@ pub mod clip;
 pub mod config;
 pub mod fsutil;
 pub mod imageops;
+pub mod llm;
 pub mod loader;
 pub mod nn;
 pub mod sam;

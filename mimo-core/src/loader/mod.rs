@@ -7,6 +7,7 @@
 //! file's names.
 
 pub mod clip;
+pub mod llama;
 pub mod sam;
 
 use std::collections::{BTreeMap, BTreeSet};

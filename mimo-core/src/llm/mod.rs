@@ -1,0 +1,434 @@
+//! LLaMA/Vicuna decoder matching HF `LlamaForCausalLM`: RMSNorm computed in f32, RoPE in
+//! HF's `rotate_half` layout (not burn's interleaved `RotaryEncoding`), SwiGLU, grouped-query
+//! attention, tied or untied embeddings, causal plus padding mask, a KV cache for incremental
+//! decoding, and forward from token ids or from `inputs_embeds`.
+//!
+//! Module fields carry HF's names, so `model.safetensors` loads without renames
+//! ([`crate::loader::llama`]).
+
+mod config;
+
+pub use config::LlamaConfig;
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+
+/// Added to the attention logits of masked pairs: finite, so a fully masked row (a left
+/// padding position) gives uniform weights instead of NaN, as HF's `finfo.min` does.
+const MASKED: f32 = -1e30;
+
+/// Root-mean-square norm with HF's numerics: statistics in f32, result cast back.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// Scale, `[hidden]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn new(d: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([d], device)),
+            eps,
+        }
+    }
+
+    /// Normalises the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let xf = x.cast(DType::F32);
+        let var = xf.clone().powi_scalar(2).mean_dim(D - 1);
+        let normed = (xf * (var + self.eps).sqrt().recip()).cast(dtype);
+        let mut shape = [1usize; D];
+        shape[D - 1] = self.weight.dims()[0];
+        normed * self.weight.val().reshape(shape)
+    }
+}
+
+/// Self-attention with grouped key/value heads (`self_attn.{q,k,v,o}_proj`, no biases).
+#[derive(Module, Debug)]
+pub struct LlamaAttention<B: Backend> {
+    /// Queries.
+    pub q_proj: Linear<B>,
+    /// Keys.
+    pub k_proj: Linear<B>,
+    /// Values.
+    pub v_proj: Linear<B>,
+    /// Output.
+    pub o_proj: Linear<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+}
+
+/// SwiGLU MLP (`mlp.{gate,up,down}_proj`).
+#[derive(Module, Debug)]
+pub struct LlamaMlp<B: Backend> {
+    /// Gate.
+    pub gate_proj: Linear<B>,
+    /// Up.
+    pub up_proj: Linear<B>,
+    /// Down.
+    pub down_proj: Linear<B>,
+}
+
+/// One decoder layer.
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer<B: Backend> {
+    /// Attention.
+    pub self_attn: LlamaAttention<B>,
+    /// MLP.
+    pub mlp: LlamaMlp<B>,
+    /// Before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+/// The decoder stack (`model.*`).
+#[derive(Module, Debug)]
+pub struct LlamaModel<B: Backend> {
+    /// Token embeddings.
+    pub embed_tokens: Embedding<B>,
+    /// Layers.
+    pub layers: Vec<LlamaDecoderLayer<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+}
+
+/// `LlamaForCausalLM`.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    /// The decoder.
+    pub model: LlamaModel<B>,
+    /// Output projection; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    /// RoPE base.
+    pub rope_theta: f64,
+}
+
+/// Keys and values of past positions, one entry per layer (`[B, kv_heads, T, head_dim]`).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self { layers: Vec::new() }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dims()[2])
+            .unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The output of a forward pass.
+#[derive(Debug, Clone)]
+pub struct LlamaOutput<B: Backend> {
+    /// `[B, S, vocab]`.
+    pub logits: Tensor<B, 3>,
+    /// After the final norm, `[B, S, hidden]` (what LISA/MIMO read at `<SEG>`).
+    pub last_hidden_state: Tensor<B, 3>,
+    /// With `output_hidden_states`: the embeddings, then each layer's output, the last one
+    /// replaced by the final-norm output (HF's convention), `num_hidden_layers + 1` entries.
+    pub hidden_states: Vec<Tensor<B, 3>>,
+}
+
+impl LlamaConfig {
+    /// Builds the model with lazily initialised weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Llama<B> {
+        let d = self.hidden_size;
+        let hd = self.head_width();
+        let (h, kv) = (self.num_attention_heads, self.kv_heads());
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| LlamaDecoderLayer {
+                self_attn: LlamaAttention {
+                    q_proj: lin(d, h * hd),
+                    k_proj: lin(d, kv * hd),
+                    v_proj: lin(d, kv * hd),
+                    o_proj: lin(h * hd, d),
+                    num_heads: h,
+                    num_kv_heads: kv,
+                    head_dim: hd,
+                },
+                mlp: LlamaMlp {
+                    gate_proj: lin(d, self.intermediate_size),
+                    up_proj: lin(d, self.intermediate_size),
+                    down_proj: lin(self.intermediate_size, d),
+                },
+                input_layernorm: RmsNorm::new(d, self.rms_norm_eps, device),
+                post_attention_layernorm: RmsNorm::new(d, self.rms_norm_eps, device),
+            })
+            .collect();
+        Llama {
+            model: LlamaModel {
+                embed_tokens: EmbeddingConfig::new(self.vocab_size, d).init(device),
+                layers,
+                norm: RmsNorm::new(d, self.rms_norm_eps, device),
+            },
+            lm_head: (!self.tie_word_embeddings).then(|| lin(d, self.vocab_size)),
+            rope_theta: self.rope_theta,
+        }
+    }
+}
+
+/// HF's `rotate_half`: `[x1, x2] -> [-x2, x1]` over the last dimension.
+fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, s, d] = x.dims();
+    let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
+    let x2 = x.slice([0..b, 0..h, 0..s, d / 2..d]);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+/// cos/sin tables `[B, 1, S, head_dim]` for position ids `[B, S]`.
+fn rope_tables<B: Backend>(
+    positions: &Tensor<B, 2, Int>,
+    head_dim: usize,
+    theta: f64,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let device = positions.device();
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    let inv = Tensor::<B, 1>::from_floats(inv.as_slice(), &device).reshape([1, 1, half]);
+    let [b, s] = positions.dims();
+    let freqs = positions.clone().float().reshape([b, s, 1]) * inv;
+    let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
+    (emb.clone().cos(), emb.sin())
+}
+
+impl<B: Backend> LlamaAttention<B> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &(Tensor<B, 4>, Tensor<B, 4>),
+        bias: Tensor<B, 4>,
+        cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let split = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
+        let q = split(self.q_proj.forward(x.clone()), h);
+        let k = split(self.k_proj.forward(x.clone()), kv);
+        let v = split(self.v_proj.forward(x), kv);
+        let (cos, sin) = rope;
+        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
+        let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let t = k.dims()[2];
+        let repeat = |x: Tensor<B, 4>| {
+            if h == kv {
+                x
+            } else {
+                x.unsqueeze_dim::<5>(2)
+                    .expand([b, kv, h / kv, t, hd])
+                    .reshape([b, h, t, hd])
+            }
+        };
+        let out = attention(
+            q,
+            repeat(k),
+            repeat(v),
+            None,
+            Some(bias.expand([b, h, s, t])),
+            AttentionModuleOptions::default(),
+        );
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
+    }
+}
+
+impl<B: Backend> LlamaMlp<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// Position ids as `generate` computes them for a left-padded batch:
+/// `cumsum(mask) - 1`, with padding positions set to 1. `mask` is `[B][T]` of 0/1.
+pub fn positions_from_mask(mask: &[Vec<u8>]) -> Vec<Vec<i64>> {
+    mask.iter()
+        .map(|row| {
+            let mut c = 0i64;
+            row.iter()
+                .map(|&m| {
+                    c += m as i64;
+                    if m == 0 { 1 } else { c - 1 }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+impl<B: Backend> Llama<B> {
+    fn device(&self) -> B::Device {
+        self.model.embed_tokens.weight.device()
+    }
+
+    /// Embeds token ids `[B, S]`.
+    pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.model.embed_tokens.forward(input_ids)
+    }
+
+    /// Forward from embeddings `[B, S, hidden]`.
+    ///
+    /// `attention_mask` is `[B][past + S]` (1 = attend, 0 = padding) and `position_ids`
+    /// `[B][S]`; `cache` holds the past keys/values and is extended.
+    pub fn forward_embeds(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        attention_mask: &[Vec<u8>],
+        position_ids: &[Vec<i64>],
+        cache: &mut KvCache<B>,
+        output_hidden_states: bool,
+    ) -> LlamaOutput<B> {
+        let device = self.device();
+        let [b, s, _] = inputs_embeds.dims();
+        let past = cache.len();
+        let total = past + s;
+        // Additive mask [B, 1, S, total]: causal over absolute positions, and padding.
+        let mut bias = vec![0f32; b * s * total];
+        for (bi, row) in attention_mask.iter().enumerate() {
+            for i in 0..s {
+                for j in 0..total {
+                    if j > past + i || row.get(j).copied().unwrap_or(0) == 0 {
+                        bias[(bi * s + i) * total + j] = MASKED;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [b, 1, s, total]), &device);
+        let pos: Vec<i64> = position_ids.iter().flatten().copied().collect();
+        let pos = Tensor::<B, 1, Int>::from_ints(pos.as_slice(), &device).reshape([b, s]);
+        let hd = self
+            .model
+            .layers
+            .first()
+            .map(|l| l.self_attn.head_dim)
+            .unwrap_or(2);
+        let rope = rope_tables(&pos, hd, self.rope_theta);
+
+        if cache.layers.len() != self.model.layers.len() {
+            cache.layers = vec![None; self.model.layers.len()];
+        }
+        let mut x = inputs_embeds;
+        let mut hidden_states = Vec::new();
+        for (layer, slot) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+            if output_hidden_states {
+                hidden_states.push(x.clone());
+            }
+            let a = layer.self_attn.forward(
+                layer.input_layernorm.forward(x.clone()),
+                &rope,
+                bias.clone(),
+                slot,
+            );
+            x = x + a;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        let last = self.model.norm.forward(x);
+        if output_hidden_states {
+            hidden_states.push(last.clone());
+        }
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(last.clone()),
+            None => last
+                .clone()
+                .matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        };
+        LlamaOutput {
+            logits,
+            last_hidden_state: last,
+            hidden_states,
+        }
+    }
+
+    /// Forward from token ids `[B][S]` (see [`Llama::forward_embeds`]).
+    pub fn forward_ids(
+        &self,
+        input_ids: &[Vec<u32>],
+        attention_mask: &[Vec<u8>],
+        position_ids: &[Vec<i64>],
+        cache: &mut KvCache<B>,
+        output_hidden_states: bool,
+    ) -> LlamaOutput<B> {
+        let b = input_ids.len();
+        let s = input_ids.first().map(Vec::len).unwrap_or(0);
+        let ids: Vec<i64> = input_ids.iter().flatten().map(|&t| t as i64).collect();
+        let ids = Tensor::<B, 1, Int>::from_ints(ids.as_slice(), &self.device()).reshape([b, s]);
+        self.forward_embeds(
+            self.embed(ids),
+            attention_mask,
+            position_ids,
+            cache,
+            output_hidden_states,
+        )
+    }
+
+    /// Greedy decoding of a left-padded batch (`mask` 1 = token, 0 = padding) for
+    /// `max_new_tokens` steps with the KV cache; returns the new tokens per row.
+    pub fn generate_greedy(
+        &self,
+        input_ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        max_new_tokens: usize,
+    ) -> Vec<Vec<u32>> {
+        let mut cache = KvCache::new();
+        let mut mask: Vec<Vec<u8>> = mask.to_vec();
+        let positions = positions_from_mask(&mask);
+        let mut last_pos: Vec<i64> = positions.iter().map(|r| *r.last().unwrap_or(&0)).collect();
+        let mut out = vec![Vec::new(); input_ids.len()];
+        let mut step_ids: Vec<Vec<u32>> = input_ids.to_vec();
+        let mut step_pos = positions;
+        for _ in 0..max_new_tokens {
+            let o = self.forward_ids(&step_ids, &mask, &step_pos, &mut cache, false);
+            let [b, s, v] = o.logits.dims();
+            let last = o.logits.slice([0..b, s - 1..s, 0..v]).reshape([b, v]);
+            let next: Vec<i64> = last
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .to_vec::<i64>()
+                .unwrap_or_default();
+            for (row, &t) in next.iter().enumerate() {
+                out[row].push(t as u32);
+                mask[row].push(1);
+                last_pos[row] += 1;
+            }
+            step_ids = next.iter().map(|&t| vec![t as u32]).collect();
+            step_pos = last_pos.iter().map(|&p| vec![p]).collect();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+//! Parity of the LLaMA decoder with transformers on tiny random-weight models (fixtures by
+//! `scripts/reference/llm.py`).
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::loader;
+use crate::test_util::*;
+
+type B = TestBackend;
+
+/// f32 bound of the project; measured errors are printed.
+const TOL: f32 = 1e-4;
+
+fn rows_u32(a: &Array) -> Vec<Vec<u32>> {
+    a.i64
+        .chunks(a.shape[1])
+        .map(|r| r.iter().map(|&v| v as u32).collect())
+        .collect()
+}
+
+fn check(name: &str) {
+    let dir = fixture(&format!("llm/{name}"));
+    let cfg = LlamaConfig::load(&dir).unwrap();
+    let (model, report) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    assert!(report.unused.is_empty(), "{:?}", report.unused);
+    let io: HashMap<String, Array> = read_fixture(&format!("llm/{name}/io.safetensors"));
+    let ids = rows_u32(&io["input_ids"]);
+    let mask: Vec<Vec<u8>> = io["attention_mask"]
+        .i64
+        .chunks(ids[0].len())
+        .map(|r| r.iter().map(|&v| v as u8).collect())
+        .collect();
+    let pos = positions_from_mask(&mask);
+    let want_pos: Vec<Vec<i64>> = io["position_ids"]
+        .i64
+        .chunks(ids[0].len())
+        .map(|r| r.to_vec())
+        .collect();
+    assert_eq!(pos, want_pos);
+    let out = model.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), true);
+    // Padding positions attend to nothing; what a model computes there is arbitrary and
+    // never read (HF's own value depends on its attention kernel), so they are skipped.
+    let real: Vec<bool> = mask.iter().flatten().map(|&m| m == 1).collect();
+    let compare = |what: String, got: Tensor<B, 3>, want: &Array| {
+        assert_eq!(got.dims().to_vec(), want.shape, "{what}: shape");
+        let d = want.shape[2];
+        let got = got.into_data().to_vec::<f32>().unwrap();
+        let err = got
+            .chunks(d)
+            .zip(want.f32.chunks(d))
+            .zip(&real)
+            .filter(|(_, r)| **r)
+            .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max);
+        println!("{what}: max abs err {err:.3e} (tol {TOL:.0e})");
+        assert!(err <= TOL, "{what}: {err}");
+    };
+    compare(format!("{name} logits"), out.logits, &io["logits"]);
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        compare(
+            format!("{name} hidden_states_{i}"),
+            h.clone(),
+            &io[&format!("hidden_states_{i}")],
+        );
+    }
+    let generated = model.generate_greedy(&ids, &mask, 8);
+    assert_eq!(generated, rows_u32(&io["generated"]), "{name}: greedy ids");
+}
+
+#[test]
+fn multi_head_untied_matches_transformers() {
+    check("mha");
+}
+
+#[test]
+fn grouped_query_tied_rope_theta_500k_matches_transformers() {
+    check("gqa");
+}
+
+#[test]
+fn rope_golden_values_from_the_spec() {
+    // d=4, theta=10000, position 1, x=[5,6,7,8] -> HF rotate_half [-3.1888, 5.9197, 7.9895, 8.0596]
+    let device = Default::default();
+    let pos = Tensor::<B, 1, Int>::from_ints([1], &device).reshape([1, 1]);
+    let (cos, sin) = rope_tables(&pos, 4, 10000.0);
+    let x = Tensor::<B, 1>::from_floats([5.0, 6.0, 7.0, 8.0], &device).reshape([1, 1, 1, 4]);
+    let y = x.clone() * cos + rotate_half(x) * sin;
+    let y = y.into_data().to_vec::<f32>().unwrap();
+    for (a, b) in y.iter().zip([-3.1888f32, 5.9197, 7.9895, 8.0596]) {
+        assert!((a - b).abs() < 1e-4, "{y:?}");
+    }
+}
+
+#[test]
+fn vicuna_7b_key_set_matches_transformers() {
+    let model = LlamaConfig::vicuna_7b_v1_5().init::<B>(&Default::default());
+    assert_key_list(
+        "llm/keys_vicuna_7b_v1_5.txt",
+        loader::file_params(&model, &loader::llama::DIALECT),
+    );
+}
