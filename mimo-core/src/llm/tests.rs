@@ -100,3 +100,61 @@ fn vicuna_7b_key_set_matches_transformers() {
         loader::file_params(&model, &loader::llama::DIALECT),
     );
 }
+
+/// A bf16 checkpoint (how HF ships Vicuna) loads into f32 parameters and runs.
+#[test]
+fn bf16_checkpoint_loads_as_f32() {
+    let dir = fixture("llm/mha");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let converted: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            // f32 -> bf16 with round-to-nearest-even on the dropped half.
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    let bits = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1));
+                    ((rounded >> 16) as u16).to_le_bytes()
+                })
+                .collect();
+            (k, v.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = converted
+        .iter()
+        .map(|(k, s, d)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), d)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let tmp =
+        std::env::temp_dir().join(format!("mimo-llm-bf16-{}.safetensors", std::process::id()));
+    safetensors::serialize_to_file(views, None, &tmp).unwrap();
+    let cfg = LlamaConfig::load(&dir).unwrap();
+    let (model, _) = loader::llama::load_llama::<B>(&cfg, &tmp, &Default::default()).unwrap();
+    std::fs::remove_file(&tmp).unwrap();
+    assert_eq!(
+        model.model.layers[0].self_attn.q_proj.weight.val().dtype(),
+        DType::F32
+    );
+    let ids = vec![vec![1u32, 17, 42, 9]];
+    let mask = vec![vec![1u8; 4]];
+    let pos = positions_from_mask(&mask);
+    let bf = model
+        .forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
+        .logits;
+    let (f32_model, _) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let full = f32_model
+        .forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
+        .logits;
+    let err = (bf - full).abs().max().into_scalar();
+    println!("bf16 weights vs f32 weights: max logit difference {err:.3e}");
+    assert!(err.is_finite() && err < 0.5, "{err}");
+}
