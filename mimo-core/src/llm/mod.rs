@@ -288,7 +288,50 @@ pub fn positions_from_mask(mask: &[Vec<u8>]) -> Vec<Vec<i64>> {
         .collect()
 }
 
+/// How rows for added tokens are initialised by [`Llama::resize_token_embeddings`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum NewTokenInit {
+    /// `N(0, std²)`: transformers 4.31's `_init_weights` with `initializer_range` 0.02, as
+    /// LISA resized Vicuna.
+    Normal {
+        /// Standard deviation.
+        std: f64,
+    },
+    /// The mean of the existing rows.
+    Mean,
+}
+
 impl<B: Backend> Llama<B> {
+    /// Grows `embed_tokens` (and an untied `lm_head`) to `vocab_size` rows for added tokens
+    /// (`<p>`, `</p>`, `<SEG>`, ...); existing rows are kept. Shrinking is not supported:
+    /// a smaller size leaves the model unchanged.
+    pub fn resize_token_embeddings(mut self, vocab_size: usize, init: NewTokenInit) -> Self {
+        let old = self.model.embed_tokens.weight.val();
+        let [n, d] = old.dims();
+        if vocab_size <= n {
+            return self;
+        }
+        let device = old.device();
+        let extra = vocab_size - n;
+        let rows = |w: Tensor<B, 2>| match init {
+            NewTokenInit::Normal { std } => Tensor::<B, 2>::random(
+                [extra, d],
+                burn::tensor::Distribution::Normal(0.0, std),
+                &device,
+            ),
+            NewTokenInit::Mean => w.mean_dim(0).expand([extra, d]),
+        };
+        let grown = Tensor::cat(vec![old.clone(), rows(old)], 0);
+        self.model.embed_tokens.weight = Param::from_tensor(grown);
+        if let Some(head) = self.lm_head.as_mut() {
+            // burn stores the head as [hidden, vocab]: new tokens are new columns.
+            let w = head.weight.val();
+            let added = rows(w.clone().transpose()).transpose();
+            head.weight = Param::from_tensor(Tensor::cat(vec![w, added], 1));
+        }
+        self
+    }
+
     fn device(&self) -> B::Device {
         self.model.embed_tokens.weight.device()
     }

@@ -158,3 +158,51 @@ fn bf16_checkpoint_loads_as_f32() {
     println!("bf16 weights vs f32 weights: max logit difference {err:.3e}");
     assert!(err.is_finite() && err < 0.5, "{err}");
 }
+
+#[test]
+fn added_token_rows_keep_old_rows_and_follow_the_init_switch() {
+    let dir = fixture("llm/mha");
+    let cfg = LlamaConfig::load(&dir).unwrap();
+    let (model, _) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let old_emb = model.model.embed_tokens.weight.val();
+    let old_head = model.lm_head.as_ref().unwrap().weight.val();
+    let grown = model.resize_token_embeddings(100, NewTokenInit::Mean);
+    let emb = grown.model.embed_tokens.weight.val();
+    assert_eq!(emb.dims(), [100, 32]);
+    let kept = (emb.clone().slice([0..96, 0..32]) - old_emb.clone())
+        .abs()
+        .max()
+        .into_scalar();
+    assert_eq!(kept, 0.0);
+    let mean_err = (emb.slice([96..100, 0..32]) - old_emb.mean_dim(0).expand([4, 32]))
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(mean_err < 1e-6);
+    let head = grown.lm_head.as_ref().unwrap().weight.val();
+    assert_eq!(head.dims(), [32, 100]);
+    let kept = (head.slice([0..32, 0..96]) - old_head)
+        .abs()
+        .max()
+        .into_scalar();
+    assert_eq!(kept, 0.0);
+    // The logits of old tokens do not change.
+    let ids = vec![vec![1u32, 17, 42]];
+    let mask = vec![vec![1u8; 3]];
+    let pos = positions_from_mask(&mask);
+    let logits = grown
+        .forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
+        .logits;
+    assert_eq!(logits.dims(), [1, 3, 100]);
+    let normal = LlamaConfig::tiny()
+        .init::<B>(&Default::default())
+        .resize_token_embeddings(600, NewTokenInit::Normal { std: 0.02 });
+    let new_rows = normal
+        .model
+        .embed_tokens
+        .weight
+        .val()
+        .slice([512..600, 0..64]);
+    let std = new_rows.powi_scalar(2).mean().sqrt().into_scalar();
+    assert!((std - 0.02).abs() < 0.003, "{std}");
+}
