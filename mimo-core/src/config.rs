@@ -45,6 +45,15 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// `Err(Invalid)` for `field` with `message`, for `validate` functions.
+    pub fn invalid<T>(field: &str, message: String) -> Result<T, Self> {
+        Err(ConfigError::Invalid {
+            field: field.to_string(),
+            message,
+            file: None,
+        })
+    }
+
     /// Attaches the file name to an [`ConfigError::Invalid`] error.
     pub fn in_file(self, path: &Path) -> Self {
         match self {

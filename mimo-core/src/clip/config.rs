@@ -159,13 +159,7 @@ impl ClipVisionConfig {
 
     /// Checks the relations between fields; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field: &str, message: String| {
-            Err(ConfigError::Invalid {
-                field: field.into(),
-                message,
-                file: None,
-            })
-        };
+        let bad = ConfigError::invalid::<()>;
         if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return bad(
                 "patch_size",

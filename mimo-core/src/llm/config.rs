@@ -168,13 +168,7 @@ impl LlamaConfig {
 
     /// Checks the relations between fields; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field: &str, message: String| {
-            Err(ConfigError::Invalid {
-                field: field.into(),
-                message,
-                file: None,
-            })
-        };
+        let bad = ConfigError::invalid::<()>;
         if self.num_attention_heads == 0
             || !self
                 .num_attention_heads

@@ -210,13 +210,7 @@ impl SamConfig {
     /// Checks the relations between fields that the layers rely on; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let e = &self.image_encoder;
-        let bad = |field: &str, msg: String| {
-            Err(ConfigError::Invalid {
-                field: field.to_string(),
-                message: msg,
-                file: None,
-            })
-        };
+        let bad = ConfigError::invalid::<()>;
         if e.patch_size == 0 || !e.img_size.is_multiple_of(e.patch_size) {
             return bad(
                 "image_encoder.patch_size",
