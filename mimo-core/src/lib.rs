@@ -6,14 +6,16 @@
 //! - [`llm`]: the LLaMA/Vicuna decoder with KV cache;
 //! - [`sam`]: Segment Anything (image encoder, prompt encoder, mask decoder) with the
 //!   predictor's exact pre- and post-processing;
+//! - [`tokenizer`]: the LLaMA tokenizer with MIMO's added tokens, conversation templates and
+//!   LISA's label masking;
 //! - [`loader`]: checkpoint dialects (remap tables, typed [`loader::LoadError`]);
 //! - [`config`]: RON configuration files;
 //! - [`nn`]: small shared layers;
 //! - [`imageops`]: Pillow-exact resampling;
 //! - [`fsutil`]: atomic file writes.
 //!
-//! Still to come (tracked in the issues): LoRA, sampling and the tokenizer for `llm`, `prompt/` (visual prompt encoder), `aligner/`, `mimo/` (assembly,
-//! grounding tokens, losses) and the tokenizer.
+//! Still to come (tracked in the issues): LoRA and sampling for `llm`, `prompt/` (visual
+//! prompt encoder), `aligner/`, `mimo/` (assembly, grounding tokens, losses).
 
 #![warn(missing_docs)]
 
@@ -25,6 +27,7 @@ pub mod llm;
 pub mod loader;
 pub mod nn;
 pub mod sam;
+pub mod tokenizer;
 
 #[cfg(test)]
 pub(crate) mod test_util;

@@ -1,0 +1,275 @@
+//! The LLaMA/Vicuna tokenizer with MIMO's added tokens, over the `tokenizers` crate and the
+//! model's own `tokenizer.json`.
+//!
+//! * The `tokenizer.json` of Vicuna (or one rebuilt with the legacy LLaMA pipeline) gives the
+//!   same ids as the slow `LlamaTokenizer(legacy=True)` that LISA and MIMO train with,
+//!   including the bare `"▁"` (29871) before an added token and the dummy prefix after one.
+//! * MIMO's tokens `<p>`, `</p>`, `<SEG>`, `<image>`, `<im_start>`, `<im_end>` are added
+//!   (in that order, after the base vocabulary) unless the file already has them, and their
+//!   ids are read from the added-token table — never by tokenising the string, which can give
+//!   `[29871, id]` (LISA issue #55).
+//! * [`conversation`] holds the Vicuna v1 / LLaVA v1 templates and LISA's tokenisation of
+//!   `<image>` with label masking.
+
+pub mod conversation;
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{AddedToken, Tokenizer};
+
+/// MIMO's added tokens, in the order they are appended to the vocabulary.
+pub const ADDED_TOKENS: [&str; 6] = ["<p>", "</p>", "<SEG>", "<image>", "<im_start>", "<im_end>"];
+
+/// Placeholder id where image embeddings are spliced in (LLaVA's `IMAGE_TOKEN_INDEX`).
+pub const IMAGE_TOKEN_INDEX: i64 = -200;
+
+/// Label of positions that are not supervised (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Why a tokenizer could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// The file is missing or not a valid `tokenizer.json`.
+    #[error("cannot load tokenizer {path}: {message}")]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// The reader's message.
+        message: String,
+    },
+    /// A token the model needs is not in the vocabulary.
+    #[error("tokenizer {path} has no token `{token}`")]
+    MissingToken {
+        /// The file.
+        path: PathBuf,
+        /// The token.
+        token: String,
+    },
+    /// Encoding or decoding failed.
+    #[error("tokenizer: {0}")]
+    Codec(String),
+    /// A conversation does not have the structure the label rule needs.
+    #[error("conversation: {0}")]
+    Conversation(String),
+}
+
+/// Ids of the special and added tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialIds {
+    /// `<unk>`, also the padding id (LISA sets `pad_token = unk_token`).
+    pub unk: u32,
+    /// `<s>`.
+    pub bos: u32,
+    /// `</s>`.
+    pub eos: u32,
+    /// `<p>`: opens a grounded phrase.
+    pub p_start: u32,
+    /// `</p>`: closes a grounded phrase.
+    pub p_end: u32,
+    /// `<SEG>`: its hidden state drives the mask decoder.
+    pub seg: u32,
+    /// `<image>`.
+    pub image: u32,
+    /// `<im_start>`.
+    pub im_start: u32,
+    /// `<im_end>`.
+    pub im_end: u32,
+}
+
+impl SpecialIds {
+    /// The padding id (= `unk`).
+    pub fn pad(&self) -> u32 {
+        self.unk
+    }
+}
+
+/// A LLaMA tokenizer with MIMO's added tokens.
+#[derive(Clone)]
+pub struct MimoTokenizer {
+    inner: Tokenizer,
+    ids: SpecialIds,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for MimoTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MimoTokenizer")
+            .field("path", &self.path)
+            .field("vocab_size", &self.vocab_size())
+            .field("ids", &self.ids)
+            .finish()
+    }
+}
+
+impl MimoTokenizer {
+    /// Loads `tokenizer.json` (or the one inside a model directory) and adds MIMO's tokens.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
+        let mut path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            path = path.join("tokenizer.json");
+        }
+        let load = |message: String| TokenizerError::Load {
+            path: path.clone(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(load(
+                "no such file (give the model directory or its tokenizer.json; a sentencepiece \
+                 tokenizer.model alone is not read)"
+                    .into(),
+            ));
+        }
+        let inner = Tokenizer::from_file(&path).map_err(|e| load(e.to_string()))?;
+        Self::from_tokenizer(inner, path)
+    }
+
+    /// Wraps an already built tokenizer (`path` is for messages).
+    pub fn from_tokenizer(mut inner: Tokenizer, path: PathBuf) -> Result<Self, TokenizerError> {
+        let missing: Vec<AddedToken> = ADDED_TOKENS
+            .iter()
+            .filter(|t| !inner.get_added_vocabulary().get_vocab().contains_key(**t))
+            .map(|t| AddedToken::from(*t, false).normalized(false))
+            .collect();
+        inner
+            .add_tokens(missing)
+            .map_err(|e| TokenizerError::Codec(e.to_string()))?;
+        let added = inner.get_added_vocabulary().get_vocab();
+        let lookup = |t: &str, table_only: bool| {
+            let id = if table_only {
+                added.get(t).copied()
+            } else {
+                added.get(t).copied().or_else(|| inner.token_to_id(t))
+            };
+            id.ok_or_else(|| TokenizerError::MissingToken {
+                path: path.clone(),
+                token: t.to_string(),
+            })
+        };
+        let ids = SpecialIds {
+            unk: lookup("<unk>", false)?,
+            bos: lookup("<s>", false)?,
+            eos: lookup("</s>", false)?,
+            p_start: lookup("<p>", true)?,
+            p_end: lookup("</p>", true)?,
+            seg: lookup("<SEG>", true)?,
+            image: lookup("<image>", true)?,
+            im_start: lookup("<im_start>", true)?,
+            im_end: lookup("<im_end>", true)?,
+        };
+        Ok(Self { inner, ids, path })
+    }
+
+    /// Special and added token ids.
+    pub fn ids(&self) -> SpecialIds {
+        self.ids
+    }
+
+    /// Vocabulary size including added tokens (the embedding rows the model needs).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    /// Token ids of `text`, with `<s>` first when `bos` (the file's post-processor is not
+    /// used, so this does not depend on how the file configures it).
+    pub fn encode(&self, text: &str, bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Codec(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if bos {
+            ids.push(self.ids.bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Text of `ids`, the inverse of [`MimoTokenizer::encode`]: each run of ordinary tokens
+    /// between added tokens is decoded on its own, which drops the dummy-prefix space the
+    /// legacy pipeline put at its start, so `decode(encode(t)) == t`. With `skip_special`,
+    /// `<s>`, `</s>` and `<unk>` are dropped; MIMO's added tokens are not special and always
+    /// stay (the grounding parser needs them).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        let added = self.inner.get_added_vocabulary().get_added_tokens_decoder();
+        let mut out = String::new();
+        let mut run: Vec<u32> = Vec::new();
+        for &id in ids {
+            match added.get(&id) {
+                Some(t) => {
+                    out.push_str(&self.decode_raw(&run, false)?);
+                    run.clear();
+                    if !(skip_special && t.special) {
+                        out.push_str(&t.content);
+                    }
+                }
+                None => run.push(id),
+            }
+        }
+        out.push_str(&self.decode_raw(&run, false)?);
+        Ok(out)
+    }
+
+    /// The `tokenizers` library's own decode of the whole sequence (what Python's
+    /// `tokenizer.decode` gives: a space after each added token, from the dummy prefix).
+    pub fn decode_raw(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        if ids.is_empty() {
+            return Ok(String::new());
+        }
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| TokenizerError::Codec(e.to_string()))
+    }
+
+    /// The piece of one id (`"▁the"`, `"<0x0A>"`, `"<SEG>"`).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// An incremental decoder for streaming generated tokens: each pushed id yields the new
+    /// text it completes (none while a multi-byte character is still incomplete).
+    pub fn stream(&self, skip_special: bool) -> TextStream<'_> {
+        TextStream {
+            tok: self,
+            ids: Vec::new(),
+            emitted: 0,
+            skip_special,
+        }
+    }
+}
+
+/// Incremental decoding (see [`MimoTokenizer::stream`]): decodes the whole sequence and emits
+/// the new suffix, so spaces from the metaspace decoder and byte-fallback characters come
+/// out exactly as a final `decode` would give them.
+#[derive(Debug)]
+pub struct TextStream<'a> {
+    tok: &'a MimoTokenizer,
+    ids: Vec<u32>,
+    emitted: usize,
+    skip_special: bool,
+}
+
+impl TextStream<'_> {
+    /// Adds one id; returns the text it completes.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>, TokenizerError> {
+        self.ids.push(id);
+        let text = self.tok.decode(&self.ids, self.skip_special)?;
+        // An incomplete UTF-8 sequence decodes to U+FFFD at the end: wait for more bytes.
+        if text.ends_with('\u{FFFD}') {
+            return Ok(None);
+        }
+        if text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return Ok(None);
+        }
+        let new = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(Some(new))
+    }
+}
+
+#[cfg(test)]
+mod tests;
