@@ -7,8 +7,10 @@
 //! ([`crate::loader::llama`]).
 
 mod config;
+pub mod lora;
 
 pub use config::LlamaConfig;
+pub use lora::{LoraConfig, LoraLinear};
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
@@ -55,13 +57,13 @@ impl<B: Backend> RmsNorm<B> {
 #[derive(Module, Debug)]
 pub struct LlamaAttention<B: Backend> {
     /// Queries.
-    pub q_proj: Linear<B>,
+    pub q_proj: LoraLinear<B>,
     /// Keys.
-    pub k_proj: Linear<B>,
+    pub k_proj: LoraLinear<B>,
     /// Values.
-    pub v_proj: Linear<B>,
+    pub v_proj: LoraLinear<B>,
     /// Output.
-    pub o_proj: Linear<B>,
+    pub o_proj: LoraLinear<B>,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.
@@ -74,11 +76,11 @@ pub struct LlamaAttention<B: Backend> {
 #[derive(Module, Debug)]
 pub struct LlamaMlp<B: Backend> {
     /// Gate.
-    pub gate_proj: Linear<B>,
+    pub gate_proj: LoraLinear<B>,
     /// Up.
-    pub up_proj: Linear<B>,
+    pub up_proj: LoraLinear<B>,
     /// Down.
-    pub down_proj: Linear<B>,
+    pub down_proj: LoraLinear<B>,
 }
 
 /// One decoder layer.
@@ -162,21 +164,22 @@ impl LlamaConfig {
         let hd = self.head_width();
         let (h, kv) = (self.num_attention_heads, self.kv_heads());
         let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let proj = |i, o| LoraLinear::new(lin(i, o));
         let layers = (0..self.num_hidden_layers)
             .map(|_| LlamaDecoderLayer {
                 self_attn: LlamaAttention {
-                    q_proj: lin(d, h * hd),
-                    k_proj: lin(d, kv * hd),
-                    v_proj: lin(d, kv * hd),
-                    o_proj: lin(h * hd, d),
+                    q_proj: proj(d, h * hd),
+                    k_proj: proj(d, kv * hd),
+                    v_proj: proj(d, kv * hd),
+                    o_proj: proj(h * hd, d),
                     num_heads: h,
                     num_kv_heads: kv,
                     head_dim: hd,
                 },
                 mlp: LlamaMlp {
-                    gate_proj: lin(d, self.intermediate_size),
-                    up_proj: lin(d, self.intermediate_size),
-                    down_proj: lin(self.intermediate_size, d),
+                    gate_proj: proj(d, self.intermediate_size),
+                    up_proj: proj(d, self.intermediate_size),
+                    down_proj: proj(self.intermediate_size, d),
                 },
                 input_layernorm: RmsNorm::new(d, self.rms_norm_eps, device),
                 post_attention_layernorm: RmsNorm::new(d, self.rms_norm_eps, device),

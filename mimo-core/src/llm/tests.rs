@@ -141,7 +141,13 @@ fn bf16_checkpoint_loads_as_f32() {
     let (model, _) = loader::llama::load_llama::<B>(&cfg, &tmp, &Default::default()).unwrap();
     std::fs::remove_file(&tmp).unwrap();
     assert_eq!(
-        model.model.layers[0].self_attn.q_proj.weight.val().dtype(),
+        model.model.layers[0]
+            .self_attn
+            .q_proj
+            .base
+            .weight
+            .val()
+            .dtype(),
         DType::F32
     );
     let ids = vec![vec![1u32, 17, 42, 9]];

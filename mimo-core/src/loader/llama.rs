@@ -1,19 +1,68 @@
 //! HF LLaMA checkpoints (`model.safetensors`, sharded `model.safetensors.index.json`, or
-//! `pytorch_model.bin`). Our modules carry HF's names; the rotary `inv_freq` buffers of old
-//! checkpoints are not parameters and are reported unused.
+//! `pytorch_model.bin`). Our modules carry HF's names, except that each projection is a
+//! [`crate::llm::LoraLinear`] whose base layer sits one level deeper; the rotary `inv_freq`
+//! buffers of old checkpoints are not parameters and are reported unused.
+//!
+//! Memory: safetensors files are memory-mapped and each tensor is read when it is written
+//! into its (lazily allocated) parameter, shard after shard, so loading never holds a second
+//! copy of the weights.
 
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
 
-use super::{Checkpoint, LoadError, LoadReport, PrefixDialect, load_checkpoint};
+use burn_store::TensorSnapshot;
+
+use super::{Checkpoint, Dialect, LoadError, LoadReport, load_checkpoint};
+use crate::llm::lora::PROJECTIONS;
 use crate::llm::{Llama, LlamaConfig};
 
-/// HF names are ours.
-pub const DIALECT: PrefixDialect = PrefixDialect {
-    name: "HF LLaMA",
-    renames: &[],
-};
+/// HF LLaMA names; the only remap:
+///
+/// | file key | module path |
+/// |---|---|
+/// | `model.layers.N.self_attn.{q,k,v,o}_proj.weight` | `model.layers.N.self_attn.{q,k,v,o}_proj.base.weight` |
+/// | `model.layers.N.mlp.{gate,up,down}_proj.weight` | `model.layers.N.mlp.{gate,up,down}_proj.base.weight` |
+#[derive(Debug, Clone, Copy)]
+pub struct LlamaDialect;
+
+/// The dialect of HF LLaMA checkpoints.
+pub const DIALECT: LlamaDialect = LlamaDialect;
+
+/// `(module prefix, leaf)` of a projection parameter path, e.g.
+/// `("model.layers.0.self_attn.q_proj", "weight")`.
+fn projection(path: &str) -> Option<(&str, &str)> {
+    let (module, leaf) = path.rsplit_once('.')?;
+    PROJECTIONS
+        .iter()
+        .any(|p| module.ends_with(p) && module.starts_with("model.layers."))
+        .then_some((module, leaf))
+}
+
+impl Dialect for LlamaDialect {
+    fn name(&self) -> &str {
+        "HF LLaMA"
+    }
+
+    fn module_tensors(&self, key: &str, tensor: &TensorSnapshot) -> Vec<(String, TensorSnapshot)> {
+        let path = match projection(key) {
+            Some((module, leaf)) => format!("{module}.base.{leaf}"),
+            None => key.to_string(),
+        };
+        vec![(path, tensor.clone())]
+    }
+
+    fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>) {
+        let key = match torch_path.rsplit_once('.') {
+            Some((module, leaf)) => match module.strip_suffix(".base") {
+                Some(m) if projection(&format!("{m}.{leaf}")).is_some() => format!("{m}.{leaf}"),
+                _ => torch_path.to_string(),
+            },
+            None => torch_path.to_string(),
+        };
+        (key, torch_shape.to_vec())
+    }
+}
 
 /// The weights file of a model directory: the shard index if there is one, else
 /// `model.safetensors`, else `pytorch_model.bin`; a file path is used as it is.

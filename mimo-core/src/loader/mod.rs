@@ -422,9 +422,21 @@ pub fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
 
 /// Loads an opened checkpoint into `module` through `dialect`.
 pub fn load_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    module: M,
+    checkpoint: &Checkpoint,
+    dialect: &dyn Dialect,
+) -> Result<(M, LoadReport), LoadError> {
+    load_checkpoint_partial(module, checkpoint, dialect, &|_| true)
+}
+
+/// Like [`load_checkpoint`], but only the module parameters whose burn path satisfies
+/// `required` must be in the file (e.g. the adapter tensors of a LoRA file, whose base
+/// weights come from another file).
+pub fn load_checkpoint_partial<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     mut module: M,
     checkpoint: &Checkpoint,
     dialect: &dyn Dialect,
+    required: &dyn Fn(&str) -> bool,
 ) -> Result<(M, LoadReport), LoadError> {
     let mut snapshots = Vec::new();
     // module path (PyTorch naming) -> file key it came from
@@ -449,7 +461,7 @@ pub fn load_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         }
     }
     let result = module.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-    check_result(&module, checkpoint.path(), dialect, &result)?;
+    check_result(&module, checkpoint.path(), dialect, &result, required)?;
     let applied: BTreeSet<&str> = result.applied.iter().map(String::as_str).collect();
     let used = |p: &str| {
         applied.contains(p)
@@ -481,6 +493,7 @@ fn check_result<B: Backend, M: Module<B>>(
     path: &Path,
     dialect: &dyn Dialect,
     result: &ApplyResult,
+    required: &dyn Fn(&str) -> bool,
 ) -> Result<(), LoadError> {
     let params = file_params(module, dialect);
     let find = |module_path: &str| params.iter().find(|p| p.module_path == module_path);
@@ -531,10 +544,11 @@ fn check_result<B: Backend, M: Module<B>>(
             }
         });
     }
-    if !result.missing.is_empty() {
+    if result.missing.iter().any(|(p, _)| required(p)) {
         let mut missing: Vec<String> = result
             .missing
             .iter()
+            .filter(|(p, _)| required(p))
             .map(|(p, _)| match find(p) {
                 Some(fp) => format!("{} {:?}", fp.key, fp.shape),
                 None => p.clone(),
