@@ -7,9 +7,11 @@
 //! ([`crate::loader::llama`]).
 
 mod config;
+pub mod generate;
 pub mod lora;
 
 pub use config::LlamaConfig;
+pub use generate::{FinishReason, Generated, GenerationConfig};
 pub use lora::{LoraConfig, LoraLinear};
 
 use burn::module::{Module, Param};
@@ -356,6 +358,27 @@ impl<B: Backend> Llama<B> {
         cache: &mut KvCache<B>,
         output_hidden_states: bool,
     ) -> LlamaOutput<B> {
+        self.run(
+            inputs_embeds,
+            attention_mask,
+            position_ids,
+            cache,
+            output_hidden_states,
+            false,
+        )
+    }
+
+    /// The decoder; with `last_only` the logits are computed for the last position only
+    /// (`[B, 1, vocab]`: what a generation step needs, without a `[S, vocab]` product).
+    pub(crate) fn run(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        attention_mask: &[Vec<u8>],
+        position_ids: &[Vec<i64>],
+        cache: &mut KvCache<B>,
+        output_hidden_states: bool,
+        last_only: bool,
+    ) -> LlamaOutput<B> {
         let device = self.device();
         let [b, s, _] = inputs_embeds.dims();
         let past = cache.len();
@@ -404,16 +427,25 @@ impl<B: Backend> Llama<B> {
         if output_hidden_states {
             hidden_states.push(last.clone());
         }
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(last.clone()),
-            None => last
-                .clone()
-                .matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        let head_in = if last_only {
+            let [b, s, d] = last.dims();
+            last.clone().slice([0..b, s - 1..s, 0..d])
+        } else {
+            last.clone()
         };
+        let logits = self.lm_logits(head_in);
         LlamaOutput {
             logits,
             last_hidden_state: last,
             hidden_states,
+        }
+    }
+
+    /// Logits of final-norm hidden states `[B, S, hidden]`.
+    pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
         }
     }
 
@@ -437,42 +469,6 @@ impl<B: Backend> Llama<B> {
             cache,
             output_hidden_states,
         )
-    }
-
-    /// Greedy decoding of a left-padded batch (`mask` 1 = token, 0 = padding) for
-    /// `max_new_tokens` steps with the KV cache; returns the new tokens per row.
-    pub fn generate_greedy(
-        &self,
-        input_ids: &[Vec<u32>],
-        mask: &[Vec<u8>],
-        max_new_tokens: usize,
-    ) -> Vec<Vec<u32>> {
-        let mut cache = KvCache::new();
-        let mut mask: Vec<Vec<u8>> = mask.to_vec();
-        let positions = positions_from_mask(&mask);
-        let mut last_pos: Vec<i64> = positions.iter().map(|r| *r.last().unwrap_or(&0)).collect();
-        let mut out = vec![Vec::new(); input_ids.len()];
-        let mut step_ids: Vec<Vec<u32>> = input_ids.to_vec();
-        let mut step_pos = positions;
-        for _ in 0..max_new_tokens {
-            let o = self.forward_ids(&step_ids, &mask, &step_pos, &mut cache, false);
-            let [b, s, v] = o.logits.dims();
-            let last = o.logits.slice([0..b, s - 1..s, 0..v]).reshape([b, v]);
-            let next: Vec<i64> = last
-                .argmax(1)
-                .into_data()
-                .convert::<i64>()
-                .to_vec::<i64>()
-                .unwrap_or_default();
-            for (row, &t) in next.iter().enumerate() {
-                out[row].push(t as u32);
-                mask[row].push(1);
-                last_pos[row] += 1;
-            }
-            step_ids = next.iter().map(|&t| vec![t as u32]).collect();
-            step_pos = last_pos.iter().map(|&p| vec![p]).collect();
-        }
-        out
     }
 }
 

@@ -64,8 +64,17 @@ fn check(name: &str) {
             &io[&format!("hidden_states_{i}")],
         );
     }
-    let generated = model.generate_greedy(&ids, &mask, 8);
-    assert_eq!(generated, rows_u32(&io["generated"]), "{name}: greedy ids");
+    let cfg = GenerationConfig {
+        max_new_tokens: 8,
+        eos_token_id: vec![],
+        ..Default::default()
+    };
+    let generated = model.generate(&ids, &mask, &cfg, &mut |_, _| false);
+    assert_eq!(
+        generated.tokens,
+        rows_u32(&io["generated"]),
+        "{name}: greedy ids"
+    );
 }
 
 #[test]

@@ -194,6 +194,11 @@ impl MimoTokenizer {
     /// legacy pipeline put at its start, so `decode(encode(t)) == t`. With `skip_special`,
     /// `<s>`, `</s>` and `<unk>` are dropped; MIMO's added tokens are not special and always
     /// stay (the grounding parser needs them).
+    ///
+    /// Byte-fallback tokens that do not form valid UTF-8 become one U+FFFD per invalid
+    /// sequence (Rust's lossy conversion), where the `tokenizers` decoder replaces every byte
+    /// of the group; valid text decodes identically. This keeps the decode of a prefix a
+    /// prefix of the decode, which streaming relies on.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
         let added = self.inner.get_added_vocabulary().get_added_tokens_decoder();
         let mut out = String::new();
@@ -201,7 +206,7 @@ impl MimoTokenizer {
         for &id in ids {
             match added.get(&id) {
                 Some(t) => {
-                    out.push_str(&self.decode_raw(&run, false)?);
+                    out.push_str(&self.decode_run(&run));
                     run.clear();
                     if !(skip_special && t.special) {
                         out.push_str(&t.content);
@@ -210,8 +215,24 @@ impl MimoTokenizer {
                 None => run.push(id),
             }
         }
-        out.push_str(&self.decode_raw(&run, false)?);
+        out.push_str(&self.decode_run(&run));
         Ok(out)
+    }
+
+    /// Metaspace + byte-fallback decoding of ordinary tokens, minus one leading space.
+    fn decode_run(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            let Some(piece) = self.inner.id_to_token(id) else {
+                continue;
+            };
+            match byte_token(&piece) {
+                Some(b) => bytes.push(b),
+                None => bytes.extend_from_slice(piece.replace('\u{2581}', " ").as_bytes()),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        text.strip_prefix(' ').unwrap_or(&text).to_string()
     }
 
     /// The `tokenizers` library's own decode of the whole sequence (what Python's
@@ -240,6 +261,15 @@ impl MimoTokenizer {
             skip_special,
         }
     }
+}
+
+/// The byte of a byte-fallback piece `<0xAB>`.
+fn byte_token(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
 }
 
 /// Incremental decoding (see [`MimoTokenizer::stream`]): decodes the whole sequence and emits
