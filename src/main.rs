@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod clip_cache;
+mod generate;
 mod overlay;
 mod segment;
 
@@ -27,6 +28,8 @@ enum Command {
     Segment(segment::SegmentArgs),
     /// Precompute CLIP image features of a folder into a feature cache.
     ClipCache(clip_cache::ClipCacheArgs),
+    /// Generate text with a LLaMA/Vicuna model (and a LoRA adapter), streaming the answer.
+    Generate(generate::GenerateArgs),
     /// Time model components on this machine (see `mimo bench --help`).
     Bench(bench::BenchArgs),
 }
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Segment(args) => segment::run(args),
         Command::ClipCache(args) => clip_cache::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -252,3 +252,104 @@ fn clip_cache_computes_once_and_refuses_another_model() {
     .unwrap();
     fails_with(&run(&other), "another model or configuration");
 }
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn generate_streams_greedy_tokens_and_applies_adapters() {
+    use mimo_core::tokenizer::MimoTokenizer;
+    // The tiny chat model's greedy answer, as transformers generated it (ids in io.safetensors).
+    let io = std::fs::read(root().join("mimo-core/fixtures/llm/chat/io.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&io).unwrap();
+    let g = st.tensor("generated").unwrap();
+    let ids: Vec<u32> = g.data()[..g.shape()[1] * 8]
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    let tok = MimoTokenizer::from_file(root().join("mimo-core/fixtures/llm/chat")).unwrap();
+    let want = tok.decode(&ids, true).unwrap();
+    let o = mimo(&[
+        "generate",
+        "--model",
+        "mimo-core/fixtures/llm/chat",
+        "--prompt",
+        "Where is the liver?",
+        "--max-new-tokens",
+        "12",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim_end_matches('\n'), want);
+    assert!(stderr(&o).contains("finished by Length"));
+
+    // A peft adapter, plain and merged, gives the same text; the tokenizer's added tokens
+    // grow the 96-row test model.
+    let run = |merge: bool| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            "mimo-core/fixtures/llm/mha",
+            "--tokenizer",
+            "mimo-core/fixtures/tokenizer/tokenizer.json",
+            "--adapter",
+            "mimo-core/fixtures/llm/lora/peft_qv",
+            "--prompt",
+            "hello",
+            "--prompt",
+            "a longer second prompt",
+            "--max-new-tokens",
+            "5",
+            "--template",
+            "none",
+        ];
+        if merge {
+            a.push("--merge");
+        }
+        mimo(&a)
+    };
+    let (plain, merged) = (run(false), run(true));
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(stderr(&plain).contains("adapter") && stderr(&plain).contains("adding"));
+    assert_eq!(stdout(&plain), stdout(&merged));
+    assert!(stdout(&plain).contains("### 2 a longer second prompt"));
+}
+
+#[test]
+fn generate_rejects_bad_flags_clearly() {
+    let chat = "mimo-core/fixtures/llm/chat";
+    fails_with(
+        &mimo(&[
+            "generate", "--model", chat, "--prompt", "x", "--top-p", "1.5",
+        ]),
+        "--top-p",
+    );
+    fails_with(
+        &mimo(&["generate", "--model", "nope", "--prompt", "x"]),
+        "not a directory",
+    );
+    fails_with(
+        &mimo(&[
+            "generate",
+            "--model",
+            chat,
+            "--prompt",
+            "x",
+            "--template",
+            "alpaca",
+        ]),
+        "vicuna_v1, llava_v1 or none",
+    );
+    fails_with(
+        &mimo(&[
+            "generate",
+            "--model",
+            chat,
+            "--prompt",
+            "x",
+            "--adapter",
+            "mimo-core/fixtures/llm/lora/peft_qv",
+        ]),
+        "v_proj.lora_B.weight",
+    );
+}
