@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
+use burn::tensor::DType;
 use clap::{Args, ValueEnum};
-use mimo_bench::perf::{SamTimings, bench_clip, bench_sam};
+use mimo_bench::perf::{SamTimings, bench_clip, bench_llm, bench_llm_backward, bench_sam};
 use mimo_core::clip::ClipVisionConfig;
 use mimo_core::config::ModelConfig;
+use mimo_core::llm::LlamaConfig;
 use mimo_core::sam::SamConfig;
 
 use crate::backend::{self, Backend};
@@ -17,6 +19,8 @@ enum Component {
     Sam,
     /// CLIP vision tower: one full forward.
     Clip,
+    /// LLaMA language model: prompt forward, forward + backward, KV-cache decoding.
+    Llm,
 }
 
 /// Arguments of `mimo bench`.
@@ -29,8 +33,9 @@ pub struct BenchArgs {
     /// Component to time.
     #[arg(value_enum)]
     component: Component,
-    /// Model: a preset (SAM: vit_b, vit_l, vit_h; CLIP: vit_l14, vit_l14_336, vit_h14) or a
-    /// RON config file. Default: the tiny test model of the component.
+    /// Model: a preset (SAM: vit_b, vit_l, vit_h; CLIP: vit_l14, vit_l14_336, vit_h14; LLM:
+    /// tiny, vicuna_7b_v1_5, ...) or a config file (RON; for the LLM an HF config.json, e.g.
+    /// configs/llm/mid_512x4.json). Default: the tiny test model of the component.
     #[arg(long)]
     model: Option<String>,
     /// Timed runs of the image encoder (the SAM decoder runs 5x as many).
@@ -41,6 +46,25 @@ pub struct BenchArgs {
     /// prints the ratio.
     #[arg(long, value_name = "FILE.json")]
     reference: Option<PathBuf>,
+    /// LLM: prompt length in tokens (forward and backward figures).
+    #[arg(long, default_value_t = 64)]
+    prompt_len: usize,
+    /// LLM: tokens to decode for the tokens/s figure.
+    #[arg(long, default_value_t = 16)]
+    decode_tokens: usize,
+    /// LLM: weight and activation dtype (f32, bf16, f16); bf16 is how Vicuna runs on a GPU.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// LLM: skip the forward + backward figure.
+    #[arg(long)]
+    no_backward: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct LlmReference {
+    forward_ms: f64,
+    backward_ms: Option<f64>,
+    decode_ms_per_token: f64,
 }
 
 #[derive(serde::Deserialize)]
@@ -71,7 +95,106 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.component {
         Component::Sam => run_sam(&args),
         Component::Clip => run_clip(&args),
+        Component::Llm => run_llm(&args),
     }
+}
+
+fn run_llm(args: &BenchArgs) -> Result<(), String> {
+    let model = args.model.clone().unwrap_or_else(|| "tiny".into());
+    let config = match LlamaConfig::preset(&model) {
+        Some(c) => c,
+        None => LlamaConfig::load(&model).map_err(|e| {
+            format!(
+                "{e} (--model takes a preset: {} or an HF config.json / model directory)",
+                LlamaConfig::PRESETS.join(", ")
+            )
+        })?,
+    };
+    let dtype = match args.dtype.as_str() {
+        "f32" => None,
+        "bf16" => Some(DType::BF16),
+        "f16" => Some(DType::F16),
+        other => return Err(format!("unknown --dtype `{other}`: use f32, bf16 or f16")),
+    };
+    if args.prompt_len == 0 || args.prompt_len > config.max_position_embeddings {
+        return Err(format!(
+            "--prompt-len must be in 1..={} (max_position_embeddings)",
+            config.max_position_embeddings
+        ));
+    }
+    let reference: Option<LlmReference> = reference(&args.reference)?;
+    eprintln!(
+        "timing LLaMA `{model}` ({} layers, hidden {}) on {} in {}, prompt {} tokens ...",
+        config.num_hidden_layers,
+        config.hidden_size,
+        backend::NAME,
+        args.dtype,
+        args.prompt_len
+    );
+    let device = backend::device();
+    let t = bench_llm::<Backend>(
+        &config,
+        args.prompt_len,
+        args.decode_tokens,
+        args.runs,
+        dtype,
+        &device,
+    );
+    let backward = if args.no_backward || dtype.is_some() {
+        None
+    } else {
+        Some(bench_llm_backward::<burn::backend::Autodiff<Backend>>(
+            &config,
+            args.prompt_len,
+            args.runs,
+            &device,
+        ))
+    };
+    let tps = |ms: f64, tokens: usize| tokens as f64 / (ms / 1e3);
+    println!("stage              mimo median (min)         tokens/s   runs");
+    println!(
+        "forward  {:>4} tok  {:>9.2} ms ({:>8.2})  {:>9.1}  {:>4}",
+        t.prompt_len,
+        t.forward.median_ms,
+        t.forward.min_ms,
+        tps(t.forward.median_ms, t.prompt_len),
+        t.forward.runs
+    );
+    if let Some(b) = backward {
+        println!(
+            "fwd+bwd  {:>4} tok  {:>9.2} ms ({:>8.2})  {:>9.1}  {:>4}",
+            t.prompt_len,
+            b.median_ms,
+            b.min_ms,
+            tps(b.median_ms, t.prompt_len),
+            b.runs
+        );
+    }
+    println!(
+        "decode   {:>4} tok  {:>9.2} ms/token          {:>9.1}",
+        t.decode_tokens,
+        t.decode_ms_per_token,
+        tps(t.decode_ms_per_token, 1)
+    );
+    if let Some(r) = reference {
+        let mut line = format!(
+            "PyTorch: forward {:.2} ms, decode {:.2} ms/token",
+            r.forward_ms, r.decode_ms_per_token
+        );
+        if let Some(b) = r.backward_ms {
+            line.push_str(&format!(", fwd+bwd {b:.2} ms"));
+        }
+        line.push_str(&format!(
+            "; ratio mimo/PyTorch: forward {:.2}x, decode {:.2}x",
+            t.forward.median_ms / r.forward_ms,
+            t.decode_ms_per_token / r.decode_ms_per_token
+        ));
+        if let (Some(b), Some(rb)) = (backward, r.backward_ms) {
+            line.push_str(&format!(", fwd+bwd {:.2}x", b.median_ms / rb));
+        }
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn run_clip(args: &BenchArgs) -> Result<(), String> {

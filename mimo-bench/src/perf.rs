@@ -6,8 +6,9 @@
 
 use std::time::Instant;
 
-use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Tensor};
+use mimo_core::llm::{GenerationConfig, KvCache, Llama, LlamaConfig, positions_from_mask};
 use mimo_core::sam::{Prompt, Sam, SamConfig, SamImage};
 
 /// Median and spread of one measured stage, in milliseconds.
@@ -86,5 +87,89 @@ pub fn bench_clip<B: Backend>(
     time::<B>(device, 1, runs, || {
         let out = tower.forward(x.clone());
         let _ = out.pooled.into_data();
+    })
+}
+
+/// Language-model timings at batch 1.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct LlmTimings {
+    /// Forward of a `prompt_len`-token prompt (all logits), no gradients.
+    pub forward: Timing,
+    /// Decoding: milliseconds per new token with the KV cache after the prompt
+    /// (`(generate(prompt, n) - generate(prompt, 1)) / (n - 1)`).
+    pub decode_ms_per_token: f64,
+    /// Prompt tokens.
+    pub prompt_len: usize,
+    /// Tokens generated for the decode figure.
+    pub decode_tokens: usize,
+}
+
+/// Random token ids (values do not change the timing).
+fn prompt_ids(len: usize, vocab: usize) -> Vec<Vec<u32>> {
+    vec![
+        (0..len)
+            .map(|i| (1 + (i * 7919) % (vocab - 1)) as u32)
+            .collect(),
+    ]
+}
+
+/// Times forward and KV-cache decoding of `config` with random weights, optionally cast to
+/// `dtype` (e.g. bf16 on a GPU).
+pub fn bench_llm<B: Backend>(
+    config: &LlamaConfig,
+    prompt_len: usize,
+    decode_tokens: usize,
+    runs: usize,
+    dtype: Option<DType>,
+    device: &B::Device,
+) -> LlmTimings {
+    let mut model: Llama<B> = config.init(device);
+    if let Some(d) = dtype {
+        model = model.cast(d);
+    }
+    let ids = prompt_ids(prompt_len, config.vocab_size);
+    let mask = vec![vec![1u8; prompt_len]];
+    let pos = positions_from_mask(&mask);
+    let forward = time::<B>(device, 1, runs, || {
+        let o = model.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false);
+        let _ = o.logits.into_data();
+    });
+    let generate = |n: usize| {
+        let cfg = GenerationConfig {
+            max_new_tokens: n,
+            eos_token_id: vec![],
+            ..Default::default()
+        };
+        time::<B>(device, 1, runs, || {
+            let _ = model.generate(&ids, &mask, &cfg, &mut |_, _| false);
+        })
+    };
+    let n = decode_tokens.max(2);
+    let one = generate(1);
+    let many = generate(n);
+    LlmTimings {
+        forward,
+        decode_ms_per_token: (many.median_ms - one.median_ms) / (n - 1) as f64,
+        prompt_len,
+        decode_tokens: n,
+    }
+}
+
+/// Times one training step's forward + backward (mean squared logits as the loss, every
+/// parameter trainable) on a `prompt_len`-token sequence.
+pub fn bench_llm_backward<B: AutodiffBackend>(
+    config: &LlamaConfig,
+    prompt_len: usize,
+    runs: usize,
+    device: &B::Device,
+) -> Timing {
+    let model: Llama<B> = config.init(device);
+    let ids = prompt_ids(prompt_len, config.vocab_size);
+    let mask = vec![vec![1u8; prompt_len]];
+    let pos = positions_from_mask(&mask);
+    time::<B>(device, 1, runs, || {
+        let o = model.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false);
+        let grads = o.logits.powi_scalar(2).mean().backward();
+        drop(grads);
     })
 }

@@ -306,7 +306,26 @@ pub enum NewTokenInit {
     Mean,
 }
 
+/// Casts every float parameter to `dtype`, keeping lazy ones lazy only if already `dtype`.
+struct CastTo(DType);
+
+impl<B: Backend> burn::module::ModuleMapper<B> for CastTo {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let dtype = self.0;
+        if param.dtype() == dtype {
+            return param;
+        }
+        param.map(|t| t.cast(dtype))
+    }
+}
+
 impl<B: Backend> Llama<B> {
+    /// The model with its weights (and so its activations) in `dtype`, e.g. `DType::BF16` on
+    /// a GPU; RMSNorm statistics stay in f32 as in transformers.
+    pub fn cast(self, dtype: DType) -> Self {
+        self.map(&mut CastTo(dtype))
+    }
+
     /// Grows `embed_tokens` (and an untied `lm_head`) to `vocab_size` rows for added tokens
     /// (`<p>`, `</p>`, `<SEG>`, ...); existing rows are kept. Shrinking is not supported:
     /// a smaller size leaves the model unchanged.
@@ -384,17 +403,22 @@ impl<B: Backend> Llama<B> {
         let past = cache.len();
         let total = past + s;
         // Additive mask [B, 1, S, total]: causal over absolute positions, and padding.
+        // Activations run in the embeddings' dtype (f32, or bf16/f16 after a cast); masks and
+        // RoPE tables follow it. f16 cannot hold -1e30: its most negative finite value is used.
+        let dtype = inputs_embeds.dtype();
+        let masked = if dtype == DType::F16 { -6.0e4 } else { MASKED };
         let mut bias = vec![0f32; b * s * total];
         for (bi, row) in attention_mask.iter().enumerate() {
             for i in 0..s {
                 for j in 0..total {
                     if j > past + i || row.get(j).copied().unwrap_or(0) == 0 {
-                        bias[(bi * s + i) * total + j] = MASKED;
+                        bias[(bi * s + i) * total + j] = masked;
                     }
                 }
             }
         }
-        let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [b, 1, s, total]), &device);
+        let bias =
+            Tensor::<B, 4>::from_data(TensorData::new(bias, [b, 1, s, total]), &device).cast(dtype);
         let pos: Vec<i64> = position_ids.iter().flatten().copied().collect();
         let pos = Tensor::<B, 1, Int>::from_ints(pos.as_slice(), &device).reshape([b, s]);
         let hd = self
@@ -403,7 +427,8 @@ impl<B: Backend> Llama<B> {
             .first()
             .map(|l| l.self_attn.head_dim)
             .unwrap_or(2);
-        let rope = rope_tables(&pos, hd, self.rope_theta);
+        let (cos, sin) = rope_tables(&pos, hd, self.rope_theta);
+        let rope = (cos.cast(dtype), sin.cast(dtype));
 
         if cache.layers.len() != self.model.layers.len() {
             cache.layers = vec![None; self.model.layers.len()];

@@ -221,3 +221,82 @@ fn added_token_rows_keep_old_rows_and_follow_the_init_switch() {
     let std = new_rows.powi_scalar(2).mean().sqrt().into_scalar();
     assert!((std - 0.02).abs() < 0.003, "{std}");
 }
+
+/// An HF sharded directory (`model.safetensors.index.json` + shards) loads to the same model
+/// as the single file, and a missing shard is named.
+#[test]
+fn sharded_checkpoint_loads_like_the_single_file() {
+    let dir = fixture("llm/mha");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tmp = std::env::temp_dir().join(format!("mimo-llm-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(dir.join("config.json"), tmp.join("config.json")).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len().div_ceil(3)).enumerate() {
+        let file = format!("model-0000{}-of-00003.safetensors", i + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|k| (k.clone(), st.tensor(k).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &tmp.join(&file)).unwrap();
+        for k in part {
+            weight_map.insert(k.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        tmp.join("model.safetensors.index.json"),
+        serde_json::to_string(&index).unwrap(),
+    )
+    .unwrap();
+    let cfg = LlamaConfig::load(&tmp).unwrap();
+    let (sharded, report) =
+        loader::llama::load_llama::<B>(&cfg, &tmp, &Default::default()).unwrap();
+    assert!(report.unused.is_empty());
+    let (single, _) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let ids = vec![vec![1u32, 17, 42, 9]];
+    let mask = vec![vec![1u8; 4]];
+    let pos = positions_from_mask(&mask);
+    let a = sharded.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false);
+    let b = single.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false);
+    assert_eq!(
+        a.logits.into_data().to_vec::<f32>().unwrap(),
+        b.logits.into_data().to_vec::<f32>().unwrap()
+    );
+    std::fs::remove_file(tmp.join("model-00002-of-00003.safetensors")).unwrap();
+    let e = loader::llama::load_llama::<B>(&cfg, &tmp, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model-00002-of-00003.safetensors") && e.contains("missing"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// bf16 weights and activations (how Vicuna runs on a GPU) give logits close to f32 and the
+/// same greedy tokens on the fixture (bf16 keeps 8 bits of mantissa).
+#[test]
+fn bf16_activations_run_close_to_f32() {
+    let dir = fixture("llm/mha");
+    let cfg = LlamaConfig::load(&dir).unwrap();
+    let (model, _) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let ids = vec![vec![0u32, 1, 17, 42, 9], vec![1, 5, 77, 3, 29]];
+    let mask = vec![vec![0u8, 1, 1, 1, 1], vec![1; 5]];
+    let pos = positions_from_mask(&mask);
+    let full = model
+        .forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
+        .logits;
+    let half = model.cast(DType::BF16);
+    let out = half.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false);
+    assert_eq!(out.logits.dtype(), DType::BF16);
+    let err = (out.logits.cast(DType::F32) - full)
+        .abs()
+        .max()
+        .into_scalar();
+    println!("bf16 activations vs f32: max logit difference {err:.3e}");
+    assert!(err.is_finite() && err < 0.5, "{err}");
+}

@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_store::{
     ApplyError, ApplyResult, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore, TensorSnapshot,
+    SafetensorsStore, TensorSnapshot, TensorSnapshotError,
 };
 
 /// Why a checkpoint could not be loaded.
@@ -449,9 +449,19 @@ pub fn load_checkpoint_partial<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         }
         for (module_path, t) in mapped {
             let path_stack: Vec<String> = module_path.split('.').map(String::from).collect();
+            // Half-precision tensors become f32 as each one is read, so a bf16 checkpoint
+            // never sits in memory next to its f32 copy.
+            let (data_fn, dtype) = if matches!(t.dtype, DType::F16 | DType::BF16) {
+                let source = t.clone_data_fn();
+                let f: Rc<dyn Fn() -> Result<TensorData, TensorSnapshotError>> =
+                    Rc::new(move || Ok(source()?.convert::<f32>()));
+                (f, DType::F32)
+            } else {
+                (t.clone_data_fn(), t.dtype)
+            };
             snapshots.push(TensorSnapshot::from_closure(
-                t.clone_data_fn(),
-                t.dtype,
+                data_fn,
+                dtype,
                 t.shape.clone(),
                 path_stack,
                 vec![],
