@@ -13,8 +13,14 @@ Writes into mimo-bench/fixtures/metrics/:
               on generated and hand-written strings (the functions are transcribed from the released code,
               spec section 7.5, and run here).
 
-Environment: the reference venv plus `pip install pycocoevalcap nltk rouge-score pycocotools`.
-Run from the repository root: ~/.cache/mimo-ref-venv/bin/python scripts/reference/metrics.py
+  stems.json  nltk PorterStemmer() on ~7000 WordNet lemmas and inflections plus the paper's examples.
+  text.json also holds nltk `meteor_score` per pair (WordNet 3.0), pycocoevalcap's Java METEOR 1.5 over the
+              corpus, and the WordNet synonym sets nltk looks up for the corpus's words and stems.
+
+Environment: the reference venv plus `pip install pycocoevalcap nltk rouge-score pycocotools`, Java (for
+pycocoevalcap's PTB tokenizer and METEOR), and WordNet for nltk: `apt-get install wordnet-base`, then copy
+/usr/share/wordnet/{index,data}.* and *.exc into $NLTK_DATA/corpora/wordnet/ with a `lexnames` file.
+Run from the repository root: NLTK_DATA=~/.cache/nltk_data ~/.cache/mimo-ref-venv/bin/python scripts/reference/metrics.py
 """
 import contextlib
 import io
@@ -38,7 +44,8 @@ warnings.filterwarnings("ignore")
 
 WORDS = ("the liver spleen kidney left right lobe lesion small large hypodense hyperintense mass shows is in of a an "
          "there no evidence tumor located upper lower segment image ct mri scan appears normal abnormal with and "
-         "cyst nodule lung heart aorta brain white matter enhancing margin irregular round 2 3 cm mm").split()
+         "cyst nodule lung heart aorta brain white matter enhancing margin irregular round 2 3 cm mm "
+         "big little growth picture displays demonstrates lesions kidneys enlarged enlarging showing").split()
 
 
 def sentence(rng, n):
@@ -101,8 +108,47 @@ def text(rng):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         tok = PTBTokenizer().tokenize({i: [{"caption": r}] for i, r in enumerate(raw)})
     ptb = [{"raw": r, "tokenized": tok[i][0]} for i, r in enumerate(raw)]
+    # METEOR: nltk (WordNet from NLTK_DATA) per pair, and pycocoevalcap's Java METEOR 1.5 over the corpus.
+    from nltk.corpus import wordnet
+    from nltk.stem import PorterStemmer
+    from nltk.translate.meteor_score import meteor_score
+    from pycocoevalcap.meteor.meteor import Meteor
+    for p in pairs:
+        p["nltk_meteor"] = meteor_score([r.split() for r in p["refs"]], p["hyp"].split())
+    java = Meteor()
+    java_score, java_scores = java.compute_score({i: p["refs"] for i, p in enumerate(pairs)},
+                                                 {i: [p["hyp"]] for i, p in enumerate(pairs)})
+    del java
+    # The synonym sets nltk's METEOR looks up (words and their stems), so the Rust test runs without WordNet.
+    stemmer = PorterStemmer()
+    vocab = sorted({w for p in pairs for t in p["refs"] + [p["hyp"]] for w in t.split()})
+    lookups = sorted(set(vocab) | {stemmer.stem(w) for w in vocab})
+    synonyms = {w: sorted({l.name() for s in wordnet.synsets(w) for l in s.lemmas() if "_" not in l.name()})
+                for w in lookups}
     return {"pairs": pairs, "corpus": coco(pairs), "slices": [coco(pairs[i * 50:(i + 1) * 50]) for i in range(5)],
-            "ptb": ptb}
+            "ptb": ptb, "meteor_java": {"score": java_score, "scores": java_scores}, "synonyms": synonyms}
+
+
+def stems(rng):
+    """nltk PorterStemmer() on a deterministic sample of WordNet lemmas and inflections."""
+    from nltk.corpus import wordnet
+    from nltk.stem import PorterStemmer
+    words = sorted({l for l in wordnet.all_lemma_names() if l.isalpha() and l.islower()})
+    sample = rng.sample(words, 4000)
+    extra = [w + suf for w in rng.sample(words, 1500) for suf in ["s", "ed", "ing", "ly", "ness", "ational", "iveness"][:2]]
+    extra += ["sky", "skies", "dying", "lying", "news", "innings", "proceed", "exceed", "ies", "ties", "flies", "dies",
+              "happy", "enjoy", "spy", "agreed", "feed", "plastered", "bled", "motoring", "sing", "conflated", "troubled",
+              "sized", "hopping", "tanned", "falling", "hissing", "fizzed", "failing", "filing", "relational",
+              "conditional", "rational", "valenci", "digitizer", "conformabli", "radicalli", "differentli", "vileli",
+              "analogousli", "vietnamization", "predication", "operator", "feudalism", "decisiveness", "hopefulness",
+              "callousness", "formaliti", "sensitiviti", "sensibiliti", "triplicate", "formative", "formalize",
+              "electriciti", "electrical", "hopeful", "goodness", "revival", "allowance", "inference", "airliner",
+              "gyroscopic", "adjustable", "defensible", "irritant", "replacement", "adjustment", "dependent", "adoption",
+              "homologou", "communism", "activate", "angulariti", "homologous", "effective", "bowdlerize", "probate",
+              "rate", "cease", "controll", "roll", "yyyy", "ay", "y", "by", "bye", "ooze", "abyss", "syzygy", "toy",
+              "archaeology", "fully", "generously", "Running", "CAPS", "a", "at", "ied", "cried", "ties"]
+    stemmer = PorterStemmer()
+    return [[w, stemmer.stem(w)] for w in sample + extra]
 
 
 def masks(rng):
@@ -245,7 +291,7 @@ def vqa(rng):
 def main():
     os.makedirs(OUT, exist_ok=True)
     rng = random.Random(0)
-    for name, f in [("text", text), ("masks", masks), ("vqa", vqa)]:
+    for name, f in [("text", text), ("masks", masks), ("vqa", vqa), ("stems", stems)]:
         with open(f"{OUT}/{name}.json", "w") as fh:
             json.dump(f(rng), fh, indent=0, ensure_ascii=False)
         print("wrote", name)

@@ -7,6 +7,8 @@
 
 pub mod coco;
 pub mod grounding;
+pub mod meteor;
+pub mod porter;
 pub mod seg;
 pub mod text;
 pub mod vqa;

@@ -371,3 +371,120 @@ fn grounding_f1_matches_phrases_and_masks() {
     assert_eq!((f.tp, f.n_pred, f.n_gt), (1, 3, 3));
     close("F1", f.f1(), 1.0 / 3.0, 1e-12);
 }
+
+#[test]
+fn porter_stems_match_nltk() {
+    let s = fixture("stems.json");
+    let list = s.as_array().unwrap();
+    let mut bad = Vec::new();
+    for pair in list {
+        let (w, want) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        let got = super::porter::stem(w);
+        if got != want {
+            bad.push(format!("{w}: {got} (nltk {want})"));
+        }
+    }
+    println!(
+        "Porter: {}/{} stems equal to nltk",
+        list.len() - bad.len(),
+        list.len()
+    );
+    assert!(
+        bad.is_empty(),
+        "{} differ: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(20)]
+    );
+}
+
+fn synonym_table(t: &Value) -> super::meteor::SynonymTable {
+    super::meteor::SynonymTable(
+        t["synonyms"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), strs(v).into_iter().collect()))
+            .collect(),
+    )
+}
+
+fn check_meteor(t: &Value, wn: &dyn super::meteor::Synonyms) -> f64 {
+    let mut worst = 0f64;
+    for p in t["pairs"].as_array().unwrap() {
+        let refs = strs(&p["refs"]);
+        let refs: Vec<Vec<&str>> = refs
+            .iter()
+            .map(|r| r.split_whitespace().collect())
+            .collect();
+        let hyp: Vec<&str> = p["hyp"].as_str().unwrap().split_whitespace().collect();
+        let got = super::meteor::nltk_meteor(&refs, &hyp, wn);
+        worst = worst.max(close(
+            &format!("nltk METEOR {:?}", p["hyp"]),
+            got,
+            p["nltk_meteor"].as_f64().unwrap(),
+            1e-12,
+        ));
+    }
+    worst
+}
+
+#[test]
+fn nltk_meteor_matches_nltk() {
+    let t = fixture("text.json");
+    let worst = check_meteor(&t, &synonym_table(&t));
+    println!("nltk METEOR (synonyms from the fixture): 250 pairs, max abs err {worst:.2e}");
+}
+
+/// With WordNet installed (Debian's wordnet-base, or `MIMO_WORDNET=DIR`), the synonym sets
+/// read natively equal nltk's and METEOR is unchanged.
+#[test]
+fn wordnet_synonyms_match_nltk_when_installed() {
+    use super::meteor::{Synonyms, WordNet};
+    let dir = std::env::var("MIMO_WORDNET").unwrap_or_else(|_| WordNet::DEFAULT_DIR.into());
+    if !Path::new(&dir).join("index.noun").is_file() {
+        println!(
+            "skipped: no WordNet at {dir} (apt-get install wordnet-base, or set MIMO_WORDNET)"
+        );
+        return;
+    }
+    let wn = WordNet::open(&dir).unwrap();
+    let t = fixture("text.json");
+    let table = synonym_table(&t);
+    for (w, want) in &table.0 {
+        assert_eq!(&wn.synonyms(w), want, "synonyms of {w}");
+    }
+    let worst = check_meteor(&t, &wn);
+    println!(
+        "WordNet at {dir}: {} synonym sets equal to nltk; METEOR max abs err {worst:.2e}",
+        table.0.len()
+    );
+}
+
+/// pycocoevalcap's Java METEOR 1.5 through `MIMO_METEOR_JAR` (e.g. the jar inside the
+/// pycocoevalcap package) gives pycocoevalcap's scores.
+#[test]
+fn java_meteor_matches_pycocoevalcap_when_configured() {
+    let Ok(jar) = std::env::var("MIMO_METEOR_JAR") else {
+        println!("skipped: set MIMO_METEOR_JAR to meteor-1.5.jar (needs Java)");
+        return;
+    };
+    let t = fixture("text.json");
+    let samples: Vec<(Vec<String>, String)> = t["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (strs(&p["refs"]), p["hyp"].as_str().unwrap().to_string()))
+        .collect();
+    let mut m = super::meteor::JavaMeteor::start(Path::new(&jar)).unwrap();
+    let (score, per) = m.score(&samples).unwrap();
+    let want = &t["meteor_java"];
+    // 1e-12: serde_json's default float parsing may be one ulp off the printed value.
+    close("Java METEOR corpus", score, want["score"].as_f64().unwrap(), 1e-12);
+    for (g, w) in per.iter().zip(want["scores"].as_array().unwrap()) {
+        close("Java METEOR sample", *g, w.as_f64().unwrap(), 1e-12);
+    }
+    println!(
+        "Java METEOR 1.5: corpus {score} equal to pycocoevalcap, {} samples",
+        per.len()
+    );
+}
