@@ -5,6 +5,7 @@ mod bench;
 mod clip_cache;
 mod generate;
 mod overlay;
+mod score;
 mod segment;
 
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     ClipCache(clip_cache::ClipCacheArgs),
     /// Generate text with a LLaMA/Vicuna model (and a LoRA adapter), streaming the answer.
     Generate(generate::GenerateArgs),
+    /// Score a predictions file against records and write the paper's tables.
+    Score(score::ScoreArgs),
     /// Time model components on this machine (see `mimo bench --help`).
     Bench(bench::BenchArgs),
 }
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Segment(args) => segment::run(args),
         Command::ClipCache(args) => clip_cache::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

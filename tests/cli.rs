@@ -353,3 +353,58 @@ fn generate_rejects_bad_flags_clearly() {
         "v_proj.lora_B.weight",
     );
 }
+
+#[test]
+fn score_writes_the_tables_and_names_bad_lines() {
+    let dir = TempDir::new("score");
+    let out = dir.path("eval");
+    let o = mimo(&[
+        "score",
+        "--predictions",
+        "mimo-bench/fixtures/eval/predictions.jsonl",
+        "--records",
+        "mimo-bench/fixtures/eval/records.jsonl",
+        "--split",
+        "test",
+        "--out",
+        &out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(Path::new(&out).join("tables.md")).unwrap();
+    assert!(md.contains("| P1 | mIoU | 0.750 | 0.639 |"), "{md}");
+    assert!(Path::new(&out).join("tables.csv").is_file());
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&out).join("scores.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["missing_predictions"], 1);
+
+    let bad = dir.path("bad.jsonl");
+    std::fs::write(&bad, "{\"id\": \"r1\", \"answer\": \"x\"}\n{\"id\": 3}\n").unwrap();
+    fails_with(
+        &mimo(&[
+            "score",
+            "--predictions",
+            &bad,
+            "--records",
+            "mimo-bench/fixtures/eval/records.jsonl",
+            "--out",
+            &out,
+        ]),
+        "bad.jsonl:2",
+    );
+    fails_with(
+        &mimo(&[
+            "score",
+            "--predictions",
+            &bad,
+            "--records",
+            "mimo-bench/fixtures/eval/records.jsonl",
+            "--meteor",
+            "java",
+            "--out",
+            &out,
+        ]),
+        "--meteor-jar",
+    );
+}

@@ -10,5 +10,6 @@
 
 #![warn(missing_docs)]
 
+pub mod eval;
 pub mod metrics;
 pub mod perf;

@@ -1,7 +1,8 @@
 //! # mimo-data
 //!
 //! The MIMOSeg data pipeline. Today it holds [`rle`], COCO run-length encoding of masks
-//! (pycocotools-compatible), which the records and the CLI's JSON output use.
+//! (pycocotools-compatible), and [`record`], the JSONL record schema that the builder
+//! writes and training and evaluation read.
 //!
 //! Still to come (tracked in the issues): sources (2D images, NIfTI volumes, DICOM), the
 //! four perspectives, templates, knowledge base and Q&A generation, JSONL records, splits,
@@ -9,4 +10,5 @@
 
 #![warn(missing_docs)]
 
+pub mod record;
 pub mod rle;

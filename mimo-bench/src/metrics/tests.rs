@@ -479,7 +479,12 @@ fn java_meteor_matches_pycocoevalcap_when_configured() {
     let (score, per) = m.score(&samples).unwrap();
     let want = &t["meteor_java"];
     // 1e-12: serde_json's default float parsing may be one ulp off the printed value.
-    close("Java METEOR corpus", score, want["score"].as_f64().unwrap(), 1e-12);
+    close(
+        "Java METEOR corpus",
+        score,
+        want["score"].as_f64().unwrap(),
+        1e-12,
+    );
     for (g, w) in per.iter().zip(want["scores"].as_array().unwrap()) {
         close("Java METEOR sample", *g, w.as_f64().unwrap(), 1e-12);
     }

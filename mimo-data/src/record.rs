@@ -1,0 +1,192 @@
+//! The MIMOSeg record: one JSON object per line (`records.jsonl`), written by the dataset
+//! builder and read by training and evaluation.
+//!
+//! ```json
+//! {"id": "abdomenct1k/case_0001/z045/p2/0",
+//!  "image": "images/abdomenct1k/case_0001_z045.png", "size": [512, 512],
+//!  "modality": "CT", "source": "abdomenct1k", "volume": "case_0001", "split": "test",
+//!  "perspective": "P2",
+//!  "prompts": [{"kind": "box", "coords": [120.0, 88.0, 230.0, 190.0]}],
+//!  "turns": [{"from": "human", "value": "<image>\nPlease segment the organ in the box."},
+//!            {"from": "gpt", "value": "It is <p>liver</p><SEG>."}],
+//!  "masks": [{"label": "liver", "rle": {"size": [512, 512], "counts": "..."}}]}
+//! ```
+//!
+//! * `masks` are in the order of the answer's `<SEG>` tokens (the i-th `<SEG>` segments the
+//!   i-th mask), as COCO RLE at the image's original size.
+//! * `prompts` coordinates are pixels of the original image: a box is `[x0, y0, x1, y1]`, a
+//!   point `[x, y]` (with `label` 1 foreground, 0 background).
+//! * `volume` groups slices of one patient/volume: splits never separate them.
+//! * Evaluation-only records use `perspective` `"heldout_seg"` (image + masks, optionally a
+//!   box prompt) or `"vqa"` (with `vqa`: question, answer, answer type, options).
+
+use serde::{Deserialize, Serialize};
+
+use crate::rle::Rle;
+
+/// The kind of sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Perspective {
+    /// Language-guided segmentation.
+    P1,
+    /// Visual prompt perceiving.
+    P2,
+    /// Responses with segmentation aligning.
+    P3,
+    /// Visual-prompt-assisted questioning.
+    P4,
+    /// A general medical VQA pair (LLaVA-Med instructions or a held-out benchmark).
+    #[serde(rename = "vqa")]
+    Vqa,
+    /// A held-out segmentation sample (image, masks, optional box).
+    #[serde(rename = "heldout_seg")]
+    HeldoutSeg,
+}
+
+impl Perspective {
+    /// The paper's name ("Perspective II", ...).
+    pub fn title(self) -> &'static str {
+        match self {
+            Perspective::P1 => "Perspective I",
+            Perspective::P2 => "Perspective II",
+            Perspective::P3 => "Perspective III",
+            Perspective::P4 => "Perspective IV",
+            Perspective::Vqa => "VQA",
+            Perspective::HeldoutSeg => "Held-out segmentation",
+        }
+    }
+}
+
+/// A visual prompt in original-image pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisualPrompt {
+    /// `"box"` or `"point"`.
+    pub kind: String,
+    /// Box `[x0, y0, x1, y1]` or point `[x, y]`.
+    pub coords: Vec<f64>,
+    /// Point label (1 foreground, 0 background); absent for boxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<u8>,
+}
+
+/// One conversation turn (LLaVA's `{"from", "value"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    /// `"human"` or `"gpt"`.
+    pub from: String,
+    /// The text; answers carry `<p>label</p><SEG>` markup.
+    pub value: String,
+}
+
+/// A labelled mask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabeledMask {
+    /// Medical name of the structure.
+    pub label: String,
+    /// The mask at the image's original size.
+    pub rle: Rle,
+}
+
+/// A VQA item (held-out benchmarks and LLaVA-Med instructions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VqaItem {
+    /// The question.
+    pub question: String,
+    /// The ground-truth answer.
+    pub answer: String,
+    /// `"closed"` (yes/no or choice) or `"open"`.
+    pub answer_type: String,
+    /// Options for multiple-choice evaluation (HuatuoGPT-Vision style); the answer is one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// One MIMOSeg sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Unique id.
+    pub id: String,
+    /// Image path, relative to the records file's folder (or absolute).
+    pub image: String,
+    /// `[height, width]` of the original image.
+    pub size: [usize; 2],
+    /// Imaging modality (CT, MR, X-ray, ultrasound, endoscopy, fundus, dermoscopy, PET, ...).
+    pub modality: String,
+    /// Source dataset name.
+    pub source: String,
+    /// Patient or volume id (slices of one volume share it).
+    #[serde(default)]
+    pub volume: String,
+    /// `"train"`, `"val"` or `"test"`.
+    pub split: String,
+    /// The kind of sample.
+    pub perspective: Perspective,
+    /// Visual prompts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<VisualPrompt>,
+    /// Conversation (human, gpt, human, gpt, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<Turn>,
+    /// Masks in `<SEG>` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<LabeledMask>,
+    /// VQA fields for `vqa` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vqa: Option<VqaItem>,
+}
+
+impl Record {
+    /// The last assistant answer (the one evaluated), if any.
+    pub fn answer(&self) -> Option<&str> {
+        self.turns
+            .iter()
+            .rev()
+            .find(|t| t.from == "gpt")
+            .map(|t| t.value.as_str())
+    }
+}
+
+/// Why a JSONL file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonlError {
+    /// The file could not be opened or read.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The reason.
+        message: String,
+    },
+    /// A line is not a valid record.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The parser's message (names the field).
+        message: String,
+    },
+}
+
+/// Reads a JSONL file of `T` (blank lines skipped); errors name the file and line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: impl AsRef<std::path::Path>,
+) -> Result<Vec<T>, JsonlError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| JsonlError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| JsonlError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
