@@ -4,6 +4,7 @@ mod backend;
 mod bench;
 mod clip_cache;
 mod generate;
+mod heldout;
 mod overlay;
 mod score;
 mod segment;
@@ -31,6 +32,9 @@ enum Command {
     ClipCache(clip_cache::ClipCacheArgs),
     /// Generate text with a LLaMA/Vicuna model (and a LoRA adapter), streaming the answer.
     Generate(generate::GenerateArgs),
+    /// Convert a held-out benchmark (VQA-RAD, SLAKE, PathVQA, multiple choice, segmentation
+    /// folder) to evaluation records.
+    Heldout(heldout::HeldoutArgs),
     /// Score a predictions file against records and write the paper's tables.
     Score(score::ScoreArgs),
     /// Time model components on this machine (see `mimo bench --help`).
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Segment(args) => segment::run(args),
         Command::ClipCache(args) => clip_cache::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Heldout(args) => heldout::run(args),
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
     };

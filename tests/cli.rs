@@ -408,3 +408,44 @@ fn score_writes_the_tables_and_names_bad_lines() {
         "--meteor-jar",
     );
 }
+
+#[test]
+fn heldout_records_feed_the_scorer() {
+    let dir = TempDir::new("heldout");
+    let records = dir.path("slake.jsonl");
+    let o = mimo(&[
+        "heldout",
+        "slake",
+        "--input",
+        "mimo-bench/fixtures/heldout/slake_sample.json",
+        "--out",
+        &records,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let preds = dir.path("preds.jsonl");
+    std::fs::write(
+        &preds,
+        "{\"id\": \"slake/11934\", \"answer\": \"No, it does not.\"}\n",
+    )
+    .unwrap();
+    let out = dir.path("eval");
+    let o = mimo(&[
+        "score",
+        "--predictions",
+        &preds,
+        "--records",
+        &records,
+        "--out",
+        &out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("| SLAKE | accuracy % | 100.000 | 57.000 |"),
+        "{}",
+        stdout(&o)
+    );
+    fails_with(
+        &mimo(&["heldout", "seg", "--input", "x", "--out", &records]),
+        "--masks",
+    );
+}

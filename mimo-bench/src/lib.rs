@@ -11,5 +11,6 @@
 #![warn(missing_docs)]
 
 pub mod eval;
+pub mod heldout;
 pub mod metrics;
 pub mod perf;
