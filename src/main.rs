@@ -6,6 +6,7 @@ mod clip_cache;
 mod generate;
 mod heldout;
 mod overlay;
+mod report;
 mod score;
 mod segment;
 
@@ -37,6 +38,8 @@ enum Command {
     Heldout(heldout::HeldoutArgs),
     /// Score a predictions file against records and write the paper's tables.
     Score(score::ScoreArgs),
+    /// Compare evaluation runs (ablations, data ratios) as tables and a PNG plot.
+    Report(report::ReportArgs),
     /// Time model components on this machine (see `mimo bench --help`).
     Bench(bench::BenchArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Heldout(args) => heldout::run(args),
         Command::Score(args) => score::run(args),
+        Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

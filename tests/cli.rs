@@ -449,3 +449,44 @@ fn heldout_records_feed_the_scorer() {
         "--masks",
     );
 }
+
+#[test]
+fn report_compares_runs_and_plots_the_ratio() {
+    let dir = TempDir::new("report");
+    let mut runs = Vec::new();
+    for ratio in ["0.25", "0.5", "1"] {
+        let run = dir.path(&format!("run{ratio}"));
+        let o = mimo(&[
+            "score",
+            "--predictions",
+            "mimo-bench/fixtures/eval/predictions.jsonl",
+            "--records",
+            "mimo-bench/fixtures/eval/records.jsonl",
+            "--split",
+            "test",
+            "--out",
+            &run,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::write(
+            Path::new(&run).join("run.json"),
+            format!("{{\"name\": \"MIMO {ratio}\", \"data_ratio\": {ratio}}}"),
+        )
+        .unwrap();
+        runs.push(run);
+    }
+    let out = dir.path("report");
+    let mut args = vec!["report"];
+    args.extend(runs.iter().map(String::as_str));
+    args.extend(["--out", &out]);
+    let o = mimo(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("| MIMO 0.5 | 0.750 | 0.000 |"),
+        "{}",
+        stdout(&o)
+    );
+    let png = image::open(Path::new(&out).join("ratio.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (960, 680));
+    fails_with(&mimo(&["report", "nope", "--out", &out]), "scores.json");
+}

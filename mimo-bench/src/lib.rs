@@ -14,3 +14,5 @@ pub mod eval;
 pub mod heldout;
 pub mod metrics;
 pub mod perf;
+pub mod plot;
+pub mod report;

@@ -6,7 +6,7 @@ Writes into mimo-bench/fixtures/metrics/:
               pycocoevalcap Bleu_1..4 (corpus) and ROUGE_L (mean) over the whole corpus and over each of
               5 slices; per pair: rouge-score rougeL P/R/F (use_stemmer=False) on the untokenised strings,
               and nltk sentence_bleu BLEU-4 / BLEU-1 (no smoothing).
-  masks.json  60 images of 12x10 masks (COCO RLE): ground truths and predictions with scores (many ties),
+  masks.json  200 images of 12x10 masks (COCO RLE): ground truths and predictions with scores (many ties),
               pycocotools COCOeval segm AP50 (stats[1]) with all scores set to 1.0 and with the given scores;
               per (prediction, ground truth) pair of each image the mask IoU (maskUtils.iou, iscrowd 0).
   vqa.json    LLaVA-Med `normalize_word` outputs and CLOSED hits, and HuatuoGPT-Vision `match_choice3` letters,
@@ -156,7 +156,7 @@ def masks(rng):
     images, anns, dets = [], [], []
     rs = np.random.RandomState(0)
     iou_pairs = []
-    for img in range(60):
+    for img in range(200):
         images.append({"id": img + 1, "height": h, "width": w})
         gts = []
         for _ in range(rng.randint(0, 3)):

@@ -1,0 +1,249 @@
+//! Comparing evaluation runs (`mimo report`): ablations such as MIMO without the aligner,
+//! and the data-ratio study (25/50/75/100 %), as Markdown tables and a PNG line chart of
+//! each metric against the data ratio, like the paper's Figure 5.
+//!
+//! A run folder holds the `scores.json` that `mimo score` wrote, and optionally `run.json`:
+//! `{"name": "MIMO 25%", "data_ratio": 0.25}` (without it the folder name is the run's name
+//! and the run has no ratio).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use image::{Rgb, RgbImage};
+use serde::Deserialize;
+
+use crate::eval::Scores;
+use crate::plot::{Series, panel};
+
+/// One evaluated run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Display name.
+    pub name: String,
+    /// Share of the training data, if the run is part of the ratio study.
+    pub data_ratio: Option<f64>,
+    /// Its scores.
+    pub scores: Scores,
+}
+
+#[derive(Deserialize)]
+struct RunFile {
+    name: Option<String>,
+    data_ratio: Option<f64>,
+}
+
+/// Why a run could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ReportError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Reads a run folder.
+pub fn load_run(dir: &Path) -> Result<Run, ReportError> {
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).map_err(|e| ReportError {
+            path: p.clone(),
+            message: e.to_string(),
+        })
+    };
+    let scores_path = dir.join("scores.json");
+    let scores: Scores =
+        serde_json::from_str(&read(scores_path.clone())?).map_err(|e| ReportError {
+            path: scores_path,
+            message: format!("{e} (expected the scores.json written by `mimo score`)"),
+        })?;
+    let run_path = dir.join("run.json");
+    let info = if run_path.is_file() {
+        serde_json::from_str::<RunFile>(&read(run_path.clone())?).map_err(|e| ReportError {
+            path: run_path,
+            message: e.to_string(),
+        })?
+    } else {
+        RunFile {
+            name: None,
+            data_ratio: None,
+        }
+    };
+    if let Some(r) = info.data_ratio
+        && !(r > 0.0 && r <= 1.0)
+    {
+        return Err(ReportError {
+            path: dir.join("run.json"),
+            message: format!("data_ratio {r} must be in (0, 1]"),
+        });
+    }
+    Ok(Run {
+        name: info.name.unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string())
+        }),
+        data_ratio: info.data_ratio,
+        scores,
+    })
+}
+
+type Metric = (
+    &'static str,
+    fn(&crate::eval::PerspectiveScores) -> Option<f64>,
+);
+
+const METRICS: [Metric; 6] = [
+    ("mIoU", |p| Some(p.seg.miou)),
+    ("AP50", |p| Some(p.seg.ap50)),
+    ("F1", |p| Some(p.f1)),
+    ("BLEU-4", |p| Some(p.text.bleu4)),
+    ("ROUGE-L", |p| Some(p.text.rouge_l)),
+    ("METEOR", |p| p.text.meteor),
+];
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into())
+}
+
+/// Markdown tables: one per held-in metric (runs x perspectives) and one for held-out VQA.
+pub fn markdown(runs: &[Run]) -> String {
+    let persp: BTreeSet<String> = runs
+        .iter()
+        .flat_map(|r| r.scores.held_in.keys().cloned())
+        .collect();
+    let mut out = String::new();
+    for (name, get) in METRICS {
+        out.push_str(&format!("## {name}\n\n| run |"));
+        for p in &persp {
+            out.push_str(&format!(" {p} |"));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(persp.len()));
+        out.push('\n');
+        for r in runs {
+            out.push_str(&format!("| {} |", r.name));
+            for p in &persp {
+                out.push_str(&format!(
+                    " {} |",
+                    fmt(r.scores.held_in.get(p).and_then(get))
+                ));
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    let sources: BTreeSet<String> = runs
+        .iter()
+        .flat_map(|r| r.scores.vqa.keys().cloned())
+        .collect();
+    if !sources.is_empty() {
+        out.push_str("## Held-out VQA accuracy %\n\n| run |");
+        for s in &sources {
+            out.push_str(&format!(" {s} |"));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(sources.len()));
+        out.push('\n');
+        for r in runs {
+            out.push_str(&format!("| {} |", r.name));
+            for s in &sources {
+                out.push_str(&format!(" {} |", fmt(r.scores.vqa.get(s).map(|v| v.0))));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The ratio figure (runs with a `data_ratio`): (a) mIoU, (b) AP50, (c) F1 per perspective
+/// and (d) VQA accuracy per benchmark, against the share of training data.
+pub fn ratio_figure(runs: &[Run]) -> RgbImage {
+    let (w, h) = (480i64, 340i64);
+    let mut img = RgbImage::from_pixel((2 * w) as u32, (2 * h) as u32, Rgb([255, 255, 255]));
+    let with: Vec<&Run> = runs.iter().filter(|r| r.data_ratio.is_some()).collect();
+    let persp: BTreeSet<String> = with
+        .iter()
+        .flat_map(|r| r.scores.held_in.keys().cloned())
+        .collect();
+    for (k, (name, get)) in METRICS[..3].iter().enumerate() {
+        let series: Vec<Series> = persp
+            .iter()
+            .map(|p| Series {
+                name: p.clone(),
+                points: with
+                    .iter()
+                    .filter_map(|r| Some((r.data_ratio?, get(r.scores.held_in.get(p)?)?)))
+                    .collect(),
+            })
+            .collect();
+        let origin = ((k as i64 % 2) * w, (k as i64 / 2) * h);
+        let title = format!("({}) {name}", ["A", "B", "C"][k]);
+        panel(&mut img, origin, (w, h), &title, "DATA RATIO", &series);
+    }
+    let sources: BTreeSet<String> = with
+        .iter()
+        .flat_map(|r| r.scores.vqa.keys().cloned())
+        .collect();
+    let series: Vec<Series> = sources
+        .iter()
+        .map(|s| Series {
+            name: s.clone(),
+            points: with
+                .iter()
+                .filter_map(|r| Some((r.data_ratio?, r.scores.vqa.get(s)?.0)))
+                .collect(),
+        })
+        .collect();
+    panel(
+        &mut img,
+        (w, h),
+        (w, h),
+        "(D) VQA ACCURACY %",
+        "DATA RATIO",
+        &series,
+    );
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::PerspectiveScores;
+
+    fn run(name: &str, ratio: f64, miou: f64) -> Run {
+        let mut scores = Scores::default();
+        let mut p = PerspectiveScores::default();
+        p.seg.miou = miou;
+        p.seg.ap50 = miou / 2.0;
+        p.f1 = miou / 3.0;
+        scores.held_in.insert("P1".into(), p.clone());
+        scores.held_in.insert("P2".into(), p);
+        scores.vqa.insert("SLAKE".into(), (50.0 + 10.0 * ratio, 10));
+        Run {
+            name: name.into(),
+            data_ratio: Some(ratio),
+            scores,
+        }
+    }
+
+    #[test]
+    fn tables_and_figure_show_every_run() {
+        let runs = vec![
+            run("25%", 0.25, 0.4),
+            run("50%", 0.5, 0.5),
+            run("100%", 1.0, 0.6),
+        ];
+        let md = markdown(&runs);
+        assert!(md.contains("| 50% | 0.500 | 0.500 |"), "{md}");
+        assert!(md.contains("| 100% | 60.000 |"), "{md}");
+        let img = ratio_figure(&runs);
+        assert_eq!(img.dimensions(), (960, 680));
+        // Each panel drew its series colour.
+        let blue = crate::plot::PALETTE[0];
+        for (x0, y0) in [(0, 0), (480, 0), (0, 340), (480, 340)] {
+            let found =
+                (x0..x0 + 480).any(|x| (y0..y0 + 340).any(|y| *img.get_pixel(x, y) == blue));
+            assert!(found, "panel at {x0},{y0} has no series");
+        }
+    }
+}
