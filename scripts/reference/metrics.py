@@ -4,7 +4,7 @@
 Writes into mimo-bench/fixtures/metrics/:
   text.json   250 generated (references, hypothesis) pairs, already tokenised and lowercased, with
               pycocoevalcap Bleu_1..4 (corpus) and ROUGE_L (mean) over the whole corpus and over each of
-              5 slices; per pair: rouge-score rougeL P/R/F (use_stemmer=False) on the untokenised strings,
+              5 slices; per pair: rouge-score rougeL P/R/F (use_stemmer False and True) on the untokenised strings,
               and nltk sentence_bleu BLEU-4 / BLEU-1 (no smoothing).
   masks.json  200 images of 12x10 masks (COCO RLE): ground truths and predictions with scores (many ties),
               pycocotools COCOeval segm AP50 (stats[1]) with all scores set to 1.0 and with the given scores;
@@ -82,9 +82,12 @@ def text(rng):
         p["hyp_raw"] = p["hyp"].capitalize() + rng.choice([".", "!", "", " ?"])
         p["ref_raw"] = p["refs"][0].upper() if rng.random() < 0.2 else p["refs"][0] + "."
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    stem_scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     for p in pairs:
         s = scorer.score(p["ref_raw"], p["hyp_raw"])["rougeL"]
         p["rouge_score_L"] = [s.precision, s.recall, s.fmeasure]
+        s = stem_scorer.score(p["ref_raw"], p["hyp_raw"])["rougeL"]
+        p["rouge_score_L_stem"] = [s.precision, s.recall, s.fmeasure]
         refs = [r.split() for r in p["refs"]]
         hyp = p["hyp"].split()
         p["nltk_bleu4"] = sentence_bleu(refs, hyp)

@@ -132,9 +132,10 @@ pub fn coco_rouge_l(samples: &[(Vec<String>, String)]) -> f64 {
         / samples.len() as f64
 }
 
-/// `rouge-score`'s tokeniser without stemming: lowercase, every run of characters outside
-/// `[a-z0-9]` becomes a space, split.
-pub fn rouge_score_tokenize(s: &str) -> Vec<String> {
+/// `rouge-score`'s tokeniser: lowercase, every run of characters outside `[a-z0-9]` becomes
+/// a space, split; with `stem`, tokens longer than 3 characters go through nltk's Porter
+/// stemmer.
+pub fn rouge_score_tokenize(s: &str, stem: bool) -> Vec<String> {
     let lower = s.to_lowercase();
     let spaced: String = lower
         .chars()
@@ -146,14 +147,28 @@ pub fn rouge_score_tokenize(s: &str) -> Vec<String> {
             }
         })
         .collect();
-    spaced.split_whitespace().map(String::from).collect()
+    spaced
+        .split_whitespace()
+        .map(|t| {
+            if stem && t.chars().count() > 3 {
+                super::porter::stem(t)
+            } else {
+                t.to_string()
+            }
+        })
+        .filter(|t| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        .collect()
 }
 
-/// `rouge-score` `RougeScorer(["rougeL"]).score(target, prediction)` without stemmer:
+/// `rouge-score` `RougeScorer(["rougeL"], use_stemmer).score(target, prediction)`:
 /// `(precision, recall, F1)`.
-pub fn rouge_score_l(target: &str, prediction: &str) -> (f64, f64, f64) {
-    let t = rouge_score_tokenize(target);
-    let p = rouge_score_tokenize(prediction);
+pub fn rouge_score_l(target: &str, prediction: &str, use_stemmer: bool) -> (f64, f64, f64) {
+    let t = rouge_score_tokenize(target, use_stemmer);
+    let p = rouge_score_tokenize(prediction, use_stemmer);
     if t.is_empty() || p.is_empty() {
         return (0.0, 0.0, 0.0);
     }
