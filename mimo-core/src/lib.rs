@@ -12,7 +12,8 @@
 //! - [`config`]: RON configuration files;
 //! - [`nn`]: small shared layers;
 //! - [`imageops`]: Pillow-exact resampling;
-//! - [`fsutil`]: atomic file writes.
+//! - [`fsutil`]: atomic file writes;
+//! - [`rng`]: a seedable random generator.
 //!
 //! Still to come (tracked in the issues): LoRA and sampling for `llm`, `prompt/` (visual
 //! prompt encoder), `aligner/`, `mimo/` (assembly, grounding tokens, losses).
@@ -26,6 +27,7 @@ pub mod imageops;
 pub mod llm;
 pub mod loader;
 pub mod nn;
+pub mod rng;
 pub mod sam;
 pub mod tokenizer;
 

@@ -10,5 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod prompts;
 pub mod record;
 pub mod rle;
+pub mod templates;

@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{KvCache, Llama, positions_from_mask};
+pub use crate::rng::Rng;
 use crate::tokenizer::conversation::Template;
 use crate::tokenizer::{MimoTokenizer, TokenizerError};
 
@@ -173,31 +174,6 @@ pub fn process_logits(cfg: &GenerationConfig, scores: &mut [f32], seen: &[u32]) 
         temperature(scores, cfg.temperature);
         top_k(scores, cfg.top_k);
         top_p(scores, cfg.top_p);
-    }
-}
-
-/// SplitMix64: a small, seedable generator for sampling.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
