@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod phantom;
 pub mod prompts;
 pub mod record;
 pub mod rle;
