@@ -149,8 +149,8 @@ impl Canvas {
                     (1.15 - r) / 0.15 * 0.5
                 };
                 let t = 1.0 + texture * ((x * freq + phase).sin() * (y * freq * 0.7 + phase).cos());
-                for c in 0..3 {
-                    self.px[i][c] = self.px[i][c] * (1.0 - a) + color[c] * t * a;
+                for (p, col) in self.px[i].iter_mut().zip(color) {
+                    *p = *p * (1.0 - a) + col * t * a;
                 }
             }
         }
