@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod clip_cache;
+mod data;
 mod generate;
 mod heldout;
 mod overlay;
@@ -31,6 +32,8 @@ enum Command {
     Segment(segment::SegmentArgs),
     /// Precompute CLIP image features of a folder into a feature cache.
     ClipCache(clip_cache::ClipCacheArgs),
+    /// Build MIMOSeg-style datasets, summarise and inspect records.
+    Data(data::DataArgs),
     /// Generate text with a LLaMA/Vicuna model (and a LoRA adapter), streaming the answer.
     Generate(generate::GenerateArgs),
     /// Convert a held-out benchmark (VQA-RAD, SLAKE, PathVQA, multiple choice, segmentation
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Segment(args) => segment::run(args),
         Command::ClipCache(args) => clip_cache::run(args),
+        Command::Data(args) => data::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Heldout(args) => heldout::run(args),
         Command::Score(args) => score::run(args),

@@ -78,6 +78,68 @@ pub fn overlay_png(image: &SamImage, mask: &[bool], prompt: &Prompt) -> Result<V
     encode_png(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
 }
 
+/// Colours of successive masks in multi-mask overlays.
+const PALETTE: [[f32; 3]; 6] = [
+    [30.0, 144.0, 255.0],
+    [255.0, 140.0, 0.0],
+    [220.0, 20.0, 160.0],
+    [0.0, 200.0, 200.0],
+    [240.0, 220.0, 0.0],
+    [150.0, 80.0, 255.0],
+];
+
+/// An RGB image (row-major bytes) with several masks tinted and outlined in distinct
+/// colours, foreground points as green dots and boxes as green rectangles.
+pub fn overlay_masks_png(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    masks: &[Vec<bool>],
+    points: &[[f64; 2]],
+    boxes: &[[f64; 4]],
+) -> Result<Vec<u8>, String> {
+    let mut img =
+        RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).ok_or("image buffer size")?;
+    for (k, mask) in masks.iter().enumerate() {
+        let tint = PALETTE[k % PALETTE.len()];
+        let at = |x: usize, y: usize| mask[y * w + x];
+        for y in 0..h {
+            for x in 0..w {
+                if !at(x, y) {
+                    continue;
+                }
+                let edge = x == 0
+                    || y == 0
+                    || x + 1 == w
+                    || y + 1 == h
+                    || !at(x - 1, y)
+                    || !at(x + 1, y)
+                    || !at(x, y - 1)
+                    || !at(x, y + 1);
+                let p = img.get_pixel_mut(x as u32, y as u32);
+                for (channel, t) in p.0.iter_mut().zip(tint) {
+                    let v = if edge {
+                        t
+                    } else {
+                        0.55 * *channel as f32 + 0.45 * t
+                    };
+                    *channel = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+    let scale = (w.min(h) as f64 / 100.0).max(1.0);
+    for b in boxes {
+        draw_rect(&mut img, *b, scale.round().max(1.0) as i64, BOX);
+    }
+    for [x, y] in points {
+        let r = 2.5 * scale;
+        draw_disc(&mut img, *x, *y, r + scale.max(1.0), WHITE);
+        draw_disc(&mut img, *x, *y, r, POSITIVE);
+    }
+    encode_png(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+}
+
 fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
     if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
         img.put_pixel(x as u32, y as u32, c);

@@ -490,3 +490,52 @@ fn report_compares_runs_and_plots_the_ratio() {
     assert_eq!((png.width(), png.height()), (960, 680));
     fails_with(&mimo(&["report", "nope", "--out", &out]), "scores.json");
 }
+
+#[test]
+fn data_build_stats_and_show() {
+    let dir = TempDir::new("data");
+    let out = dir.path("ds");
+    let o = mimo(&[
+        "data",
+        "build",
+        "configs/data/quickstart.ron",
+        "--out",
+        &out,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("76 images"), "{}", stdout(&o));
+    let records = Path::new(&out).join("records.jsonl");
+    let o = mimo(&["data", "stats", records.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("152 records") && stdout(&o).contains("optic disc"));
+    let png = dir.path("show.png");
+    let o = mimo(&[
+        "data",
+        "show",
+        records.to_str().unwrap(),
+        "phantom-ct/000001/P2",
+        "--out",
+        &png,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("gpt: ") && stdout(&o).contains("<SEG>"));
+    assert_eq!(image::open(&png).unwrap().width(), 128);
+    fails_with(
+        &mimo(&[
+            "data",
+            "show",
+            records.to_str().unwrap(),
+            "nope",
+            "--out",
+            &png,
+        ]),
+        "no record `nope`",
+    );
+    let bad = dir.path("bad.ron");
+    std::fs::write(
+        &bad,
+        "(name: \"x\", seed: 1, sources: [], splits: (train: 0.5, val: 0.1, test: 0.1))",
+    )
+    .unwrap();
+    fails_with(&mimo(&["data", "build", &bad, "--out", &out]), "splits");
+}

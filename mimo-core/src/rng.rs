@@ -60,12 +60,34 @@ impl Rng {
     }
 }
 
-/// A stable 64-bit hash of text (FNV-1a), for seeded decisions keyed by ids.
+/// A stable 64-bit hash of text (FNV-1a with a final avalanche, so every output bit depends
+/// on every input byte), for seeded decisions keyed by ids.
 pub fn hash64(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    // murmur3's fmix64
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_spreads_similar_keys_over_the_unit_interval() {
+        // Keys differing only in their last characters must still split ~80/10/10.
+        let u: Vec<f64> = (0..1000)
+            .map(|i| (hash64(&format!("42/src/vol{i:04}")) >> 11) as f64 / (1u64 << 53) as f64)
+            .collect();
+        let below = |t: f64| u.iter().filter(|&&v| v < t).count();
+        assert!((700..900).contains(&below(0.8)), "{}", below(0.8));
+        assert!((50..150).contains(&below(0.1)), "{}", below(0.1));
+    }
 }

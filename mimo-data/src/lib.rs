@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod phantom;
 pub mod prompts;
 pub mod record;

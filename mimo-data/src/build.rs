@@ -1,0 +1,725 @@
+//! Building a MIMOSeg-style dataset from sources: a RON file lists the sources (synthetic
+//! phantoms, 2D image + mask folders), the perspectives to generate, the split shares and
+//! the prompt sampling; `build` writes the images and `records.jsonl`.
+//!
+//! Every sample is generated from `(seed, source, file)` alone, so a build is deterministic,
+//! can run in any order, and an interrupted build rerun gives the same records (images
+//! already written are kept). Files are written atomically; unreadable inputs are counted
+//! and reported with their reason, never silently dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mimo_core::fsutil::write_atomic;
+use mimo_core::rng::{Rng, hash64};
+use serde::{Deserialize, Serialize};
+
+use crate::phantom::{Style, phantom};
+use crate::prompts::{PointMode, sample_box, sample_point};
+use crate::record::{LabeledMask, Perspective, Record, Turn, VisualPrompt};
+use crate::rle::Rle;
+use crate::templates;
+
+/// A data source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Source {
+    /// Synthetic phantoms.
+    Phantom {
+        /// Source name (records' `source`).
+        name: String,
+        /// Modality style.
+        style: Style,
+        /// Number of images.
+        count: usize,
+        /// Image side in pixels.
+        size: usize,
+        /// Images are grouped into this many pseudo-volumes (for volume-wise splits).
+        volumes: usize,
+    },
+    /// A folder of 2D images (PNG/JPEG/BMP/TIFF) with masks of the same file stem whose
+    /// pixel values name structures.
+    Folder {
+        /// Source name.
+        name: String,
+        /// Image folder.
+        images: PathBuf,
+        /// Mask folder.
+        masks: PathBuf,
+        /// Modality written in records.
+        modality: String,
+        /// Mask value -> structure name (values not listed are background).
+        labels: BTreeMap<u8, String>,
+        /// Characters of the file stem before this separator form the volume id (e.g.
+        /// `case12_slice040` with `"_"` -> `case12`); the whole stem when absent.
+        #[serde(default)]
+        volume_separator: Option<String>,
+    },
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        match self {
+            Source::Phantom { name, .. } | Source::Folder { name, .. } => name,
+        }
+    }
+}
+
+/// Split shares (summing to 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Splits {
+    /// Training share.
+    pub train: f64,
+    /// Validation share.
+    pub val: f64,
+    /// Test share.
+    pub test: f64,
+}
+
+impl Default for Splits {
+    fn default() -> Self {
+        Self {
+            train: 0.8,
+            val: 0.1,
+            test: 0.1,
+        }
+    }
+}
+
+fn default_jitter() -> f64 {
+    0.1
+}
+
+fn default_point_share() -> f64 {
+    0.5
+}
+
+fn default_perspectives() -> Vec<Perspective> {
+    vec![Perspective::P1, Perspective::P2]
+}
+
+fn default_point_mode() -> PointMode {
+    PointMode::Interior
+}
+
+/// A dataset build description (`DATASET.ron`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// Dataset name.
+    pub name: String,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Sources.
+    pub sources: Vec<Source>,
+    /// Perspectives to generate (P1 and P2 from templates).
+    #[serde(default = "default_perspectives")]
+    pub perspectives: Vec<Perspective>,
+    /// Split shares, by volume.
+    #[serde(default)]
+    pub splits: Splits,
+    /// Box jitter: each side moves outward by up to this share of the box size.
+    #[serde(default = "default_jitter")]
+    pub box_jitter: f64,
+    /// Share of P2 samples with a point prompt (the rest get a box).
+    #[serde(default = "default_point_share")]
+    pub point_share: f64,
+    /// How points are placed.
+    #[serde(default = "default_point_mode")]
+    pub point_mode: PointMode,
+}
+
+/// Why a build failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (names the field).
+        message: String,
+    },
+    /// Writing the output failed.
+    #[error("{path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        message: String,
+    },
+}
+
+impl DatasetConfig {
+    /// Reads and checks a RON file.
+    pub fn load(path: &Path) -> Result<Self, BuildError> {
+        let err = |message: String| BuildError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let cfg: Self = ron::from_str(&text).map_err(|e| err(e.to_string()))?;
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// Checks values; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = self.splits;
+        if [s.train, s.val, s.test]
+            .iter()
+            .any(|v| !(0.0..=1.0).contains(v))
+            || (s.train + s.val + s.test - 1.0).abs() > 1e-6
+        {
+            return Err("`splits`: train, val and test must be in [0, 1] and sum to 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.point_share) {
+            return Err("`point_share` must be in [0, 1]".into());
+        }
+        if !(0.0..=1.0).contains(&self.box_jitter) {
+            return Err("`box_jitter` must be in [0, 1]".into());
+        }
+        for p in &self.perspectives {
+            if !matches!(p, Perspective::P1 | Perspective::P2) {
+                return Err(format!(
+                    "`perspectives`: {p:?} is generated from a knowledge base and a chat endpoint, not supported by this builder yet; use P1 and P2"
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for src in &self.sources {
+            if !names.insert(src.name()) {
+                return Err(format!(
+                    "`sources`: the name `{}` is used twice",
+                    src.name()
+                ));
+            }
+            if let Source::Phantom {
+                count,
+                size,
+                volumes,
+                ..
+            } = src
+                && (*count == 0 || *size < 16 || *volumes == 0)
+            {
+                return Err(format!(
+                    "`sources`: phantom `{}` needs count >= 1, size >= 16, volumes >= 1",
+                    src.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The split of a volume: a seeded hash of the volume id, so every slice of a volume lands
+/// in the same split and the assignment does not depend on the order of the files.
+pub fn split_of(volume: &str, seed: u64, s: Splits) -> &'static str {
+    let u = (hash64(&format!("{seed}/{volume}")) >> 11) as f64 / (1u64 << 53) as f64;
+    if u < s.train {
+        "train"
+    } else if u < s.train + s.val {
+        "val"
+    } else {
+        "test"
+    }
+}
+
+/// Whether a training record belongs to the `ratio` subset (e.g. 0.25). The decision is a
+/// seeded hash of the volume compared with the ratio, so subsets are nested (25 % ⊂ 50 % ⊂
+/// 75 % ⊂ 100 %) and volumes are never split.
+pub fn in_ratio(record: &Record, ratio: f64, seed: u64) -> bool {
+    let key = if record.volume.is_empty() {
+        &record.id
+    } else {
+        &record.volume
+    };
+    let u = (hash64(&format!("ratio/{seed}/{}/{key}", record.source)) >> 11) as f64
+        / (1u64 << 53) as f64;
+    u < ratio
+}
+
+/// One input that was not used, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The file.
+    pub path: String,
+    /// The reason.
+    pub reason: String,
+}
+
+/// What a build wrote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuildSummary {
+    /// Images read or generated.
+    pub images: usize,
+    /// Images already present from an earlier (interrupted) run and reused.
+    pub reused_images: usize,
+    /// Records by perspective.
+    pub records: BTreeMap<String, usize>,
+    /// Records by split.
+    pub splits: BTreeMap<String, usize>,
+    /// Inputs not used.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One loaded image with its labelled masks.
+struct Sample {
+    stem: String,
+    volume: String,
+    modality: String,
+    rgb: Vec<u8>,
+    h: usize,
+    w: usize,
+    masks: Vec<(String, Vec<bool>)>,
+}
+
+fn read_folder_sample(
+    img: &Path,
+    masks_dir: &Path,
+    labels: &BTreeMap<u8, String>,
+    modality: &str,
+    sep: Option<&str>,
+) -> Result<Sample, String> {
+    let stem = img
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or("file name is not UTF-8")?
+        .to_string();
+    let mask_path = std::fs::read_dir(masks_dir)
+        .map_err(|e| format!("{}: {e}", masks_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(stem.as_str()))
+        .ok_or_else(|| format!("no mask named {stem}.* in {}", masks_dir.display()))?;
+    let im = image::open(img)
+        .map_err(|e| format!("cannot read image: {e}"))?
+        .to_rgb8();
+    let m = image::open(&mask_path)
+        .map_err(|e| format!("cannot read mask {}: {e}", mask_path.display()))?
+        .to_luma8();
+    if m.dimensions() != im.dimensions() {
+        return Err(format!(
+            "mask {} is {}x{}, the image {}x{}",
+            mask_path.display(),
+            m.width(),
+            m.height(),
+            im.width(),
+            im.height()
+        ));
+    }
+    let (w, h) = (im.width() as usize, im.height() as usize);
+    let masks: Vec<(String, Vec<bool>)> = labels
+        .iter()
+        .map(|(v, name)| {
+            (
+                name.clone(),
+                m.pixels().map(|p| p.0[0] == *v).collect::<Vec<bool>>(),
+            )
+        })
+        .filter(|(_, mm)| mm.iter().any(|&b| b))
+        .collect();
+    if masks.is_empty() {
+        return Err("the mask has none of the configured label values".into());
+    }
+    let volume = match sep {
+        Some(s) => stem.split(s).next().unwrap_or(&stem).to_string(),
+        None => stem.clone(),
+    };
+    Ok(Sample {
+        stem,
+        volume,
+        modality: modality.into(),
+        rgb: im.into_raw(),
+        h,
+        w,
+        masks,
+    })
+}
+
+fn png_bytes(rgb: &[u8], h: usize, w: usize) -> Vec<u8> {
+    let img = image::RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).expect("buffer size");
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("PNG encoding to memory");
+    out
+}
+
+/// Builds the dataset into `out` (`records.jsonl`, `images/`, `build.json`).
+/// `progress(done, total)` is called after each input.
+pub fn build(
+    cfg: &DatasetConfig,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BuildSummary, BuildError> {
+    let werr = |p: &Path, e: String| BuildError::Write {
+        path: p.to_path_buf(),
+        message: e,
+    };
+    let mut summary = BuildSummary::default();
+    // The inputs, in a fixed order.
+    let mut inputs: Vec<(usize, u64, Option<PathBuf>)> = Vec::new();
+    for (si, src) in cfg.sources.iter().enumerate() {
+        match src {
+            Source::Phantom { count, .. } => {
+                inputs.extend((0..*count as u64).map(|i| (si, i, None)))
+            }
+            Source::Folder { images, .. } => match std::fs::read_dir(images) {
+                Ok(rd) => {
+                    let mut files: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.is_file())
+                        .collect();
+                    files.sort();
+                    inputs.extend(
+                        files
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, p)| (si, i as u64, Some(p))),
+                    );
+                }
+                Err(e) => summary.skipped.push(Skipped {
+                    path: images.display().to_string(),
+                    reason: format!("cannot list the image folder: {e}"),
+                }),
+            },
+        }
+    }
+    let total = inputs.len();
+    let mut records: Vec<Record> = Vec::new();
+    for (done, (si, index, path)) in inputs.into_iter().enumerate() {
+        let src = &cfg.sources[si];
+        let sample = match (src, &path) {
+            (
+                Source::Phantom {
+                    style,
+                    size,
+                    volumes,
+                    ..
+                },
+                _,
+            ) => {
+                let p = phantom(*style, *size, cfg.seed ^ hash64(src.name()), index);
+                Ok(Sample {
+                    stem: format!("{index:06}"),
+                    volume: format!("vol{:04}", index as usize % volumes),
+                    modality: style.modality().into(),
+                    rgb: p.rgb,
+                    h: p.height,
+                    w: p.width,
+                    masks: p.masks,
+                })
+            }
+            (
+                Source::Folder {
+                    masks,
+                    labels,
+                    modality,
+                    volume_separator,
+                    ..
+                },
+                Some(p),
+            ) => read_folder_sample(p, masks, labels, modality, volume_separator.as_deref()),
+            (Source::Folder { .. }, None) => unreachable!("folder inputs carry their path"),
+        };
+        let sample = match sample {
+            Ok(s) => s,
+            Err(reason) => {
+                summary.skipped.push(Skipped {
+                    path: path.map(|p| p.display().to_string()).unwrap_or_default(),
+                    reason,
+                });
+                progress(done + 1, total);
+                continue;
+            }
+        };
+        let rel = format!("images/{}/{}.png", src.name(), sample.stem);
+        let image_path = out.join(&rel);
+        if image_path.is_file() {
+            summary.reused_images += 1;
+        } else {
+            write_atomic(&image_path, &png_bytes(&sample.rgb, sample.h, sample.w))
+                .map_err(|e| werr(&image_path, e.to_string()))?;
+        }
+        summary.images += 1;
+        let volume = format!("{}/{}", src.name(), sample.volume);
+        let split = split_of(&volume, cfg.seed, cfg.splits);
+        for persp in &cfg.perspectives {
+            let mut rng = Rng::for_item(
+                cfg.seed ^ hash64(&format!("{}/{}/{persp:?}", src.name(), sample.stem)),
+                0,
+            );
+            let (h, w) = (sample.h, sample.w);
+            let (question, answer, masks, prompts) = match persp {
+                Perspective::P1 => {
+                    let labels: Vec<String> = sample.masks.iter().map(|(l, _)| l.clone()).collect();
+                    let (q, a) = templates::p1(&labels, &mut rng);
+                    (q, a, sample.masks.clone(), Vec::new())
+                }
+                _ => {
+                    let (label, mask) = sample.masks[rng.index(sample.masks.len())].clone();
+                    let point = rng.next_f64() < cfg.point_share;
+                    let prompt = if point {
+                        sample_point(&mask, h, w, cfg.point_mode, &mut rng).map(|p| VisualPrompt {
+                            kind: "point".into(),
+                            coords: p.to_vec(),
+                            label: Some(1),
+                        })
+                    } else {
+                        sample_box(&mask, h, w, cfg.box_jitter, &mut rng).map(|b| VisualPrompt {
+                            kind: "box".into(),
+                            coords: b.to_vec(),
+                            label: None,
+                        })
+                    };
+                    let (q, a) = templates::p2(std::slice::from_ref(&label), point, &mut rng);
+                    (q, a, vec![(label, mask)], prompt.into_iter().collect())
+                }
+            };
+            records.push(Record {
+                id: format!("{}/{}/{persp:?}", src.name(), sample.stem),
+                image: rel.clone(),
+                size: [h, w],
+                modality: sample.modality.clone(),
+                source: src.name().into(),
+                volume: volume.clone(),
+                split: split.into(),
+                perspective: *persp,
+                prompts,
+                turns: vec![
+                    Turn {
+                        from: "human".into(),
+                        value: format!("<image>\n{question}"),
+                    },
+                    Turn {
+                        from: "gpt".into(),
+                        value: answer,
+                    },
+                ],
+                masks: masks
+                    .into_iter()
+                    .map(|(label, m)| LabeledMask {
+                        label,
+                        rle: Rle::encode(&m, h, w),
+                    })
+                    .collect(),
+                vqa: None,
+            });
+            *summary.records.entry(format!("{persp:?}")).or_default() += 1;
+            *summary.splits.entry(split.into()).or_default() += 1;
+        }
+        progress(done + 1, total);
+    }
+    let mut text = String::new();
+    for r in &records {
+        text.push_str(&serde_json::to_string(r).map_err(|e| werr(out, e.to_string()))?);
+        text.push('\n');
+    }
+    let rp = out.join("records.jsonl");
+    write_atomic(&rp, text.as_bytes()).map_err(|e| werr(&rp, e.to_string()))?;
+    let sp = out.join("build.json");
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| werr(&sp, e.to_string()))?;
+    write_atomic(&sp, json.as_bytes()).map_err(|e| werr(&sp, e.to_string()))?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::read_jsonl;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mimo-build-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn phantoms(count: usize) -> DatasetConfig {
+        DatasetConfig {
+            name: "t".into(),
+            seed: 5,
+            sources: vec![
+                Source::Phantom {
+                    name: "ct".into(),
+                    style: Style::Ct,
+                    count,
+                    size: 48,
+                    volumes: 6,
+                },
+                Source::Phantom {
+                    name: "fundus".into(),
+                    style: Style::Fundus,
+                    count: 4,
+                    size: 32,
+                    volumes: 2,
+                },
+            ],
+            perspectives: vec![Perspective::P1, Perspective::P2],
+            splits: Splits::default(),
+            box_jitter: 0.1,
+            point_share: 0.5,
+            point_mode: PointMode::Interior,
+        }
+    }
+
+    #[test]
+    fn phantom_build_is_deterministic_resumable_and_split_by_volume() {
+        let out = tmp("det");
+        let cfg = phantoms(24);
+        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        assert_eq!(s.images, 28);
+        assert_eq!(s.records["P1"], 28);
+        assert_eq!(s.records["P2"], 28);
+        assert!(s.skipped.is_empty());
+        assert!(
+            s.splits.len() >= 2,
+            "every volume in one split: {:?}",
+            s.splits
+        );
+        let first = std::fs::read(out.join("records.jsonl")).unwrap();
+        // An interrupted build (records not yet written, some images missing) rerun gives the
+        // same records.
+        std::fs::remove_file(out.join("records.jsonl")).unwrap();
+        std::fs::remove_file(out.join("images/ct/000003.png")).unwrap();
+        let again = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        assert_eq!(again.reused_images, 27);
+        assert_eq!(std::fs::read(out.join("records.jsonl")).unwrap(), first);
+        // A fresh directory gives byte-identical output.
+        let out2 = tmp("det2");
+        build(&cfg, &out2, &mut |_, _| {}).unwrap();
+        assert_eq!(std::fs::read(out2.join("records.jsonl")).unwrap(), first);
+        assert_eq!(
+            std::fs::read(out.join("images/fundus/000001.png")).unwrap(),
+            std::fs::read(out2.join("images/fundus/000001.png")).unwrap()
+        );
+
+        let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
+        // No volume in two splits.
+        let mut split_of_volume: BTreeMap<&str, &str> = BTreeMap::new();
+        for r in &records {
+            let prev = split_of_volume.insert(&r.volume, &r.split);
+            assert!(
+                prev.is_none() || prev == Some(r.split.as_str()),
+                "volume {} in two splits",
+                r.volume
+            );
+        }
+        for r in &records {
+            let answer = r.answer().unwrap();
+            assert_eq!(answer.matches("<SEG>").count(), r.masks.len(), "{}", r.id);
+            for (m, phrase) in r.masks.iter().zip(answer.split("<p>").skip(1)) {
+                assert!(
+                    phrase.starts_with(&format!("{}</p><SEG>", m.label)),
+                    "{answer}"
+                );
+            }
+            if r.perspective == Perspective::P2 {
+                let mask = r.masks[0].rle.decode().unwrap();
+                let [h, w] = r.size;
+                let p = &r.prompts[0];
+                match p.kind.as_str() {
+                    "point" => assert!(mask[p.coords[1] as usize * w + p.coords[0] as usize]),
+                    _ => {
+                        let [x0, y0, x1, y1] = crate::prompts::bbox(&mask, h, w).unwrap();
+                        assert!(p.coords[0] <= x0 as f64 && p.coords[1] <= y0 as f64);
+                        assert!(p.coords[2] >= x1 as f64 && p.coords[3] >= y1 as f64);
+                    }
+                }
+            }
+        }
+        std::fs::remove_dir_all(&out).ok();
+        std::fs::remove_dir_all(&out2).ok();
+    }
+
+    #[test]
+    fn ratio_subsets_are_nested_and_keep_volumes_whole() {
+        let out = tmp("ratio");
+        build(&phantoms(40), &out, &mut |_, _| {}).unwrap();
+        let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
+        let subset =
+            |r: f64| -> Vec<&Record> { records.iter().filter(|x| in_ratio(x, r, 5)).collect() };
+        let (a, b, c, d) = (subset(0.25), subset(0.5), subset(0.75), subset(1.0));
+        assert_eq!(d.len(), records.len());
+        assert!(a.len() <= b.len() && b.len() <= c.len() && c.len() <= d.len());
+        for (small, big) in [(&a, &b), (&b, &c), (&c, &d)] {
+            for r in small.iter() {
+                assert!(big.iter().any(|x| x.id == r.id), "not nested");
+            }
+        }
+        for r in &records {
+            let same_volume = records
+                .iter()
+                .filter(|x| x.volume == r.volume && x.source == r.source);
+            for x in same_volume {
+                assert_eq!(in_ratio(x, 0.5, 5), in_ratio(r, 0.5, 5));
+            }
+        }
+        std::fs::remove_dir_all(&out).ok();
+    }
+
+    #[test]
+    fn folder_source_reads_real_slices_and_reports_bad_files() {
+        let root = tmp("folder");
+        let (img, msk) = (root.join("images"), root.join("masks"));
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::create_dir_all(&msk).unwrap();
+        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/samples");
+        std::fs::copy(samples.join("mni152_t1_z95.png"), img.join("mni_z95.png")).unwrap();
+        std::fs::copy(
+            samples.join("mni152_t1_z95_brain.png"),
+            msk.join("mni_z95.png"),
+        )
+        .unwrap();
+        std::fs::write(img.join("broken.png"), b"\x89PNG not really").unwrap();
+        std::fs::write(msk.join("broken.png"), b"x").unwrap();
+        std::fs::copy(samples.join("mni152_t1_z95.png"), img.join("nomask.png")).unwrap();
+        let cfg = DatasetConfig {
+            sources: vec![Source::Folder {
+                name: "mni".into(),
+                images: img.clone(),
+                masks: msk.clone(),
+                modality: "MR".into(),
+                labels: BTreeMap::from([(255, "brain".to_string())]),
+                volume_separator: Some("_".into()),
+            }],
+            ..phantoms(1)
+        };
+        let out = root.join("out");
+        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        assert_eq!(s.images, 1);
+        assert_eq!(s.skipped.len(), 2, "{:?}", s.skipped);
+        assert!(
+            s.skipped
+                .iter()
+                .any(|k| k.path.ends_with("broken.png") && k.reason.contains("cannot read image"))
+        );
+        assert!(
+            s.skipped
+                .iter()
+                .any(|k| k.path.ends_with("nomask.png") && k.reason.contains("no mask"))
+        );
+        let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
+        assert_eq!(records[0].size, [233, 197]);
+        assert_eq!(records[0].volume, "mni/mni");
+        let area = records[0].masks[0].rle.area().unwrap();
+        assert!(area > 10_000, "brain mask area {area}");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let mut c = phantoms(1);
+        c.splits.train = 0.9;
+        assert!(c.validate().unwrap_err().contains("splits"));
+        let mut c = phantoms(1);
+        c.perspectives.push(Perspective::P3);
+        assert!(c.validate().unwrap_err().contains("perspectives"));
+        let text = "(name: \"x\", seed: 1, sources: [], bogus: 3)";
+        let dir = tmp("badcfg");
+        std::fs::write(dir.join("d.ron"), text).unwrap();
+        let e = DatasetConfig::load(&dir.join("d.ron"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus") && e.contains("d.ron"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
