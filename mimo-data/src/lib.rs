@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod build;
 pub mod phantom;
 pub mod prompts;

@@ -1,0 +1,468 @@
+//! burn integration: a [`Dataset`] over `records.jsonl` that loads images and masks lazily,
+//! and a [`Batcher`] that turns samples into model-ready batches: CLIP and SAM
+//! pre-processed pixels, token ids and labels of the conversation (LISA's tokenisation, −100
+//! outside the answers), visual prompts in the original and in SAM's frame, and the masks at
+//! original size, one per `<SEG>`.
+
+use std::path::{Path, PathBuf};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use mimo_core::clip::preprocess::ClipPreprocessConfig;
+use mimo_core::sam::transforms::{apply_coords, preprocess_shape, resize_bilinear_u8};
+use mimo_core::tokenizer::conversation::{Template, tokenize_conversation};
+use mimo_core::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX, MimoTokenizer};
+
+use crate::record::{JsonlError, Record, VisualPrompt, read_jsonl};
+
+/// A record with its image and masks loaded.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The record.
+    pub record: Record,
+    /// RGB pixels, row-major (empty when `error` is set).
+    pub rgb: Vec<u8>,
+    /// Masks (row-major, original size), in `<SEG>` order.
+    pub masks: Vec<Vec<bool>>,
+    /// Why the sample could not be loaded; the batcher leaves such samples out.
+    pub error: Option<String>,
+}
+
+/// Records of a `records.jsonl` (optionally one split), read lazily: images and masks are
+/// loaded in [`Dataset::get`], so a data loader's workers do the decoding.
+#[derive(Debug, Clone)]
+pub struct RecordsDataset {
+    records: Vec<Record>,
+    root: PathBuf,
+}
+
+impl RecordsDataset {
+    /// Opens `records.jsonl`; image paths are relative to its folder.
+    pub fn open(path: &Path, split: Option<&str>) -> Result<Self, JsonlError> {
+        let records: Vec<Record> = read_jsonl(path)?;
+        Ok(Self::from_records(
+            records
+                .into_iter()
+                .filter(|r| split.is_none_or(|s| r.split == s))
+                .collect(),
+            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        ))
+    }
+
+    /// Wraps records whose images are relative to `root`.
+    pub fn from_records(records: Vec<Record>, root: PathBuf) -> Self {
+        Self { records, root }
+    }
+
+    /// The records.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    fn load(&self, r: &Record) -> Result<(Vec<u8>, Vec<Vec<bool>>), String> {
+        let path = self.root.join(&r.image);
+        let img = image::open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .to_rgb8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        if [h, w] != r.size {
+            return Err(format!(
+                "{}: image is {w}x{h}, the record says {:?}",
+                path.display(),
+                r.size
+            ));
+        }
+        let masks = r
+            .masks
+            .iter()
+            .map(|m| {
+                if m.rle.size != r.size {
+                    return Err(format!(
+                        "record {}: mask `{}` has size {:?}",
+                        r.id, m.label, m.rle.size
+                    ));
+                }
+                m.rle
+                    .decode()
+                    .map_err(|e| format!("record {}: mask `{}`: {e}", r.id, m.label))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((img.into_raw(), masks))
+    }
+}
+
+impl Dataset<Sample> for RecordsDataset {
+    fn get(&self, index: usize) -> Option<Sample> {
+        let record = self.records.get(index)?.clone();
+        Some(match self.load(&record) {
+            Ok((rgb, masks)) => Sample {
+                record,
+                rgb,
+                masks,
+                error: None,
+            },
+            Err(e) => Sample {
+                record,
+                rgb: Vec::new(),
+                masks: Vec::new(),
+                error: Some(e),
+            },
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// What the batcher produces.
+#[derive(Debug, Clone)]
+pub struct MimoBatch<B: Backend> {
+    /// Record ids (samples that failed to load are left out and listed in `skipped`).
+    pub ids: Vec<String>,
+    /// CLIP pixel values `[N, 3, S, S]`.
+    pub clip_pixels: Tensor<B, 4>,
+    /// SAM input `[N, 3, L, L]`: resized (long side L), normalised, zero-padded.
+    pub sam_pixels: Tensor<B, 4>,
+    /// Size of each image inside the SAM input before padding.
+    pub sam_resized: Vec<(usize, usize)>,
+    /// Original `[height, width]`.
+    pub sizes: Vec<[usize; 2]>,
+    /// Token ids, right-padded with the pad id; [`IMAGE_TOKEN_INDEX`] where the image goes.
+    pub input_ids: Vec<Vec<i64>>,
+    /// Targets: [`IGNORE_INDEX`] outside the answers and on padding.
+    pub labels: Vec<Vec<i64>>,
+    /// 1 for tokens, 0 for padding.
+    pub attention_mask: Vec<Vec<u8>>,
+    /// Visual prompts in original pixels.
+    pub prompts: Vec<Vec<VisualPrompt>>,
+    /// The same prompts in SAM's resized frame.
+    pub prompts_sam: Vec<Vec<VisualPrompt>>,
+    /// Ground-truth masks at original size, one per `<SEG>` kept after truncation.
+    pub masks: Vec<Vec<Vec<bool>>>,
+    /// Samples left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Settings of the batcher.
+#[derive(Debug, Clone)]
+pub struct MimoBatcher {
+    /// The tokenizer (with MIMO's added tokens).
+    pub tokenizer: MimoTokenizer,
+    /// Conversation template.
+    pub template: Template,
+    /// CLIP pre-processing.
+    pub clip: ClipPreprocessConfig,
+    /// CLIP input side.
+    pub clip_size: usize,
+    /// SAM input side (1024 for the real models).
+    pub sam_size: usize,
+    /// SAM pixel mean (0..255 scale).
+    pub sam_mean: [f32; 3],
+    /// SAM pixel std.
+    pub sam_std: [f32; 3],
+    /// Text tokens kept per sample (LISA: `model_max_length - 255`).
+    pub max_text_len: usize,
+}
+
+impl MimoBatcher {
+    /// SAM's pre-processing on the host: Pillow-bilinear resize of the long side to
+    /// `sam_size`, `(x - mean) / std`, zero padding to `sam_size²`, channel-major. Equal to
+    /// `Sam::preprocess`.
+    pub fn sam_pixels(&self, rgb: &[u8], h: usize, w: usize) -> (Vec<f32>, (usize, usize)) {
+        let s = self.sam_size;
+        let (rh, rw) = preprocess_shape(h, w, s);
+        let resized = resize_bilinear_u8(rgb, (h, w), 3, (rh, rw));
+        let mut out = vec![0f32; 3 * s * s];
+        for c in 0..3 {
+            for y in 0..rh {
+                for x in 0..rw {
+                    let v = resized[(y * rw + x) * 3 + c] as f32;
+                    out[(c * s + y) * s + x] = (v - self.sam_mean[c]) / self.sam_std[c];
+                }
+            }
+        }
+        (out, (rh, rw))
+    }
+
+    /// Token ids and labels of a record's conversation, truncated to `max_text_len`; the
+    /// number of `<SEG>` tokens that survived truncation.
+    pub fn tokenize(&self, r: &Record) -> Result<(Vec<i64>, Vec<i64>, usize), String> {
+        let mut rounds: Vec<(String, Option<String>)> = Vec::new();
+        for pair in r.turns.chunks(2) {
+            let q = pair[0].value.clone();
+            let a = pair.get(1).map(|t| t.value.clone());
+            rounds.push((q, a));
+        }
+        if rounds.iter().any(|(_, a)| a.is_none()) {
+            return Err(format!("record {}: a question without an answer", r.id));
+        }
+        let text = self.template.expand_image(&self.template.prompt(&rounds));
+        let t = tokenize_conversation(&self.tokenizer, &self.template, &text)
+            .map_err(|e| format!("record {}: {e}", r.id))?;
+        let (mut ids, mut labels) = (t.input_ids, t.labels);
+        ids.truncate(self.max_text_len);
+        labels.truncate(self.max_text_len);
+        let seg = i64::from(self.tokenizer.ids().seg);
+        let kept = ids.iter().filter(|&&t| t == seg).count();
+        Ok((ids, labels, kept))
+    }
+}
+
+fn scale_prompt(p: &VisualPrompt, old: (usize, usize), new: (usize, usize)) -> VisualPrompt {
+    let coords = p
+        .coords
+        .chunks(2)
+        .flat_map(|xy| {
+            let [x, y] = apply_coords([xy[0], xy.get(1).copied().unwrap_or(0.0)], old, new);
+            [f64::from(x), f64::from(y)]
+        })
+        .collect();
+    VisualPrompt {
+        kind: p.kind.clone(),
+        coords,
+        label: p.label,
+    }
+}
+
+impl<B: Backend> Batcher<B, Sample, MimoBatch<B>> for MimoBatcher {
+    fn batch(&self, items: Vec<Sample>, device: &B::Device) -> MimoBatch<B> {
+        let mut b = MimoBatch {
+            ids: Vec::new(),
+            clip_pixels: Tensor::zeros([0, 3, self.clip_size, self.clip_size], device),
+            sam_pixels: Tensor::zeros([0, 3, self.sam_size, self.sam_size], device),
+            sam_resized: Vec::new(),
+            sizes: Vec::new(),
+            input_ids: Vec::new(),
+            labels: Vec::new(),
+            attention_mask: Vec::new(),
+            prompts: Vec::new(),
+            prompts_sam: Vec::new(),
+            masks: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let (mut clip, mut sam) = (Vec::new(), Vec::new());
+        for s in items {
+            if let Some(e) = s.error {
+                b.skipped.push((s.record.id, e));
+                continue;
+            }
+            let [h, w] = s.record.size;
+            let (ids, labels, segs) = match self.tokenize(&s.record) {
+                Ok(t) => t,
+                Err(e) => {
+                    b.skipped.push((s.record.id, e));
+                    continue;
+                }
+            };
+            clip.extend(
+                self.clip
+                    .pixel_values(&s.rgb, (h, w), self.clip_size, false),
+            );
+            let (px, resized) = self.sam_pixels(&s.rgb, h, w);
+            sam.extend(px);
+            b.sam_resized.push(resized);
+            b.prompts_sam.push(
+                s.record
+                    .prompts
+                    .iter()
+                    .map(|p| scale_prompt(p, (h, w), resized))
+                    .collect(),
+            );
+            b.prompts.push(s.record.prompts.clone());
+            let mut masks = s.masks;
+            masks.truncate(segs);
+            b.masks.push(masks);
+            b.sizes.push([h, w]);
+            b.input_ids.push(ids);
+            b.labels.push(labels);
+            b.ids.push(s.record.id);
+        }
+        let n = b.ids.len();
+        let width = b.input_ids.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = i64::from(self.tokenizer.ids().pad());
+        for (ids, labels) in b.input_ids.iter_mut().zip(b.labels.iter_mut()) {
+            let len = ids.len();
+            b.attention_mask
+                .push((0..width).map(|i| u8::from(i < len)).collect());
+            ids.resize(width, pad);
+            labels.resize(width, IGNORE_INDEX);
+        }
+        let (c, s) = (self.clip_size, self.sam_size);
+        b.clip_pixels = Tensor::from_data(TensorData::new(clip, [n, 3, c, c]), device);
+        b.sam_pixels = Tensor::from_data(TensorData::new(sam, [n, 3, s, s]), device);
+        debug_assert!(
+            b.input_ids
+                .iter()
+                .all(|r| r.iter().filter(|&&t| t == IMAGE_TOKEN_INDEX).count() <= 1)
+        );
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{DatasetConfig, Source, Splits, build};
+    use crate::phantom::Style;
+    use crate::prompts::PointMode;
+    use crate::record::{Perspective, Turn};
+    use burn::backend::Flex;
+    use mimo_core::config::ModelConfig;
+
+    fn core_fixture(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../mimo-core/fixtures")
+            .join(rel)
+    }
+
+    fn batcher() -> MimoBatcher {
+        MimoBatcher {
+            tokenizer: MimoTokenizer::from_file(core_fixture("tokenizer")).unwrap(),
+            template: Template::vicuna_v1(),
+            clip: ClipPreprocessConfig::default(),
+            clip_size: 28,
+            sam_size: 128,
+            sam_mean: [123.675, 116.28, 103.53],
+            sam_std: [58.395, 57.12, 57.375],
+            max_text_len: 512,
+        }
+    }
+
+    fn dataset(name: &str) -> (PathBuf, RecordsDataset) {
+        let out = std::env::temp_dir().join(format!("mimo-batch-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let cfg = DatasetConfig {
+            name: "t".into(),
+            seed: 1,
+            sources: vec![Source::Phantom {
+                name: "ct".into(),
+                style: Style::Ct,
+                count: 4,
+                size: 96,
+                volumes: 2,
+            }],
+            perspectives: vec![Perspective::P1, Perspective::P2],
+            splits: Splits {
+                train: 1.0,
+                val: 0.0,
+                test: 0.0,
+            },
+            box_jitter: 0.1,
+            point_share: 0.5,
+            point_mode: PointMode::Interior,
+        };
+        build(&cfg, &out, &mut |_, _| {}).unwrap();
+        let ds = RecordsDataset::open(&out.join("records.jsonl"), Some("train")).unwrap();
+        (out, ds)
+    }
+
+    #[test]
+    fn batches_have_model_ready_shapes_and_masked_labels() {
+        let (out, ds) = dataset("shapes");
+        assert_eq!(ds.len(), 8);
+        let items: Vec<Sample> = (0..ds.len()).filter_map(|i| ds.get(i)).collect();
+        let b: MimoBatch<Flex> = batcher().batch(items, &Default::default());
+        assert!(b.skipped.is_empty(), "{:?}", b.skipped);
+        assert_eq!(b.clip_pixels.dims(), [8, 3, 28, 28]);
+        assert_eq!(b.sam_pixels.dims(), [8, 3, 128, 128]);
+        let seg = i64::from(batcher().tokenizer.ids().seg);
+        for i in 0..8 {
+            let ids = &b.input_ids[i];
+            assert_eq!(ids.iter().filter(|&&t| t == IMAGE_TOKEN_INDEX).count(), 1);
+            // every <SEG> of the answer is supervised, and there is one mask per <SEG>
+            let segs = ids
+                .iter()
+                .zip(&b.labels[i])
+                .filter(|(t, l)| **t == seg && **l == seg)
+                .count();
+            assert_eq!(segs, b.masks[i].len(), "{}", b.ids[i]);
+            // padding is masked and ignored
+            for (j, &m) in b.attention_mask[i].iter().enumerate() {
+                if m == 0 {
+                    assert_eq!(b.labels[i][j], IGNORE_INDEX);
+                }
+            }
+            // prompts in SAM's frame: 96 px -> 128 px
+            for (p, q) in b.prompts[i].iter().zip(&b.prompts_sam[i]) {
+                for (a, c) in p.coords.iter().zip(&q.coords) {
+                    assert!((a * 128.0 / 96.0 - c).abs() < 1e-4);
+                }
+            }
+            assert_eq!(b.sam_resized[i], (128, 128));
+        }
+        std::fs::remove_dir_all(&out).ok();
+    }
+
+    /// The golden conversation of the tokenizer fixtures (LISA's rule run in Python) comes out
+    /// of the batcher with the same ids and labels.
+    #[test]
+    fn golden_conversation_labels() {
+        let cases: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(core_fixture("tokenizer/cases.json")).unwrap(),
+        )
+        .unwrap();
+        let conv = &cases["conversations"][0];
+        assert_eq!(conv["template"], "vicuna_v1");
+        let (q, a) = (
+            conv["rounds"][0][0].as_str().unwrap().to_string(),
+            conv["rounds"][0][1].as_str().unwrap().to_string(),
+        );
+        let (out, ds) = dataset("golden");
+        let mut s = ds.get(0).unwrap();
+        s.record.turns = vec![
+            Turn {
+                from: "human".into(),
+                value: q,
+            },
+            Turn {
+                from: "gpt".into(),
+                value: a,
+            },
+        ];
+        s.masks.truncate(1);
+        let b: MimoBatch<Flex> = batcher().batch(vec![s], &Default::default());
+        let want = |k: &str| -> Vec<i64> {
+            conv[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect()
+        };
+        assert_eq!(b.input_ids[0], want("input_ids"));
+        assert_eq!(b.labels[0], want("labels"));
+        assert_eq!(b.masks[0].len(), 1);
+        std::fs::remove_dir_all(&out).ok();
+    }
+
+    #[test]
+    fn host_sam_preprocessing_equals_the_model_and_bad_samples_are_skipped() {
+        let (out, ds) = dataset("sam");
+        let s = ds.get(1).unwrap();
+        let cfg = mimo_core::sam::SamConfig::load(core_fixture("sam/tiny_a.ron")).unwrap();
+        let sam = mimo_core::sam::Sam::<Flex>::new(&cfg, &Default::default());
+        let [h, w] = s.record.size;
+        let img = mimo_core::sam::SamImage::new(w, h, s.rgb.clone()).unwrap();
+        let (want, resized) = sam.preprocess(&img);
+        let bt = MimoBatcher {
+            sam_size: cfg.image_encoder.img_size,
+            ..batcher()
+        };
+        let (got, r2) = bt.sam_pixels(&s.rgb, h, w);
+        assert_eq!(resized, r2);
+        assert_eq!(want.into_data().to_vec::<f32>().unwrap(), got);
+
+        let mut records = ds.records().to_vec();
+        records[0].image = "images/missing.png".into();
+        let broken = RecordsDataset::from_records(records, out.clone());
+        let items: Vec<Sample> = (0..2).filter_map(|i| broken.get(i)).collect();
+        let b: MimoBatch<Flex> = batcher().batch(items, &Default::default());
+        assert_eq!(b.ids.len(), 1);
+        assert_eq!(b.skipped.len(), 1);
+        assert!(b.skipped[0].1.contains("missing.png"), "{:?}", b.skipped);
+        std::fs::remove_dir_all(&out).ok();
+    }
+}
