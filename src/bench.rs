@@ -21,6 +21,8 @@ enum Component {
     Clip,
     /// LLaMA language model: prompt forward, forward + backward, KV-cache decoding.
     Llm,
+    /// Data pipeline: dataset build (records/s) and batcher (batches/s).
+    Data,
 }
 
 /// Arguments of `mimo bench`.
@@ -58,6 +60,21 @@ pub struct BenchArgs {
     /// LLM: skip the forward + backward figure.
     #[arg(long)]
     no_backward: bool,
+    /// Data: dataset description to build (default: the quickstart phantoms).
+    #[arg(long, default_value = "configs/data/quickstart.ron")]
+    dataset: PathBuf,
+    /// Data: tokenizer.json folder or file.
+    #[arg(long, default_value = "mimo-core/fixtures/tokenizer")]
+    tokenizer: PathBuf,
+    /// Data: samples per batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Data: CLIP input side (224 for ViT-L/14, 336 for ViT-L/14-336, 224 for ViT-H/14).
+    #[arg(long, default_value_t = 224)]
+    clip_size: usize,
+    /// Data: SAM input side (1024 for the released SAMs).
+    #[arg(long, default_value_t = 1024)]
+    sam_size: usize,
 }
 
 #[derive(serde::Deserialize)]
@@ -96,7 +113,54 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Component::Sam => run_sam(&args),
         Component::Clip => run_clip(&args),
         Component::Llm => run_llm(&args),
+        Component::Data => run_data(&args),
     }
+}
+
+fn run_data(args: &BenchArgs) -> Result<(), String> {
+    use mimo_core::clip::preprocess::ClipPreprocessConfig;
+    use mimo_core::tokenizer::MimoTokenizer;
+    use mimo_core::tokenizer::conversation::Template;
+    use mimo_data::batch::MimoBatcher;
+    use mimo_data::build::DatasetConfig;
+    let cfg = DatasetConfig::load(&args.dataset).map_err(|e| e.to_string())?;
+    let batcher = MimoBatcher {
+        tokenizer: MimoTokenizer::from_file(&args.tokenizer).map_err(|e| e.to_string())?,
+        template: Template::vicuna_v1(),
+        clip: ClipPreprocessConfig::default(),
+        clip_size: args.clip_size,
+        sam_size: args.sam_size,
+        sam_mean: [123.675, 116.28, 103.53],
+        sam_std: [58.395, 57.12, 57.375],
+        max_text_len: 257,
+    };
+    let out = std::env::temp_dir().join(format!("mimo-bench-data-{}", std::process::id()));
+    eprintln!(
+        "timing the data pipeline on `{}`: build, then batches of {} at CLIP {} px / SAM {} px ...",
+        args.dataset.display(),
+        args.batch_size,
+        args.clip_size,
+        args.sam_size
+    );
+    let t = mimo_bench::perf::bench_data::<Backend>(
+        &cfg,
+        &out,
+        &batcher,
+        args.batch_size,
+        args.runs,
+        &backend::device(),
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    let t = t?;
+    println!("dataset build   {:>9.1} records/s", t.build_records_per_s);
+    println!(
+        "batch of {:>3}    {:>9.1} ms median ({:.1} min) = {:.1} samples/s on one thread",
+        t.batch_size,
+        t.batch.median_ms,
+        t.batch.min_ms,
+        t.batch_size as f64 / (t.batch.median_ms / 1e3)
+    );
+    Ok(())
 }
 
 fn run_llm(args: &BenchArgs) -> Result<(), String> {

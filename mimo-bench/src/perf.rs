@@ -173,3 +173,49 @@ pub fn bench_llm_backward<B: AutodiffBackend>(
         drop(grads);
     })
 }
+
+/// Data pipeline timings.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct DataTimings {
+    /// Records written per second by the dataset builder.
+    pub build_records_per_s: f64,
+    /// One batch from the batcher (decode images and masks, CLIP and SAM pre-processing,
+    /// tokenisation), single-threaded.
+    pub batch: Timing,
+    /// Samples per batch.
+    pub batch_size: usize,
+}
+
+/// Builds `cfg` into `out` (timed) and times batches of `batch_size` from its records.
+pub fn bench_data<B: Backend>(
+    cfg: &mimo_data::build::DatasetConfig,
+    out: &std::path::Path,
+    batcher: &mimo_data::batch::MimoBatcher,
+    batch_size: usize,
+    runs: usize,
+    device: &B::Device,
+) -> Result<DataTimings, String> {
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::data::dataset::Dataset;
+    let _ = std::fs::remove_dir_all(out);
+    let t = Instant::now();
+    let summary = mimo_data::build::build(cfg, out, &mut |_, _| {}).map_err(|e| e.to_string())?;
+    let secs = t.elapsed().as_secs_f64();
+    let n: usize = summary.records.values().sum();
+    let ds = mimo_data::batch::RecordsDataset::open(&out.join("records.jsonl"), None)
+        .map_err(|e| e.to_string())?;
+    let mut next = 0usize;
+    let batch = time::<B>(device, 1, runs, || {
+        let items: Vec<_> = (0..batch_size)
+            .filter_map(|k| ds.get((next + k) % ds.len().max(1)))
+            .collect();
+        next += batch_size;
+        let b: mimo_data::batch::MimoBatch<B> = batcher.batch(items, device);
+        let _ = b.sam_pixels.into_data();
+    });
+    Ok(DataTimings {
+        build_records_per_s: n as f64 / secs,
+        batch,
+        batch_size,
+    })
+}
