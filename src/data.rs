@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use burn::data::dataset::Dataset;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mimo_core::fsutil::write_atomic;
+use mimo_data::batch::RecordsDataset;
 use mimo_data::build::{DatasetConfig, build};
 use mimo_data::record::{Record, read_jsonl};
 
@@ -129,28 +131,18 @@ pub fn run(args: DataArgs) -> Result<(), String> {
                 .iter()
                 .find(|r| r.id == id)
                 .ok_or_else(|| format!("no record `{id}` in {}", records.display()))?;
-            let base = records.parent().unwrap_or(std::path::Path::new("."));
-            let path = base.join(&r.image);
-            let img = image::open(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .to_rgb8();
-            let (w, h) = (img.width() as usize, img.height() as usize);
-            if [h, w] != r.size {
-                return Err(format!(
-                    "{}: image is {w}x{h}, the record says {:?}",
-                    path.display(),
-                    r.size
-                ));
+            let base = records
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf();
+            let sample = RecordsDataset::from_records(vec![r.clone()], base)
+                .get(0)
+                .ok_or("record vanished")?;
+            if let Some(e) = sample.error {
+                return Err(e);
             }
-            let masks = r
-                .masks
-                .iter()
-                .map(|m| {
-                    m.rle
-                        .decode()
-                        .map_err(|e| format!("record {id}: mask {}: {e}", m.label))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let ([h, w], masks) = (r.size, sample.masks);
+            let rgb = sample.rgb;
             let points: Vec<[f64; 2]> = r
                 .prompts
                 .iter()
@@ -163,7 +155,7 @@ pub fn run(args: DataArgs) -> Result<(), String> {
                 .filter(|p| p.kind == "box")
                 .map(|p| [p.coords[0], p.coords[1], p.coords[2], p.coords[3]])
                 .collect();
-            let png = overlay_masks_png(img.as_raw(), w, h, &masks, &points, &boxes)?;
+            let png = overlay_masks_png(&rgb, w, h, &masks, &points, &boxes)?;
             write_atomic(&out, &png).map_err(|e| format!("{}: {e}", out.display()))?;
             println!(
                 "{} ({}, {}, {} split, {:?})",

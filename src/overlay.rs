@@ -35,31 +35,7 @@ pub fn overlay_png(image: &SamImage, mask: &[bool], prompt: &Prompt) -> Result<V
     let (w, h) = (image.width(), image.height());
     let mut img =
         RgbImage::from_raw(w as u32, h as u32, image.rgb().to_vec()).ok_or("image buffer size")?;
-    let at = |x: usize, y: usize| mask[y * w + x];
-    for y in 0..h {
-        for x in 0..w {
-            if !at(x, y) {
-                continue;
-            }
-            let edge = x == 0
-                || y == 0
-                || x + 1 == w
-                || y + 1 == h
-                || !at(x - 1, y)
-                || !at(x + 1, y)
-                || !at(x, y - 1)
-                || !at(x, y + 1);
-            let p = img.get_pixel_mut(x as u32, y as u32);
-            for (channel, tint) in p.0.iter_mut().zip(MASK_COLOR) {
-                let v = if edge {
-                    tint
-                } else {
-                    0.4 * *channel as f32 + 0.6 * tint
-                };
-                *channel = v.round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
+    tint_mask(&mut img, mask, MASK_COLOR, 0.6);
     let scale = (w.min(h) as f64 / 100.0).max(1.0);
     if let Some([x0, y0, x1, y1]) = prompt.bbox {
         let t = scale.round().max(1.0) as i64;
@@ -76,6 +52,36 @@ pub fn overlay_png(image: &SamImage, mask: &[bool], prompt: &Prompt) -> Result<V
         draw_disc(&mut img, p.x, p.y, r, color);
     }
     encode_png(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+}
+
+/// Tints the mask's pixels (`alpha` of the colour) and draws its outline in full colour.
+fn tint_mask(img: &mut RgbImage, mask: &[bool], tint: [f32; 3], alpha: f32) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let at = |x: usize, y: usize| mask[y * w + x];
+    for y in 0..h {
+        for x in 0..w {
+            if !at(x, y) {
+                continue;
+            }
+            let edge = x == 0
+                || y == 0
+                || x + 1 == w
+                || y + 1 == h
+                || !at(x - 1, y)
+                || !at(x + 1, y)
+                || !at(x, y - 1)
+                || !at(x, y + 1);
+            let p = img.get_pixel_mut(x as u32, y as u32);
+            for (channel, t) in p.0.iter_mut().zip(tint) {
+                let v = if edge {
+                    t
+                } else {
+                    (1.0 - alpha) * *channel as f32 + alpha * t
+                };
+                *channel = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
 }
 
 /// Colours of successive masks in multi-mask overlays.
@@ -101,32 +107,7 @@ pub fn overlay_masks_png(
     let mut img =
         RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).ok_or("image buffer size")?;
     for (k, mask) in masks.iter().enumerate() {
-        let tint = PALETTE[k % PALETTE.len()];
-        let at = |x: usize, y: usize| mask[y * w + x];
-        for y in 0..h {
-            for x in 0..w {
-                if !at(x, y) {
-                    continue;
-                }
-                let edge = x == 0
-                    || y == 0
-                    || x + 1 == w
-                    || y + 1 == h
-                    || !at(x - 1, y)
-                    || !at(x + 1, y)
-                    || !at(x, y - 1)
-                    || !at(x, y + 1);
-                let p = img.get_pixel_mut(x as u32, y as u32);
-                for (channel, t) in p.0.iter_mut().zip(tint) {
-                    let v = if edge {
-                        t
-                    } else {
-                        0.55 * *channel as f32 + 0.45 * t
-                    };
-                    *channel = v.round().clamp(0.0, 255.0) as u8;
-                }
-            }
-        }
+        tint_mask(&mut img, mask, PALETTE[k % PALETTE.len()], 0.45);
     }
     let scale = (w.min(h) as f64 / 100.0).max(1.0);
     for b in boxes {

@@ -354,11 +354,9 @@ fn generate_rejects_bad_flags_clearly() {
     );
 }
 
-#[test]
-fn score_writes_the_tables_and_names_bad_lines() {
-    let dir = TempDir::new("score");
-    let out = dir.path("eval");
-    let o = mimo(&[
+/// `mimo score` on the hand-checked predictions of `mimo-bench/fixtures/eval`.
+fn score_fixture(out: &str) -> Output {
+    mimo(&[
         "score",
         "--predictions",
         "mimo-bench/fixtures/eval/predictions.jsonl",
@@ -367,8 +365,15 @@ fn score_writes_the_tables_and_names_bad_lines() {
         "--split",
         "test",
         "--out",
-        &out,
-    ]);
+        out,
+    ])
+}
+
+#[test]
+fn score_writes_the_tables_and_names_bad_lines() {
+    let dir = TempDir::new("score");
+    let out = dir.path("eval");
+    let o = score_fixture(&out);
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(Path::new(&out).join("tables.md")).unwrap();
     assert!(md.contains("| P1 | mIoU | 0.750 | 0.639 |"), "{md}");
@@ -456,17 +461,7 @@ fn report_compares_runs_and_plots_the_ratio() {
     let mut runs = Vec::new();
     for ratio in ["0.25", "0.5", "1"] {
         let run = dir.path(&format!("run{ratio}"));
-        let o = mimo(&[
-            "score",
-            "--predictions",
-            "mimo-bench/fixtures/eval/predictions.jsonl",
-            "--records",
-            "mimo-bench/fixtures/eval/records.jsonl",
-            "--split",
-            "test",
-            "--out",
-            &run,
-        ]);
+        let o = score_fixture(&run);
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::write(
             Path::new(&run).join("run.json"),

@@ -19,6 +19,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use mimo_data::prompts::bbox;
 use mimo_data::record::{LabeledMask, Perspective, Record, VisualPrompt, VqaItem};
 use mimo_data::rle::Rle;
 use serde_json::Value;
@@ -202,22 +203,6 @@ pub fn read_multiple_choice(path: &Path, source: &str) -> Result<Vec<Record>, Re
     Ok(out)
 }
 
-/// Bounding box `[x0, y0, x1, y1]` (pixel edges) of a row-major mask.
-pub fn mask_box(mask: &[bool], h: usize, w: usize) -> Option<[f64; 4]> {
-    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
-    for y in 0..h {
-        for x in 0..w {
-            if mask[y * w + x] {
-                x0 = x0.min(x);
-                y0 = y0.min(y);
-                x1 = x1.max(x + 1);
-                y1 = y1.max(y + 1);
-            }
-        }
-    }
-    (x1 > 0).then_some([x0 as f64, y0 as f64, x1 as f64, y1 as f64])
-}
-
 /// A segmentation folder pair as `heldout_seg` records, one per image, with `label`; with
 /// `with_box`, the mask's bounding box is the prompt. Images without a mask are reported.
 pub fn read_seg_folder(
@@ -265,10 +250,10 @@ pub fn read_seg_folder(
         }
         let (h, w) = (ih as usize, iw as usize);
         let mask: Vec<bool> = m.pixels().map(|p| p.0[0] > 0).collect();
-        let prompts = match (with_box, mask_box(&mask, h, w)) {
+        let prompts = match (with_box, bbox(&mask, h, w)) {
             (true, Some(b)) => vec![VisualPrompt {
                 kind: "box".into(),
-                coords: b.to_vec(),
+                coords: b.iter().map(|&v| v as f64).collect(),
                 label: None,
             }],
             _ => Vec::new(),
