@@ -502,7 +502,7 @@ fn data_build_stats_and_show() {
     let records = Path::new(&out).join("records.jsonl");
     let o = mimo(&["data", "stats", records.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("152 records") && stdout(&o).contains("optic disc"));
+    assert!(stdout(&o).contains("304 records") && stdout(&o).contains("optic disc"));
     let png = dir.path("show.png");
     let o = mimo(&[
         "data",

@@ -353,6 +353,7 @@ mod tests {
             box_jitter: 0.1,
             point_share: 0.5,
             point_mode: PointMode::Interior,
+            knowledge: None,
         };
         build(&cfg, &out, &mut |_, _| {}).unwrap();
         let ds = RecordsDataset::open(&out.join("records.jsonl"), Some("train")).unwrap();

@@ -14,8 +14,10 @@ use mimo_core::fsutil::write_atomic;
 use mimo_core::rng::{Rng, hash64};
 use serde::{Deserialize, Serialize};
 
+use crate::knowledge::KnowledgeBase;
 use crate::phantom::{Style, phantom};
 use crate::prompts::{PointMode, sample_box, sample_point};
+use crate::qa;
 use crate::record::{LabeledMask, Perspective, Record, Turn, VisualPrompt};
 use crate::rle::Rle;
 use crate::templates;
@@ -126,6 +128,9 @@ pub struct DatasetConfig {
     /// How points are placed.
     #[serde(default = "default_point_mode")]
     pub point_mode: PointMode,
+    /// A knowledge file extending the built-in knowledge base (Perspective III/IV).
+    #[serde(default)]
+    pub knowledge: Option<PathBuf>,
 }
 
 /// Why a build failed as a whole.
@@ -179,9 +184,12 @@ impl DatasetConfig {
             return Err("`box_jitter` must be in [0, 1]".into());
         }
         for p in &self.perspectives {
-            if !matches!(p, Perspective::P1 | Perspective::P2) {
+            if !matches!(
+                p,
+                Perspective::P1 | Perspective::P2 | Perspective::P3 | Perspective::P4
+            ) {
                 return Err(format!(
-                    "`perspectives`: {p:?} is generated from a knowledge base and a chat endpoint, not supported by this builder yet; use P1 and P2"
+                    "`perspectives`: {p:?} is not a MIMOSeg perspective; use P1, P2, P3, P4"
                 ));
             }
         }
@@ -384,6 +392,15 @@ pub fn build(
         }
     }
     let total = inputs.len();
+    let kb = match &cfg.knowledge {
+        Some(p) => KnowledgeBase::builtin()
+            .with_file(p)
+            .map_err(|e| BuildError::Config {
+                path: p.clone(),
+                message: e.to_string(),
+            })?,
+        None => KnowledgeBase::builtin(),
+    };
     let mut records: Vec<Record> = Vec::new();
     for (done, (si, index, path)) in inputs.into_iter().enumerate() {
         let src = &cfg.sources[si];
@@ -448,12 +465,14 @@ pub fn build(
                 0,
             );
             let (h, w) = (sample.h, sample.w);
-            let (question, answer, masks, prompts) = match persp {
+            let labels: Vec<String> = sample.masks.iter().map(|(l, _)| l.clone()).collect();
+            let generated = match persp {
                 Perspective::P1 => {
-                    let labels: Vec<String> = sample.masks.iter().map(|(l, _)| l.clone()).collect();
                     let (q, a) = templates::p1(&labels, &mut rng);
-                    (q, a, sample.masks.clone(), Vec::new())
+                    Ok((q, a, sample.masks.clone(), Vec::new()))
                 }
+                Perspective::P3 => qa::p3(&kb, &labels, &sample.modality, &mut rng)
+                    .map(|(q, a)| (q, a, sample.masks.clone(), Vec::new())),
                 _ => {
                     let (label, mask) = sample.masks[rng.index(sample.masks.len())].clone();
                     let point = rng.next_f64() < cfg.point_share;
@@ -470,8 +489,22 @@ pub fn build(
                             label: None,
                         })
                     };
-                    let (q, a) = templates::p2(std::slice::from_ref(&label), point, &mut rng);
-                    (q, a, vec![(label, mask)], prompt.into_iter().collect())
+                    let qa = if *persp == Perspective::P4 {
+                        qa::p4(&kb, &label, &sample.modality, point, &mut rng)
+                    } else {
+                        Ok(templates::p2(std::slice::from_ref(&label), point, &mut rng))
+                    };
+                    qa.map(|(q, a)| (q, a, vec![(label, mask)], prompt.into_iter().collect()))
+                }
+            };
+            let (question, answer, masks, prompts) = match generated {
+                Ok(g) => g,
+                Err(reason) => {
+                    summary.skipped.push(Skipped {
+                        path: format!("{}/{} ({persp:?})", src.name(), sample.stem),
+                        reason,
+                    });
+                    continue;
                 }
             };
             records.push(Record {
@@ -558,6 +591,7 @@ mod tests {
             box_jitter: 0.1,
             point_share: 0.5,
             point_mode: PointMode::Interior,
+            knowledge: None,
         }
     }
 
@@ -628,6 +662,36 @@ mod tests {
         }
         std::fs::remove_dir_all(&out).ok();
         std::fs::remove_dir_all(&out2).ok();
+    }
+
+    #[test]
+    fn all_four_perspectives_with_offline_qa() {
+        let out = tmp("p34");
+        let mut cfg = phantoms(6);
+        cfg.perspectives = vec![
+            Perspective::P1,
+            Perspective::P2,
+            Perspective::P3,
+            Perspective::P4,
+        ];
+        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        assert!(s.skipped.is_empty(), "{:?}", s.skipped);
+        assert_eq!((s.records["P3"], s.records["P4"]), (10, 10));
+        let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
+        for r in records
+            .iter()
+            .filter(|r| matches!(r.perspective, Perspective::P3 | Perspective::P4))
+        {
+            let labels: Vec<String> = r.masks.iter().map(|m| m.label.clone()).collect();
+            crate::qa::validate_answer(r.answer().unwrap(), &labels).unwrap();
+            assert_eq!(
+                r.prompts.len(),
+                usize::from(r.perspective == Perspective::P4),
+                "{}",
+                r.id
+            );
+        }
+        std::fs::remove_dir_all(&out).ok();
     }
 
     #[test]
@@ -711,7 +775,7 @@ mod tests {
         c.splits.train = 0.9;
         assert!(c.validate().unwrap_err().contains("splits"));
         let mut c = phantoms(1);
-        c.perspectives.push(Perspective::P3);
+        c.perspectives.push(Perspective::Vqa);
         assert!(c.validate().unwrap_err().contains("perspectives"));
         let text = "(name: \"x\", seed: 1, sources: [], bogus: 3)";
         let dir = tmp("badcfg");

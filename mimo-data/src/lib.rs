@@ -12,8 +12,10 @@
 
 pub mod batch;
 pub mod build;
+pub mod knowledge;
 pub mod phantom;
 pub mod prompts;
+pub mod qa;
 pub mod record;
 pub mod rle;
 pub mod templates;
