@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod build;
 pub mod knowledge;
+pub mod mix;
 pub mod phantom;
 pub mod prompts;
 pub mod qa;

@@ -1,0 +1,203 @@
+//! Training mixtures: LLaVA-Med's VQA instruction data as records, and a burn [`Dataset`]
+//! that draws from several record groups (the four perspectives, VQA) with given weights, as
+//! MIMO mixes MIMOSeg and LLaVA-Med VQA for training.
+
+use std::path::Path;
+
+use burn::data::dataset::Dataset;
+use mimo_core::rng::Rng;
+
+use crate::record::{Perspective, Record, Turn};
+
+/// Why an instruction file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct MixError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(serde::Deserialize)]
+struct LlavaItem {
+    id: serde_json::Value,
+    image: Option<String>,
+    conversations: Vec<Turn>,
+}
+
+/// LLaVA-Med instruction JSON (a list of `{"id", "image", "conversations": [{"from",
+/// "value"}, ...]}`) as `vqa` training records; items without an image or with an unpaired
+/// turn are skipped and counted.
+pub fn read_llava_vqa(path: &Path, source: &str) -> Result<(Vec<Record>, usize), MixError> {
+    let err = |message: String| MixError {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let items: Vec<LlavaItem> = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let mut skipped = 0;
+    let mut out = Vec::new();
+    for it in items {
+        let ok = it.conversations.len() >= 2
+            && it.conversations.len() % 2 == 0
+            && it
+                .conversations
+                .iter()
+                .enumerate()
+                .all(|(i, t)| t.from == if i % 2 == 0 { "human" } else { "gpt" });
+        let Some(image) = it.image.filter(|_| ok) else {
+            skipped += 1;
+            continue;
+        };
+        let id = match &it.id {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        out.push(Record {
+            id: format!("{source}/{id}"),
+            image,
+            size: [0, 0],
+            modality: String::new(),
+            source: source.into(),
+            volume: String::new(),
+            split: "train".into(),
+            perspective: Perspective::Vqa,
+            prompts: Vec::new(),
+            turns: it.conversations,
+            masks: Vec::new(),
+            vqa: None,
+        });
+    }
+    Ok((out, skipped))
+}
+
+/// Draws `len` items from groups with the given weights (seeded): item `i` comes from group
+/// `g` with probability `weight_g / Σ weights`, cycling through each group in a seeded
+/// shuffled order, so every item of a group is used before any repeats.
+#[derive(Debug)]
+pub struct MixedDataset<D> {
+    groups: Vec<D>,
+    plan: Vec<(usize, usize)>,
+}
+
+impl<D> MixedDataset<D> {
+    /// A mixture of `groups` with `weights` (positive; empty groups are never drawn).
+    pub fn new<I>(groups: Vec<D>, weights: &[f64], len: usize, seed: u64) -> Result<Self, String>
+    where
+        D: Dataset<I>,
+    {
+        if groups.len() != weights.len() {
+            return Err(format!(
+                "{} groups but {} weights",
+                groups.len(),
+                weights.len()
+            ));
+        }
+        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err("weights must be finite and non-negative".into());
+        }
+        let live: Vec<f64> = groups
+            .iter()
+            .zip(weights)
+            .map(|(g, w)| if g.is_empty() { 0.0 } else { *w })
+            .collect();
+        let total: f64 = live.iter().sum();
+        if total <= 0.0 {
+            return Err("no group with items and a positive weight".into());
+        }
+        let mut rng = Rng::new(seed);
+        let mut orders: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| {
+                let mut v: Vec<usize> = (0..g.len()).collect();
+                for i in (1..v.len()).rev() {
+                    v.swap(i, rng.index(i + 1));
+                }
+                v
+            })
+            .collect();
+        let mut cursor = vec![0usize; groups.len()];
+        let mut plan = Vec::with_capacity(len);
+        for _ in 0..len {
+            let mut u = rng.next_f64() * total;
+            let mut g = live.iter().position(|&w| w > 0.0).unwrap_or(0);
+            for (k, w) in live.iter().enumerate() {
+                if *w > 0.0 {
+                    g = k;
+                    if u < *w {
+                        break;
+                    }
+                    u -= w;
+                }
+            }
+            let order = &mut orders[g];
+            plan.push((g, order[cursor[g] % order.len()]));
+            cursor[g] += 1;
+        }
+        Ok(Self { groups, plan })
+    }
+
+    /// Items drawn from each group.
+    pub fn counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.groups.len()];
+        for (g, _) in &self.plan {
+            c[*g] += 1;
+        }
+        c
+    }
+}
+
+impl<I, D: Dataset<I>> Dataset<I> for MixedDataset<D> {
+    fn get(&self, index: usize) -> Option<I> {
+        let (g, i) = *self.plan.get(index)?;
+        self.groups[g].get(i)
+    }
+
+    fn len(&self) -> usize {
+        self.plan.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::data::dataset::InMemDataset;
+
+    #[test]
+    fn mixture_follows_weights_and_uses_every_item() {
+        let a = InMemDataset::new((0..10).collect::<Vec<u32>>());
+        let b = InMemDataset::new((100..200).collect::<Vec<u32>>());
+        let empty = InMemDataset::new(Vec::<u32>::new());
+        let m = MixedDataset::new(vec![a, b, empty], &[1.0, 3.0, 5.0], 4000, 7).unwrap();
+        let c = m.counts();
+        assert_eq!(c[2], 0);
+        assert!((c[0] as f64 / 4000.0 - 0.25).abs() < 0.03, "{c:?}");
+        let first: std::collections::BTreeSet<u32> = (0..4000)
+            .filter_map(|i| m.get(i))
+            .filter(|&v| v < 10)
+            .take(10)
+            .collect();
+        assert_eq!(first.len(), 10, "each item once before repeats");
+        assert!(MixedDataset::new(vec![InMemDataset::new(vec![1u32])], &[0.0], 3, 1).is_err());
+    }
+
+    #[test]
+    fn llava_instructions_become_vqa_records() {
+        let dir = std::env::temp_dir().join(format!("mimo-llava-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("instruct.json");
+        std::fs::write(
+            &f,
+            r#"[{"id": "a1", "image": "x.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "A chest X-ray."}]},
+                {"id": 2, "conversations": [{"from": "human", "value": "no image"}, {"from": "gpt", "value": "x"}]},
+                {"id": 3, "image": "y.jpg", "conversations": [{"from": "human", "value": "unanswered"}]}]"#,
+        )
+        .unwrap();
+        let (r, skipped) = read_llava_vqa(&f, "llava-med").unwrap();
+        assert_eq!((r.len(), skipped), (1, 2));
+        assert_eq!(r[0].id, "llava-med/a1");
+        assert_eq!(r[0].answer(), Some("A chest X-ray."));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
