@@ -38,6 +38,34 @@ pub enum Source {
         /// Images are grouped into this many pseudo-volumes (for volume-wise splits).
         volumes: usize,
     },
+    /// A folder of NIfTI volumes (`.nii`/`.nii.gz`) with label volumes of the same file name
+    /// in `masks`, sliced along `axis`; slices with a labelled voxel are used, and a share
+    /// `empty_share` of the others (seeded) becomes negative Perspective I samples.
+    Nifti {
+        /// Source name.
+        name: String,
+        /// Volume folder.
+        images: PathBuf,
+        /// Label-volume folder.
+        masks: PathBuf,
+        /// Modality written in records.
+        modality: String,
+        /// Label value -> structure name; with `threshold`, the single entry's name is used
+        /// for voxels above the threshold (probability maps).
+        labels: BTreeMap<u8, String>,
+        /// Foreground threshold for probability-map masks.
+        #[serde(default)]
+        threshold: Option<f32>,
+        /// Slicing direction.
+        #[serde(default)]
+        axis: crate::nifti_source::SliceAxis,
+        /// Grey-level mapping (CT window or MR percentiles).
+        #[serde(default)]
+        intensity: crate::nifti_source::Intensity,
+        /// Share of slices without labels kept as negative samples.
+        #[serde(default)]
+        empty_share: f64,
+    },
     /// A folder of 2D images (PNG/JPEG/BMP/TIFF) with masks of the same file stem whose
     /// pixel values name structures.
     Folder {
@@ -61,7 +89,9 @@ pub enum Source {
 impl Source {
     fn name(&self) -> &str {
         match self {
-            Source::Phantom { name, .. } | Source::Folder { name, .. } => name,
+            Source::Phantom { name, .. }
+            | Source::Folder { name, .. }
+            | Source::Nifti { name, .. } => name,
         }
     }
 }
@@ -272,6 +302,8 @@ pub struct BuildSummary {
 
 /// One loaded image with its labelled masks.
 struct Sample {
+    /// Structures asked for in a negative sample (no masks).
+    negatives: Vec<String>,
     stem: String,
     volume: String,
     modality: String,
@@ -333,6 +365,7 @@ fn read_folder_sample(
         None => stem.clone(),
     };
     Ok(Sample {
+        negatives: Vec::new(),
         stem,
         volume,
         modality: modality.into(),
@@ -341,6 +374,103 @@ fn read_folder_sample(
         w,
         masks,
     })
+}
+
+/// The slices of one NIfTI volume and its label volume.
+#[allow(clippy::too_many_arguments)]
+fn read_nifti_samples(
+    img: &Path,
+    masks_dir: &Path,
+    labels: &BTreeMap<u8, String>,
+    threshold: Option<f32>,
+    axis: crate::nifti_source::SliceAxis,
+    intensity: crate::nifti_source::Intensity,
+    empty_share: f64,
+    modality: &str,
+    seed: u64,
+) -> Result<Vec<Sample>, String> {
+    use crate::nifti_source::{read_volume, to_grey};
+    let file = img
+        .file_name()
+        .and_then(|s| s.to_str())
+        .ok_or("file name is not UTF-8")?;
+    let stem = file
+        .trim_end_matches(".gz")
+        .trim_end_matches(".nii")
+        .to_string();
+    let mask_path = masks_dir.join(file);
+    if !mask_path.is_file() {
+        return Err(format!(
+            "no label volume {} in {}",
+            file,
+            masks_dir.display()
+        ));
+    }
+    let vol = read_volume(img)?;
+    let lab = read_volume(&mask_path)?;
+    if vol.dims != lab.dims {
+        return Err(format!(
+            "label volume is {:?}, image {:?}",
+            lab.dims, vol.dims
+        ));
+    }
+    let range = vol.range(intensity);
+    let mut out = Vec::new();
+    for k in 0..vol.slices(axis) {
+        let (h, w, v) = vol.slice(axis, k);
+        let (_, _, l) = lab.slice(axis, k);
+        let masks: Vec<(String, Vec<bool>)> = match threshold {
+            Some(t) => labels
+                .values()
+                .next()
+                .map(|name| {
+                    (
+                        name.clone(),
+                        l.iter().map(|&x| x > t).collect::<Vec<bool>>(),
+                    )
+                })
+                .into_iter()
+                .collect(),
+            None => labels
+                .iter()
+                .map(|(val, name)| {
+                    (
+                        name.clone(),
+                        l.iter()
+                            .map(|&x| x.round() == f32::from(*val))
+                            .collect::<Vec<bool>>(),
+                    )
+                })
+                .collect(),
+        };
+        let masks: Vec<(String, Vec<bool>)> = masks
+            .into_iter()
+            .filter(|(_, m)| m.iter().any(|&b| b))
+            .collect();
+        let slice_stem = format!("{stem}_{k:04}");
+        let negatives = if masks.is_empty() {
+            let u =
+                (hash64(&format!("empty/{seed}/{slice_stem}")) >> 11) as f64 / (1u64 << 53) as f64;
+            if u >= empty_share {
+                continue;
+            }
+            labels.values().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let grey = to_grey(&v, range);
+        out.push(Sample {
+            negatives,
+            stem: slice_stem,
+            volume: stem.clone(),
+            modality: modality.into(),
+            rgb: grey.iter().flat_map(|&g| [g, g, g]).collect(),
+            h,
+            w,
+            masks,
+        });
+    }
+    Ok(out)
 }
 
 fn png_bytes(rgb: &[u8], h: usize, w: usize) -> Vec<u8> {
@@ -370,25 +500,27 @@ pub fn build(
             Source::Phantom { count, .. } => {
                 inputs.extend((0..*count as u64).map(|i| (si, i, None)))
             }
-            Source::Folder { images, .. } => match std::fs::read_dir(images) {
-                Ok(rd) => {
-                    let mut files: Vec<PathBuf> = rd
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.is_file())
-                        .collect();
-                    files.sort();
-                    inputs.extend(
-                        files
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, p)| (si, i as u64, Some(p))),
-                    );
+            Source::Folder { images, .. } | Source::Nifti { images, .. } => {
+                match std::fs::read_dir(images) {
+                    Ok(rd) => {
+                        let mut files: Vec<PathBuf> = rd
+                            .filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| p.is_file())
+                            .collect();
+                        files.sort();
+                        inputs.extend(
+                            files
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, p)| (si, i as u64, Some(p))),
+                        );
+                    }
+                    Err(e) => summary.skipped.push(Skipped {
+                        path: images.display().to_string(),
+                        reason: format!("cannot list the image folder: {e}"),
+                    }),
                 }
-                Err(e) => summary.skipped.push(Skipped {
-                    path: images.display().to_string(),
-                    reason: format!("cannot list the image folder: {e}"),
-                }),
-            },
+            }
         }
     }
     let total = inputs.len();
@@ -404,7 +536,7 @@ pub fn build(
     let mut records: Vec<Record> = Vec::new();
     for (done, (si, index, path)) in inputs.into_iter().enumerate() {
         let src = &cfg.sources[si];
-        let sample = match (src, &path) {
+        let loaded: Result<Vec<Sample>, String> = match (src, &path) {
             (
                 Source::Phantom {
                     style,
@@ -415,7 +547,8 @@ pub fn build(
                 _,
             ) => {
                 let p = phantom(*style, *size, cfg.seed ^ hash64(src.name()), index);
-                Ok(Sample {
+                Ok(vec![Sample {
+                    negatives: Vec::new(),
                     stem: format!("{index:06}"),
                     volume: format!("vol{:04}", index as usize % volumes),
                     modality: style.modality().into(),
@@ -423,7 +556,7 @@ pub fn build(
                     h: p.height,
                     w: p.width,
                     masks: p.masks,
-                })
+                }])
             }
             (
                 Source::Folder {
@@ -434,10 +567,34 @@ pub fn build(
                     ..
                 },
                 Some(p),
-            ) => read_folder_sample(p, masks, labels, modality, volume_separator.as_deref()),
-            (Source::Folder { .. }, None) => unreachable!("folder inputs carry their path"),
+            ) => read_folder_sample(p, masks, labels, modality, volume_separator.as_deref())
+                .map(|s| vec![s]),
+            (
+                Source::Nifti {
+                    masks,
+                    labels,
+                    modality,
+                    threshold,
+                    axis,
+                    intensity,
+                    empty_share,
+                    ..
+                },
+                Some(p),
+            ) => read_nifti_samples(
+                p,
+                masks,
+                labels,
+                *threshold,
+                *axis,
+                *intensity,
+                *empty_share,
+                modality,
+                cfg.seed,
+            ),
+            (_, None) => unreachable!("folder inputs carry their path"),
         };
-        let sample = match sample {
+        let samples = match loaded {
             Ok(s) => s,
             Err(reason) => {
                 summary.skipped.push(Skipped {
@@ -448,96 +605,118 @@ pub fn build(
                 continue;
             }
         };
-        let rel = format!("images/{}/{}.png", src.name(), sample.stem);
-        let image_path = out.join(&rel);
-        if image_path.is_file() {
-            summary.reused_images += 1;
-        } else {
-            write_atomic(&image_path, &png_bytes(&sample.rgb, sample.h, sample.w))
-                .map_err(|e| werr(&image_path, e.to_string()))?;
-        }
-        summary.images += 1;
-        let volume = format!("{}/{}", src.name(), sample.volume);
-        let split = split_of(&volume, cfg.seed, cfg.splits);
-        for persp in &cfg.perspectives {
-            let mut rng = Rng::for_item(
-                cfg.seed ^ hash64(&format!("{}/{}/{persp:?}", src.name(), sample.stem)),
-                0,
-            );
-            let (h, w) = (sample.h, sample.w);
-            let labels: Vec<String> = sample.masks.iter().map(|(l, _)| l.clone()).collect();
-            let generated = match persp {
-                Perspective::P1 => {
-                    let (q, a) = templates::p1(&labels, &mut rng);
-                    Ok((q, a, sample.masks.clone(), Vec::new()))
-                }
-                Perspective::P3 => qa::p3(&kb, &labels, &sample.modality, &mut rng)
-                    .map(|(q, a)| (q, a, sample.masks.clone(), Vec::new())),
-                _ => {
-                    let (label, mask) = sample.masks[rng.index(sample.masks.len())].clone();
-                    let point = rng.next_f64() < cfg.point_share;
-                    let prompt = if point {
-                        sample_point(&mask, h, w, cfg.point_mode, &mut rng).map(|p| VisualPrompt {
-                            kind: "point".into(),
-                            coords: p.to_vec(),
-                            label: Some(1),
-                        })
-                    } else {
-                        sample_box(&mask, h, w, cfg.box_jitter, &mut rng).map(|b| VisualPrompt {
-                            kind: "box".into(),
-                            coords: b.to_vec(),
-                            label: None,
-                        })
-                    };
-                    let qa = if *persp == Perspective::P4 {
-                        qa::p4(&kb, &label, &sample.modality, point, &mut rng)
-                    } else {
-                        Ok(templates::p2(std::slice::from_ref(&label), point, &mut rng))
-                    };
-                    qa.map(|(q, a)| (q, a, vec![(label, mask)], prompt.into_iter().collect()))
-                }
-            };
-            let (question, answer, masks, prompts) = match generated {
-                Ok(g) => g,
-                Err(reason) => {
-                    summary.skipped.push(Skipped {
-                        path: format!("{}/{} ({persp:?})", src.name(), sample.stem),
-                        reason,
-                    });
+        for sample in samples {
+            let rel = format!("images/{}/{}.png", src.name(), sample.stem);
+            let image_path = out.join(&rel);
+            if image_path.is_file() {
+                summary.reused_images += 1;
+            } else {
+                write_atomic(&image_path, &png_bytes(&sample.rgb, sample.h, sample.w))
+                    .map_err(|e| werr(&image_path, e.to_string()))?;
+            }
+            summary.images += 1;
+            let volume = format!("{}/{}", src.name(), sample.volume);
+            let split = split_of(&volume, cfg.seed, cfg.splits);
+            for persp in &cfg.perspectives {
+                let mut rng = Rng::for_item(
+                    cfg.seed ^ hash64(&format!("{}/{}/{persp:?}", src.name(), sample.stem)),
+                    0,
+                );
+                let (h, w) = (sample.h, sample.w);
+                let labels: Vec<String> = sample.masks.iter().map(|(l, _)| l.clone()).collect();
+                if labels.is_empty() && *persp != Perspective::P1 {
                     continue;
                 }
-            };
-            records.push(Record {
-                id: format!("{}/{}/{persp:?}", src.name(), sample.stem),
-                image: rel.clone(),
-                size: [h, w],
-                modality: sample.modality.clone(),
-                source: src.name().into(),
-                volume: volume.clone(),
-                split: split.into(),
-                perspective: *persp,
-                prompts,
-                turns: vec![
-                    Turn {
-                        from: "human".into(),
-                        value: format!("<image>\n{question}"),
-                    },
-                    Turn {
-                        from: "gpt".into(),
-                        value: answer,
-                    },
-                ],
-                masks: masks
-                    .into_iter()
-                    .map(|(label, m)| LabeledMask {
-                        label,
-                        rle: Rle::encode(&m, h, w),
-                    })
-                    .collect(),
-                vqa: None,
-            });
-            *summary.records.entry(format!("{persp:?}")).or_default() += 1;
-            *summary.splits.entry(split.into()).or_default() += 1;
+                let generated = match persp {
+                    Perspective::P1 if labels.is_empty() => {
+                        let names: Vec<String> = sample.negatives.clone();
+                        let (q, _) = templates::p1(&names, &mut rng);
+                        Ok((
+                            q,
+                            format!(
+                                "The image does not include {}.",
+                                templates::join_names(&names)
+                            ),
+                            Vec::new(),
+                            Vec::new(),
+                        ))
+                    }
+                    Perspective::P1 => {
+                        let (q, a) = templates::p1(&labels, &mut rng);
+                        Ok((q, a, sample.masks.clone(), Vec::new()))
+                    }
+                    Perspective::P3 => qa::p3(&kb, &labels, &sample.modality, &mut rng)
+                        .map(|(q, a)| (q, a, sample.masks.clone(), Vec::new())),
+                    _ => {
+                        let (label, mask) = sample.masks[rng.index(sample.masks.len())].clone();
+                        let point = rng.next_f64() < cfg.point_share;
+                        let prompt = if point {
+                            sample_point(&mask, h, w, cfg.point_mode, &mut rng).map(|p| {
+                                VisualPrompt {
+                                    kind: "point".into(),
+                                    coords: p.to_vec(),
+                                    label: Some(1),
+                                }
+                            })
+                        } else {
+                            sample_box(&mask, h, w, cfg.box_jitter, &mut rng).map(|b| {
+                                VisualPrompt {
+                                    kind: "box".into(),
+                                    coords: b.to_vec(),
+                                    label: None,
+                                }
+                            })
+                        };
+                        let qa = if *persp == Perspective::P4 {
+                            qa::p4(&kb, &label, &sample.modality, point, &mut rng)
+                        } else {
+                            Ok(templates::p2(std::slice::from_ref(&label), point, &mut rng))
+                        };
+                        qa.map(|(q, a)| (q, a, vec![(label, mask)], prompt.into_iter().collect()))
+                    }
+                };
+                let (question, answer, masks, prompts) = match generated {
+                    Ok(g) => g,
+                    Err(reason) => {
+                        summary.skipped.push(Skipped {
+                            path: format!("{}/{} ({persp:?})", src.name(), sample.stem),
+                            reason,
+                        });
+                        continue;
+                    }
+                };
+                records.push(Record {
+                    id: format!("{}/{}/{persp:?}", src.name(), sample.stem),
+                    image: rel.clone(),
+                    size: [h, w],
+                    modality: sample.modality.clone(),
+                    source: src.name().into(),
+                    volume: volume.clone(),
+                    split: split.into(),
+                    perspective: *persp,
+                    prompts,
+                    turns: vec![
+                        Turn {
+                            from: "human".into(),
+                            value: format!("<image>\n{question}"),
+                        },
+                        Turn {
+                            from: "gpt".into(),
+                            value: answer,
+                        },
+                    ],
+                    masks: masks
+                        .into_iter()
+                        .map(|(label, m)| LabeledMask {
+                            label,
+                            rle: Rle::encode(&m, h, w),
+                        })
+                        .collect(),
+                    vqa: None,
+                });
+                *summary.records.entry(format!("{persp:?}")).or_default() += 1;
+                *summary.splits.entry(split.into()).or_default() += 1;
+            }
         }
         progress(done + 1, total);
     }
@@ -766,6 +945,84 @@ mod tests {
         assert_eq!(records[0].volume, "mni/mni");
         let area = records[0].masks[0].rle.area().unwrap();
         assert!(area > 10_000, "brain mask area {area}");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// The committed MNI ICBM152 excerpt (T1 + grey-matter probability map) through the NIfTI
+    /// source: every slice has grey matter, the masks equal nibabel's thresholded map.
+    #[test]
+    fn nifti_source_slices_the_mni_template() {
+        let root = tmp("nifti");
+        let (img, msk) = (root.join("vol"), root.join("lab"));
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::create_dir_all(&msk).unwrap();
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nifti");
+        std::fs::copy(fx.join("mni_t1.nii.gz"), img.join("mni.nii.gz")).unwrap();
+        std::fs::copy(fx.join("mni_gm.nii.gz"), msk.join("mni.nii.gz")).unwrap();
+        std::fs::copy(fx.join("mni_t1.nii.gz"), img.join("unlabelled.nii.gz")).unwrap();
+        let cfg = DatasetConfig {
+            sources: vec![Source::Nifti {
+                name: "mni".into(),
+                images: img,
+                masks: msk,
+                modality: "MR".into(),
+                labels: BTreeMap::from([(1, "grey matter".to_string())]),
+                threshold: Some(127.0),
+                axis: crate::nifti_source::SliceAxis::Axial,
+                intensity: crate::nifti_source::Intensity::Percentile(0.5, 99.5),
+                empty_share: 0.0,
+            }],
+            ..phantoms(1)
+        };
+        let out = root.join("out");
+        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        assert_eq!(s.images, 6);
+        assert_eq!(s.skipped.len(), 1);
+        assert!(
+            s.skipped[0].reason.contains("no label volume"),
+            "{:?}",
+            s.skipped
+        );
+        let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
+        let refs: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap())
+                .unwrap();
+        let p1: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.perspective == Perspective::P1)
+            .collect();
+        assert_eq!(p1.len(), 6);
+        for (r, want) in p1.iter().zip(refs["slices"].as_array().unwrap()) {
+            assert_eq!(r.size, [70, 60]);
+            assert_eq!(
+                r.masks[0].rle.area().unwrap(),
+                want["gm_area"].as_u64().unwrap(),
+                "{}",
+                r.id
+            );
+            assert_eq!(r.volume, "mni/mni");
+        }
+        // A threshold no voxel passes: every slice is empty; with empty_share 1 they become
+        // negative Perspective I samples (no masks, no <SEG>), and no other perspective.
+        let mut neg = cfg.clone();
+        if let Source::Nifti {
+            threshold,
+            empty_share,
+            ..
+        } = &mut neg.sources[0]
+        {
+            *threshold = Some(255.0);
+            *empty_share = 1.0;
+        }
+        let out2 = root.join("out2");
+        let s = build(&neg, &out2, &mut |_, _| {}).unwrap();
+        assert_eq!(s.records.get("P1"), Some(&6));
+        assert_eq!(s.records.get("P2"), None);
+        let records: Vec<Record> = read_jsonl(out2.join("records.jsonl")).unwrap();
+        assert!(
+            records.iter().all(|r| r.masks.is_empty()
+                && r.answer().unwrap().contains("does not include grey matter"))
+        );
         std::fs::remove_dir_all(&root).ok();
     }
 

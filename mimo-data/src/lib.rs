@@ -14,6 +14,7 @@ pub mod batch;
 pub mod build;
 pub mod knowledge;
 pub mod mix;
+pub mod nifti_source;
 pub mod phantom;
 pub mod prompts;
 pub mod qa;
