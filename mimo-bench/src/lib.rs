@@ -5,8 +5,8 @@
 //! accuracy), and [`perf`], the performance benchmarks of model components (run with
 //! `mimo bench`; compare against PyTorch with `scripts/bench_*.sh`).
 //!
-//! Still to come (tracked in the issues): METEOR, the benchmark readers, the prediction
-//! file format and the evaluation runner that writes the paper's tables.
+//! Scoring lives in [`eval`] (prediction files, the paper's tables), [`heldout`] (benchmark
+//! readers) and [`report`] (run comparisons and the data-ratio plot, drawn by [`plot`]).
 
 #![warn(missing_docs)]
 

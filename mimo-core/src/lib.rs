@@ -3,7 +3,7 @@
 //! The MIMO model, generic over the burn backend (`Module<B>` for any `B: Backend`):
 //!
 //! - [`clip`]: the CLIP ViT image encoder (HF and open_clip checkpoints);
-//! - [`llm`]: the LLaMA/Vicuna decoder with KV cache;
+//! - [`llm`]: the LLaMA/Vicuna decoder with KV cache, generation and LoRA (peft format);
 //! - [`sam`]: Segment Anything (image encoder, prompt encoder, mask decoder) with the
 //!   predictor's exact pre- and post-processing;
 //! - [`tokenizer`]: the LLaMA tokenizer with MIMO's added tokens, conversation templates and
@@ -15,7 +15,7 @@
 //! - [`fsutil`]: atomic file writes;
 //! - [`rng`]: a seedable random generator.
 //!
-//! Still to come (tracked in the issues): LoRA and sampling for `llm`, `prompt/` (visual
+//! Still to come (tracked in the issues): `prompt/` (visual
 //! prompt encoder), `aligner/`, `mimo/` (assembly, grounding tokens, losses).
 
 #![warn(missing_docs)]

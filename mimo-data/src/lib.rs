@@ -1,12 +1,18 @@
 //! # mimo-data
 //!
-//! The MIMOSeg data pipeline. Today it holds [`rle`], COCO run-length encoding of masks
-//! (pycocotools-compatible), and [`record`], the JSONL record schema that the builder
-//! writes and training and evaluation read.
+//! The MIMOSeg data pipeline:
 //!
-//! Still to come (tracked in the issues): sources (2D images, NIfTI volumes, DICOM), the
-//! four perspectives, templates, knowledge base and Q&A generation, JSONL records, splits,
-//! burn `Dataset`/`Batcher`, VQA benchmark readers and synthetic phantoms.
+//! - [`record`]: the JSONL record schema; [`rle`]: COCO run-length masks;
+//! - [`build`]: datasets from a RON description (phantom, 2D folder and NIfTI sources,
+//!   [`nifti_source`]), volume-wise splits and nested data-ratio subsets;
+//! - [`templates`] (Appendix E.1, P-I/P-II), [`knowledge`] and [`qa`] (P-III/P-IV with
+//!   answer validation), [`prompts`] (boxes and points from masks);
+//! - [`phantom`]: synthetic scans with exact masks;
+//! - [`batch`]: burn `Dataset`/`Batcher` for training; [`mix`]: weighted mixtures and the
+//!   LLaVA-Med instruction reader.
+//!
+//! Still to come (tracked in the issues): DICOM sources and P-III/P-IV generation through a
+//! chat endpoint.
 
 #![warn(missing_docs)]
 
