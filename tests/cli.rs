@@ -578,6 +578,12 @@ fn data_build_resumes_after_kill() {
     }
     let o = mimo(&["data", "build", &cfg, "--out", &killed]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let leftovers: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let o = mimo(&["data", "build", &cfg, "--out", &fresh]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(

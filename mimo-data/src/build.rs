@@ -524,6 +524,21 @@ pub fn build(
         }
     }
     let total = inputs.len();
+    // Temporary files of an interrupted earlier run (write_atomic's `.NAME.tmp-PID`).
+    for dir in std::iter::once(out.to_path_buf()).chain(
+        cfg.sources
+            .iter()
+            .map(|s| out.join("images").join(s.name())),
+    ) {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
     let kb = match &cfg.knowledge {
         Some(p) => KnowledgeBase::builtin()
             .with_file(p)
