@@ -66,6 +66,27 @@ pub enum Source {
         #[serde(default)]
         empty_share: f64,
     },
+    /// A folder of DICOM images (`.dcm`) with masks of the same file stem in `masks`: a
+    /// 1-bit DICOM-SEG (`.dcm`, its segment label names the mask) or an 8-bit image whose
+    /// values map to names through `labels`. Values go through the modality LUT (HU for CT)
+    /// and then `intensity`, or the file's own window when `intensity` is absent.
+    Dicom {
+        /// Source name.
+        name: String,
+        /// DICOM image folder.
+        images: PathBuf,
+        /// Mask folder.
+        masks: PathBuf,
+        /// Mask value -> structure name for image masks.
+        #[serde(default)]
+        labels: BTreeMap<u8, String>,
+        /// Grey-level mapping; `None`: the file's window, else MR-style percentiles.
+        #[serde(default)]
+        intensity: Option<crate::nifti_source::Intensity>,
+        /// Volume id = the stem up to this separator (whole stem when absent).
+        #[serde(default)]
+        volume_separator: Option<String>,
+    },
     /// A folder of 2D images (PNG/JPEG/BMP/TIFF) with masks of the same file stem whose
     /// pixel values name structures.
     Folder {
@@ -91,7 +112,8 @@ impl Source {
         match self {
             Source::Phantom { name, .. }
             | Source::Folder { name, .. }
-            | Source::Nifti { name, .. } => name,
+            | Source::Nifti { name, .. }
+            | Source::Dicom { name, .. } => name,
         }
     }
 }
@@ -376,6 +398,94 @@ fn read_folder_sample(
     })
 }
 
+/// One DICOM image and its mask (DICOM-SEG or label image).
+fn read_dicom_sample(
+    img: &Path,
+    masks_dir: &Path,
+    labels: &BTreeMap<u8, String>,
+    intensity: Option<crate::nifti_source::Intensity>,
+    sep: Option<&str>,
+) -> Result<Sample, String> {
+    use crate::dicom_source::{read_dicom, read_dicom_seg};
+    use crate::nifti_source::{Intensity, Volume, to_grey};
+    let stem = img
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or("file name is not UTF-8")?
+        .to_string();
+    let d = read_dicom(img)?;
+    let mask_path = std::fs::read_dir(masks_dir)
+        .map_err(|e| format!("{}: {e}", masks_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(stem.as_str()))
+        .ok_or_else(|| format!("no mask named {stem}.* in {}", masks_dir.display()))?;
+    let masks: Vec<(String, Vec<bool>)> = if mask_path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("dcm"))
+    {
+        let (h, w, m, label) = read_dicom_seg(&mask_path)?;
+        if (h, w) != (d.height, d.width) {
+            return Err(format!(
+                "SEG {} is {w}x{h}, the image {}x{}",
+                mask_path.display(),
+                d.width,
+                d.height
+            ));
+        }
+        vec![(label.to_lowercase(), m)]
+    } else {
+        let m = image::open(&mask_path)
+            .map_err(|e| format!("cannot read mask {}: {e}", mask_path.display()))?
+            .to_luma8();
+        if (m.height() as usize, m.width() as usize) != (d.height, d.width) {
+            return Err(format!(
+                "mask {} does not have the image's size",
+                mask_path.display()
+            ));
+        }
+        labels
+            .iter()
+            .map(|(v, name)| {
+                (
+                    name.clone(),
+                    m.pixels().map(|p| p.0[0] == *v).collect::<Vec<bool>>(),
+                )
+            })
+            .collect()
+    };
+    let masks: Vec<(String, Vec<bool>)> = masks
+        .into_iter()
+        .filter(|(_, m)| m.iter().any(|&b| b))
+        .collect();
+    if masks.is_empty() {
+        return Err("the mask is empty".into());
+    }
+    let vol = Volume {
+        dims: [d.width, d.height, 1],
+        data: d.values.clone(),
+    };
+    let range = match (intensity, d.window) {
+        (Some(i), _) => vol.range(i),
+        (None, Some((c, w))) => vol.range(Intensity::Window(c, w)),
+        (None, None) => vol.range(Intensity::default()),
+    };
+    let grey = to_grey(&d.values, range);
+    let volume = match sep {
+        Some(s) => stem.split(s).next().unwrap_or(&stem).to_string(),
+        None => stem.clone(),
+    };
+    Ok(Sample {
+        negatives: Vec::new(),
+        stem,
+        volume,
+        modality: d.modality,
+        rgb: grey.iter().flat_map(|&g| [g, g, g]).collect(),
+        h: d.height,
+        w: d.width,
+        masks,
+    })
+}
+
 /// The slices of one NIfTI volume and its label volume.
 #[allow(clippy::too_many_arguments)]
 fn read_nifti_samples(
@@ -500,27 +610,27 @@ pub fn build(
             Source::Phantom { count, .. } => {
                 inputs.extend((0..*count as u64).map(|i| (si, i, None)))
             }
-            Source::Folder { images, .. } | Source::Nifti { images, .. } => {
-                match std::fs::read_dir(images) {
-                    Ok(rd) => {
-                        let mut files: Vec<PathBuf> = rd
-                            .filter_map(|e| e.ok().map(|e| e.path()))
-                            .filter(|p| p.is_file())
-                            .collect();
-                        files.sort();
-                        inputs.extend(
-                            files
-                                .into_iter()
-                                .enumerate()
-                                .map(|(i, p)| (si, i as u64, Some(p))),
-                        );
-                    }
-                    Err(e) => summary.skipped.push(Skipped {
-                        path: images.display().to_string(),
-                        reason: format!("cannot list the image folder: {e}"),
-                    }),
+            Source::Folder { images, .. }
+            | Source::Nifti { images, .. }
+            | Source::Dicom { images, .. } => match std::fs::read_dir(images) {
+                Ok(rd) => {
+                    let mut files: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.is_file())
+                        .collect();
+                    files.sort();
+                    inputs.extend(
+                        files
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, p)| (si, i as u64, Some(p))),
+                    );
                 }
-            }
+                Err(e) => summary.skipped.push(Skipped {
+                    path: images.display().to_string(),
+                    reason: format!("cannot list the image folder: {e}"),
+                }),
+            },
         }
     }
     let total = inputs.len();
@@ -607,6 +717,17 @@ pub fn build(
                 modality,
                 cfg.seed,
             ),
+            (
+                Source::Dicom {
+                    masks,
+                    labels,
+                    intensity,
+                    volume_separator,
+                    ..
+                },
+                Some(p),
+            ) => read_dicom_sample(p, masks, labels, *intensity, volume_separator.as_deref())
+                .map(|s| vec![s]),
             (_, None) => unreachable!("folder inputs carry their path"),
         };
         let samples = match loaded {
@@ -1038,6 +1159,51 @@ mod tests {
             records.iter().all(|r| r.masks.is_empty()
                 && r.answer().unwrap().contains("does not include grey matter"))
         );
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// A DICOM CT image with a PNG label mask, and a DICOM-SEG mask whose size does not fit
+    /// its image is reported, not used.
+    #[test]
+    fn dicom_source_reads_ct_and_reports_mismatched_seg() {
+        let root = tmp("dicom");
+        let (img, msk) = (root.join("img"), root.join("msk"));
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::create_dir_all(&msk).unwrap();
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dicom");
+        std::fs::copy(fx.join("CT_small.dcm"), img.join("ct.dcm")).unwrap();
+        std::fs::copy(fx.join("CT_small.dcm"), img.join("seg.dcm")).unwrap();
+        std::fs::copy(fx.join("liver_1frame.dcm"), msk.join("seg.dcm")).unwrap();
+        let mut m = image::GrayImage::new(128, 128);
+        for y in 40..90 {
+            for x in 30..100 {
+                m.put_pixel(x, y, image::Luma([1]));
+            }
+        }
+        m.save(msk.join("ct.png")).unwrap();
+        let cfg = DatasetConfig {
+            sources: vec![Source::Dicom {
+                name: "ct".into(),
+                images: img,
+                masks: msk,
+                labels: BTreeMap::from([(1, "liver".to_string())]),
+                intensity: Some(crate::nifti_source::Intensity::CtAbdomen),
+                volume_separator: None,
+            }],
+            ..phantoms(1)
+        };
+        let out = root.join("out");
+        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        assert_eq!(s.images, 1);
+        assert_eq!(s.skipped.len(), 1);
+        assert!(
+            s.skipped[0].reason.contains("SEG") && s.skipped[0].reason.contains("512x512"),
+            "{:?}",
+            s.skipped
+        );
+        let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
+        assert_eq!(records[0].modality, "CT");
+        assert_eq!(records[0].masks[0].rle.area().unwrap(), 50 * 70);
         std::fs::remove_dir_all(&root).ok();
     }
 

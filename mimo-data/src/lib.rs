@@ -4,20 +4,21 @@
 //!
 //! - [`record`]: the JSONL record schema; [`rle`]: COCO run-length masks;
 //! - [`build`]: datasets from a RON description (phantom, 2D folder and NIfTI sources,
-//!   [`nifti_source`]), volume-wise splits and nested data-ratio subsets;
+//!   [`nifti_source`]; DICOM and DICOM-SEG, [`dicom_source`]), volume-wise splits and nested
+//!   data-ratio subsets;
 //! - [`templates`] (Appendix E.1, P-I/P-II), [`knowledge`] and [`qa`] (P-III/P-IV with
 //!   answer validation), [`prompts`] (boxes and points from masks);
 //! - [`phantom`]: synthetic scans with exact masks;
 //! - [`batch`]: burn `Dataset`/`Batcher` for training; [`mix`]: weighted mixtures and the
 //!   LLaVA-Med instruction reader.
 //!
-//! Still to come (tracked in the issues): DICOM sources and P-III/P-IV generation through a
-//! chat endpoint.
+//! Still to come (tracked in the issues): P-III/P-IV generation through a chat endpoint.
 
 #![warn(missing_docs)]
 
 pub mod batch;
 pub mod build;
+pub mod dicom_source;
 pub mod knowledge;
 pub mod mix;
 pub mod nifti_source;
