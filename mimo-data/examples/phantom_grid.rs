@@ -46,6 +46,9 @@ fn main() {
             }
         }
     }
-    img.save(&out).expect("write PNG");
+    if let Err(e) = img.save(&out) {
+        eprintln!("error: cannot write {out}: {e}");
+        std::process::exit(1);
+    }
     println!("wrote {out}");
 }

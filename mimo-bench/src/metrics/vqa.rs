@@ -131,5 +131,5 @@ pub fn match_choice(text: &str) -> Option<char> {
 /// letter exactly (a lowercase letter is wrong, as in the released scorer).
 pub fn choice_correct(pred: &str, answer_index: usize) -> bool {
     let want = "ABCDEFGHIJK".chars().nth(answer_index);
-    match_choice(pred).is_some() && match_choice(pred) == want
+    want.is_some() && match_choice(pred) == want
 }
