@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mimo_core::fsutil::write_atomic;
 use mimo_data::batch::RecordsDataset;
-use mimo_data::build::{DatasetConfig, build};
+use mimo_data::build::{DatasetConfig, Stage, build};
 use mimo_data::record::{Record, read_jsonl};
 
 use crate::overlay::overlay_masks_png;
@@ -59,13 +59,20 @@ pub fn run(args: DataArgs) -> Result<(), String> {
         DataCommand::Build { config, out } => {
             let cfg = DatasetConfig::load(&config).map_err(|e| e.to_string())?;
             let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} inputs, {elapsed} elapsed, eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            let s = build(&cfg, &out, &mut |done, total| {
+            let style = |what: &str| {
+                ProgressStyle::with_template(&format!(
+                    "{{bar:30}} {{pos}}/{{len}} {what}, {{elapsed}} elapsed, eta {{eta}}"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+            };
+            bar.set_style(style("inputs"));
+            let mut stage = Stage::Inputs;
+            let s = build(&cfg, &out, &mut |st, done, total| {
+                if st != stage {
+                    stage = st;
+                    bar.reset();
+                    bar.set_style(style("P-III/P-IV questions from the chat endpoint"));
+                }
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             })
@@ -75,6 +82,20 @@ pub fn run(args: DataArgs) -> Result<(), String> {
                 "{}: {} images ({} reused from an earlier run), records {:?}, splits {:?}",
                 cfg.name, s.images, s.reused_images, s.records, s.splits
             );
+            if let Some(q) = &s.qa {
+                println!(
+                    "chat endpoint ({}): {} of {} questions accepted, {} left out; {} requests \
+                     ({} retries), {} replies from the cache; rejected generations {:?}",
+                    q.model,
+                    q.accepted,
+                    q.jobs,
+                    q.failed,
+                    q.requests,
+                    q.retries,
+                    q.cached,
+                    q.rejected
+                );
+            }
             if !s.skipped.is_empty() {
                 println!("skipped {} input(s):", s.skipped.len());
                 for k in &s.skipped {

@@ -199,7 +199,8 @@ pub fn bench_data<B: Backend>(
     use burn::data::dataset::Dataset;
     let _ = std::fs::remove_dir_all(out);
     let t = Instant::now();
-    let summary = mimo_data::build::build(cfg, out, &mut |_, _| {}).map_err(|e| e.to_string())?;
+    let summary =
+        mimo_data::build::build(cfg, out, &mut |_, _, _| {}).map_err(|e| e.to_string())?;
     let secs = t.elapsed().as_secs_f64();
     let n: usize = summary.records.values().sum();
     let ds = mimo_data::batch::RecordsDataset::open(&out.join("records.jsonl"), None)

@@ -354,8 +354,9 @@ mod tests {
             point_share: 0.5,
             point_mode: PointMode::Interior,
             knowledge: None,
+            qa_endpoint: None,
         };
-        build(&cfg, &out, &mut |_, _| {}).unwrap();
+        build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         let ds = RecordsDataset::open(&out.join("records.jsonl"), Some("train")).unwrap();
         (out, ds)
     }

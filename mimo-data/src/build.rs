@@ -18,6 +18,7 @@ use crate::knowledge::KnowledgeBase;
 use crate::phantom::{Style, phantom};
 use crate::prompts::{PointMode, sample_box, sample_point};
 use crate::qa;
+use crate::qa_endpoint::{PromptKind, QaEndpoint, QaJob, QaReport, run_jobs};
 use crate::record::{LabeledMask, Perspective, Record, Turn, VisualPrompt};
 use crate::rle::Rle;
 use crate::templates;
@@ -183,6 +184,19 @@ pub struct DatasetConfig {
     /// A knowledge file extending the built-in knowledge base (Perspective III/IV).
     #[serde(default)]
     pub knowledge: Option<PathBuf>,
+    /// Write Perspective III/IV with a chat model behind an OpenAI-compatible endpoint
+    /// (`None`: the built-in offline generator over the knowledge base).
+    #[serde(default)]
+    pub qa_endpoint: Option<QaEndpoint>,
+}
+
+/// What a build is doing, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading inputs, writing images, P-I/P-II (and offline P-III/P-IV) records.
+    Inputs,
+    /// Asking the chat endpoint for P-III/P-IV questions and answers.
+    Questions,
 }
 
 /// Why a build failed as a whole.
@@ -196,6 +210,10 @@ pub enum BuildError {
         /// What is wrong (names the field).
         message: String,
     },
+    /// The chat endpoint refused the requests (bad key, unknown model) or the reply cache
+    /// could not be written.
+    #[error("{0}")]
+    Endpoint(String),
     /// Writing the output failed.
     #[error("{path}: {message}")]
     Write {
@@ -244,6 +262,9 @@ impl DatasetConfig {
                     "`perspectives`: {p:?} is not a MIMOSeg perspective; use P1, P2, P3, P4"
                 ));
             }
+        }
+        if let Some(q) = &self.qa_endpoint {
+            q.validate()?;
         }
         let mut names = std::collections::HashSet::new();
         for src in &self.sources {
@@ -320,6 +341,9 @@ pub struct BuildSummary {
     pub splits: BTreeMap<String, usize>,
     /// Inputs not used.
     pub skipped: Vec<Skipped>,
+    /// The chat-endpoint phase (requests, cache hits, rejections by reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<QaReport>,
 }
 
 /// One loaded image with its labelled masks.
@@ -591,12 +615,13 @@ fn png_bytes(rgb: &[u8], h: usize, w: usize) -> Vec<u8> {
     out
 }
 
-/// Builds the dataset into `out` (`records.jsonl`, `images/`, `build.json`).
-/// `progress(done, total)` is called after each input.
+/// Builds the dataset into `out` (`records.jsonl`, `images/`, `build.json`; with a chat
+/// endpoint also its reply cache, `qa-cache/` by default). `progress(stage, done, total)` is
+/// called after each input and, with an endpoint, after each generated question/answer.
 pub fn build(
     cfg: &DatasetConfig,
     out: &Path,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(Stage, usize, usize),
 ) -> Result<BuildSummary, BuildError> {
     let werr = |p: &Path, e: String| BuildError::Write {
         path: p.to_path_buf(),
@@ -659,6 +684,9 @@ pub fn build(
         None => KnowledgeBase::builtin(),
     };
     let mut records: Vec<Record> = Vec::new();
+    // Endpoint questions to ask once every input is read, and their records.
+    let mut jobs: Vec<QaJob> = Vec::new();
+    let mut job_records: Vec<usize> = Vec::new();
     for (done, (si, index, path)) in inputs.into_iter().enumerate() {
         let src = &cfg.sources[si];
         let loaded: Result<Vec<Sample>, String> = match (src, &path) {
@@ -737,7 +765,7 @@ pub fn build(
                     path: path.map(|p| p.display().to_string()).unwrap_or_default(),
                     reason,
                 });
-                progress(done + 1, total);
+                progress(Stage::Inputs, done + 1, total);
                 continue;
             }
         };
@@ -763,6 +791,7 @@ pub fn build(
                 if labels.is_empty() && *persp != Perspective::P1 {
                     continue;
                 }
+                let mut pending: Option<QaJob> = None;
                 let generated = match persp {
                     Perspective::P1 if labels.is_empty() => {
                         let names: Vec<String> = sample.negatives.clone();
@@ -780,6 +809,21 @@ pub fn build(
                     Perspective::P1 => {
                         let (q, a) = templates::p1(&labels, &mut rng);
                         Ok((q, a, sample.masks.clone(), Vec::new()))
+                    }
+                    Perspective::P3 if cfg.qa_endpoint.is_some() => {
+                        pending = Some(QaJob {
+                            id: String::new(),
+                            perspective: *persp,
+                            modality: sample.modality.clone(),
+                            labels: labels.clone(),
+                            prompt: None,
+                        });
+                        Ok((
+                            String::new(),
+                            String::new(),
+                            sample.masks.clone(),
+                            Vec::new(),
+                        ))
                     }
                     Perspective::P3 => qa::p3(&kb, &labels, &sample.modality, &mut rng)
                         .map(|(q, a)| (q, a, sample.masks.clone(), Vec::new())),
@@ -803,7 +847,20 @@ pub fn build(
                                 }
                             })
                         };
-                        let qa = if *persp == Perspective::P4 {
+                        let qa = if *persp == Perspective::P4 && cfg.qa_endpoint.is_some() {
+                            pending = Some(QaJob {
+                                id: String::new(),
+                                perspective: *persp,
+                                modality: sample.modality.clone(),
+                                labels: vec![label.clone()],
+                                prompt: Some(if point {
+                                    PromptKind::Point
+                                } else {
+                                    PromptKind::Box
+                                }),
+                            });
+                            Ok((String::new(), String::new()))
+                        } else if *persp == Perspective::P4 {
                             qa::p4(&kb, &label, &sample.modality, point, &mut rng)
                         } else {
                             Ok(templates::p2(std::slice::from_ref(&label), point, &mut rng))
@@ -821,8 +878,14 @@ pub fn build(
                         continue;
                     }
                 };
+                let id = format!("{}/{}/{persp:?}", src.name(), sample.stem);
+                if let Some(mut job) = pending {
+                    job.id = id.clone();
+                    job_records.push(records.len());
+                    jobs.push(job);
+                }
                 records.push(Record {
-                    id: format!("{}/{}/{persp:?}", src.name(), sample.stem),
+                    id,
                     image: rel.clone(),
                     size: [h, w],
                     modality: sample.modality.clone(),
@@ -850,11 +913,43 @@ pub fn build(
                         .collect(),
                     vqa: None,
                 });
-                *summary.records.entry(format!("{persp:?}")).or_default() += 1;
-                *summary.splits.entry(split.into()).or_default() += 1;
             }
         }
-        progress(done + 1, total);
+        progress(Stage::Inputs, done + 1, total);
+    }
+    if !jobs.is_empty()
+        && let Some(endpoint) = &cfg.qa_endpoint
+    {
+        let (results, report) = run_jobs(endpoint, out, &kb, &jobs, &mut |d, t| {
+            progress(Stage::Questions, d, t)
+        })
+        .map_err(|e| BuildError::Endpoint(e.to_string()))?;
+        let mut drop = vec![false; records.len()];
+        for ((ri, job), result) in job_records.iter().zip(&jobs).zip(results) {
+            match result {
+                Ok((q, a)) => {
+                    records[*ri].turns[0].value = format!("<image>\n{q}");
+                    records[*ri].turns[1].value = a;
+                }
+                Err(reason) => {
+                    drop[*ri] = true;
+                    summary.skipped.push(Skipped {
+                        path: job.id.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let mut keep = drop.iter().map(|d| !d);
+        records.retain(|_| keep.next().unwrap_or(true));
+        summary.qa = Some(report);
+    }
+    for r in &records {
+        *summary
+            .records
+            .entry(format!("{:?}", r.perspective))
+            .or_default() += 1;
+        *summary.splits.entry(r.split.clone()).or_default() += 1;
     }
     let mut text = String::new();
     for r in &records {
@@ -907,6 +1002,7 @@ mod tests {
             point_share: 0.5,
             point_mode: PointMode::Interior,
             knowledge: None,
+            qa_endpoint: None,
         }
     }
 
@@ -914,7 +1010,7 @@ mod tests {
     fn phantom_build_is_deterministic_resumable_and_split_by_volume() {
         let out = tmp("det");
         let cfg = phantoms(24);
-        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        let s = build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         assert_eq!(s.images, 28);
         assert_eq!(s.records["P1"], 28);
         assert_eq!(s.records["P2"], 28);
@@ -929,12 +1025,12 @@ mod tests {
         // same records.
         std::fs::remove_file(out.join("records.jsonl")).unwrap();
         std::fs::remove_file(out.join("images/ct/000003.png")).unwrap();
-        let again = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        let again = build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         assert_eq!(again.reused_images, 27);
         assert_eq!(std::fs::read(out.join("records.jsonl")).unwrap(), first);
         // A fresh directory gives byte-identical output.
         let out2 = tmp("det2");
-        build(&cfg, &out2, &mut |_, _| {}).unwrap();
+        build(&cfg, &out2, &mut |_, _, _| {}).unwrap();
         assert_eq!(std::fs::read(out2.join("records.jsonl")).unwrap(), first);
         assert_eq!(
             std::fs::read(out.join("images/fundus/000001.png")).unwrap(),
@@ -989,7 +1085,7 @@ mod tests {
             Perspective::P3,
             Perspective::P4,
         ];
-        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        let s = build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         assert!(s.skipped.is_empty(), "{:?}", s.skipped);
         assert_eq!((s.records["P3"], s.records["P4"]), (10, 10));
         let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
@@ -1012,7 +1108,7 @@ mod tests {
     #[test]
     fn ratio_subsets_are_nested_and_keep_volumes_whole() {
         let out = tmp("ratio");
-        build(&phantoms(40), &out, &mut |_, _| {}).unwrap();
+        build(&phantoms(40), &out, &mut |_, _, _| {}).unwrap();
         let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
         let subset =
             |r: f64| -> Vec<&Record> { records.iter().filter(|x| in_ratio(x, r, 5)).collect() };
@@ -1063,7 +1159,7 @@ mod tests {
             ..phantoms(1)
         };
         let out = root.join("out");
-        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        let s = build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         assert_eq!(s.images, 1);
         assert_eq!(s.skipped.len(), 2, "{:?}", s.skipped);
         assert!(
@@ -1111,7 +1207,7 @@ mod tests {
             ..phantoms(1)
         };
         let out = root.join("out");
-        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        let s = build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         assert_eq!(s.images, 6);
         assert_eq!(s.skipped.len(), 1);
         assert!(
@@ -1151,7 +1247,7 @@ mod tests {
             *empty_share = 1.0;
         }
         let out2 = root.join("out2");
-        let s = build(&neg, &out2, &mut |_, _| {}).unwrap();
+        let s = build(&neg, &out2, &mut |_, _, _| {}).unwrap();
         assert_eq!(s.records.get("P1"), Some(&6));
         assert_eq!(s.records.get("P2"), None);
         let records: Vec<Record> = read_jsonl(out2.join("records.jsonl")).unwrap();
@@ -1193,7 +1289,7 @@ mod tests {
             ..phantoms(1)
         };
         let out = root.join("out");
-        let s = build(&cfg, &out, &mut |_, _| {}).unwrap();
+        let s = build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         assert_eq!(s.images, 1);
         assert_eq!(s.skipped.len(), 1);
         assert!(
@@ -1223,5 +1319,230 @@ mod tests {
             .to_string();
         assert!(e.contains("bogus") && e.contains("d.ron"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// Chat-endpoint generation against a local OpenAI-compatible mock server.
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+    use crate::record::read_jsonl;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// What the mock saw: (authorization header, request body).
+    type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+    /// Serves chat completions on 127.0.0.1: the first request gets HTTP 500, the second
+    /// 429 with `Retry-After: 0`, then every request is answered; a reply whose seed is
+    /// divisible by 3 forgets the markup (to be rejected). With `status` set, every request
+    /// gets that status instead.
+    fn mock(status: Option<u16>) -> (String, Seen) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut len, mut auth) = (0usize, String::new());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if lower.starts_with("authorization:") {
+                        auth = line[14..].trim().to_string();
+                    }
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                log.lock().unwrap().push((auth, req.clone()));
+                let (code, extra, text) = match (status, n) {
+                    (Some(c), _) => (c, "", r#"{"error": {"message": "invalid key"}}"#.into()),
+                    (None, 0) => (500, "", "overloaded".to_string()),
+                    (None, 1) => (429, "Retry-After: 0\r\n", "slow down".to_string()),
+                    _ => (200, "", reply(&req)),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\n{extra}\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        (url, seen)
+    }
+
+    /// A chat-completions response that answers the prompt like a careful model.
+    fn reply(req: &serde_json::Value) -> String {
+        let user = req["messages"][1]["content"].as_str().unwrap();
+        let names = user
+            .split("in this order: ")
+            .nth(1)
+            .unwrap()
+            .split(".\n")
+            .next()
+            .unwrap();
+        let labels: Vec<&str> = names
+            .split(", ")
+            .map(|n| n.rsplit_once(" (").unwrap().0)
+            .collect();
+        let question = if user.contains("A point is placed") {
+            "What is the structure at the marked point?"
+        } else if user.contains("A bounding box") {
+            "What lies within the bounding box?"
+        } else {
+            "Which structures can be recognised here, and why?"
+        };
+        let marked: Vec<String> = labels.iter().map(|l| format!("<p>{l}</p>")).collect();
+        let answer = if req["seed"].as_u64().unwrap().is_multiple_of(3) {
+            format!("It shows {}.", labels.join(" and "))
+        } else {
+            format!("It shows {}.", marked.join(" and "))
+        };
+        let content = serde_json::json!({"question": question, "answer": answer}).to_string();
+        serde_json::json!({"choices": [{"message": {"role": "assistant", "content": content}}]})
+            .to_string()
+    }
+
+    fn config(url: &str, key_env: &str) -> DatasetConfig {
+        DatasetConfig {
+            name: "t".into(),
+            seed: 3,
+            sources: vec![Source::Phantom {
+                name: "ct".into(),
+                style: Style::Ct,
+                count: 6,
+                size: 32,
+                volumes: 3,
+            }],
+            perspectives: vec![Perspective::P1, Perspective::P3, Perspective::P4],
+            splits: Splits::default(),
+            box_jitter: 0.1,
+            point_share: 0.5,
+            point_mode: PointMode::Interior,
+            knowledge: None,
+            qa_endpoint: Some(QaEndpoint {
+                base_url: url.into(),
+                model: "mock-4o".into(),
+                api_key_env: key_env.into(),
+                temperature: 0.7,
+                max_tokens: 600,
+                json_mode: false,
+                timeout_s: 10.0,
+                max_retries: 3,
+                initial_backoff_s: 0.01,
+                max_backoff_s: 0.05,
+                attempts: 3,
+                concurrency: 3,
+                cache: None,
+                allow_names_in_question: false,
+            }),
+        }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mimo-qa-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn endpoint_qa_retries_validates_caches_and_resumes() {
+        let key_env = format!("MIMO_TEST_QA_KEY_{}", std::process::id());
+        // SAFETY: a variable name only this test uses.
+        unsafe { std::env::set_var(&key_env, "test-key") };
+        let (url, seen) = mock(None);
+        let out = tmp("run");
+        let cfg = config(&url, &key_env);
+        let mut stages = Vec::new();
+        let s = build(&cfg, &out, &mut |st, d, t| stages.push((st, d, t))).unwrap();
+        let q = s.qa.clone().unwrap();
+        // 6 images: 6 P3 and 6 P4 jobs.
+        assert_eq!(q.jobs, 12);
+        assert_eq!(q.accepted + q.failed, 12);
+        assert!(q.accepted >= 10, "{q:?}");
+        assert_eq!(q.retries, 2, "the 500 and the 429 are retried: {q:?}");
+        let rejected: usize = q.rejected.values().sum();
+        assert!(rejected > 0 && q.rejected.keys().all(|k| k == "answer_entity_count"));
+        assert_eq!(q.requests, 12 + rejected + 2, "{q:?}");
+        assert_eq!(s.records["P3"] + s.records["P4"], q.accepted);
+        assert_eq!(s.skipped.len(), q.failed);
+        assert!(stages.contains(&(Stage::Questions, 12, 12)));
+        // Every request carried the key, the model and the Appendix E.2 prompt parts.
+        for (auth, req) in seen.lock().unwrap().iter() {
+            assert_eq!(auth, "Bearer test-key");
+            assert_eq!(req["model"], "mock-4o");
+            let u = req["messages"][1]["content"].as_str().unwrap();
+            assert!(
+                u.contains("Knowledge:\n") && u.contains("Example:\n"),
+                "{u}"
+            );
+        }
+        let records = read_jsonl::<Record>(&out.join("records.jsonl")).unwrap();
+        let mut p4_points = 0;
+        for r in records.iter().filter(|r| r.perspective != Perspective::P1) {
+            let labels: Vec<String> = r.masks.iter().map(|m| m.label.clone()).collect();
+            crate::qa::validate_answer(r.answer().unwrap(), &labels).unwrap();
+            if r.perspective == Perspective::P4 {
+                assert_eq!(r.prompts.len(), 1);
+                p4_points += usize::from(r.prompts[0].kind == "point");
+                let word = if r.prompts[0].kind == "point" {
+                    "point"
+                } else {
+                    "box"
+                };
+                assert!(r.turns[0].value.contains(word), "{:?}", r.turns[0]);
+            }
+        }
+        assert!(p4_points > 0 && p4_points < s.records["P4"]);
+        let first = std::fs::read(out.join("records.jsonl")).unwrap();
+
+        // Rerun with the endpoint gone: every reply comes from the cache, same records.
+        let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("http://{}/v1", dead.local_addr().unwrap());
+        drop(dead);
+        let again = build(&config(&dead_url, &key_env), &out, &mut |_, _, _| {}).unwrap();
+        let qa = again.qa.unwrap();
+        assert_eq!((qa.requests, qa.cached), (0, 12 + rejected), "{qa:?}");
+        assert_eq!(std::fs::read(out.join("records.jsonl")).unwrap(), first);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_refused_key_stops_the_build_with_the_servers_reason() {
+        let (url, _) = mock(Some(401));
+        let out = tmp("refused");
+        let e = build(&config(&url, "MIMO_TEST_QA_UNSET"), &out, &mut |_, _, _| {}).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("HTTP 401") && m.contains("invalid key"), "{m}");
+        assert!(!out.join("records.jsonl").exists());
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn endpoint_settings_are_checked_by_name() {
+        let mut cfg = config("http://localhost:1/v1", "K");
+        cfg.qa_endpoint.as_mut().unwrap().base_url = "localhost:8000".into();
+        assert!(cfg.validate().unwrap_err().contains("qa_endpoint.base_url"));
+        let mut cfg = config("http://localhost:1/v1", "K");
+        cfg.qa_endpoint.as_mut().unwrap().attempts = 0;
+        assert!(cfg.validate().unwrap_err().contains("qa_endpoint.attempts"));
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/data/endpoint.ron");
+        let cfg = DatasetConfig::load(&shipped).unwrap();
+        assert_eq!(cfg.qa_endpoint.unwrap().model, "gpt-4o");
+        let ron = r#"(name: "x", seed: 1, sources: [],
+            qa_endpoint: Some((model: "gpt-4o", concurency: 2)))"#;
+        let e = ron::from_str::<DatasetConfig>(ron).unwrap_err().to_string();
+        assert!(e.contains("concurency"), "{e}");
     }
 }
