@@ -14,6 +14,7 @@ use mimo_core::fsutil::write_atomic;
 use mimo_core::rng::{Rng, hash64};
 use serde::{Deserialize, Serialize};
 
+use crate::dicom_source::{Series, list_files, read_seg, read_series, scan_series};
 use crate::knowledge::KnowledgeBase;
 use crate::phantom::{Style, phantom};
 use crate::prompts::{PointMode, sample_box, sample_point};
@@ -67,6 +68,31 @@ pub enum Source {
         #[serde(default)]
         empty_share: f64,
     },
+    /// DICOM series: every DICOM file under `images` (any folder tree, e.g. TCIA's
+    /// patient/study/series layout) grouped by SeriesInstanceUID, multi-frame files expanded
+    /// into frames, slices ordered along the slice normal; DICOM-SEG files under `masks` (may
+    /// be the same folder) are matched to their series and each frame placed on the slice it
+    /// refers to (SOPInstanceUID and frame number, else position). Segment labels are
+    /// lower-cased, then renamed through `rename`. The volume (split unit) is the PatientID,
+    /// else the series. A share `empty_share` of slices without masks (seeded) becomes
+    /// negative Perspective I samples.
+    DicomSeries {
+        /// Source name.
+        name: String,
+        /// Folder tree of DICOM images.
+        images: PathBuf,
+        /// Folder tree of DICOM-SEG files.
+        masks: PathBuf,
+        /// Lower-cased segment label -> structure name (labels not listed are kept).
+        #[serde(default)]
+        rename: BTreeMap<String, String>,
+        /// Grey-level mapping; `None`: the first slice's window, else MR-style percentiles.
+        #[serde(default)]
+        intensity: Option<crate::nifti_source::Intensity>,
+        /// Share of slices without masks kept as negative samples.
+        #[serde(default)]
+        empty_share: f64,
+    },
     /// A folder of DICOM images (`.dcm`) with masks of the same file stem in `masks`: a
     /// 1-bit DICOM-SEG (`.dcm`, its segment label names the mask) or an 8-bit image whose
     /// values map to names through `labels`. Values go through the modality LUT (HU for CT)
@@ -114,7 +140,8 @@ impl Source {
             Source::Phantom { name, .. }
             | Source::Folder { name, .. }
             | Source::Nifti { name, .. }
-            | Source::Dicom { name, .. } => name,
+            | Source::Dicom { name, .. }
+            | Source::DicomSeries { name, .. } => name,
         }
     }
 }
@@ -510,6 +537,194 @@ fn read_dicom_sample(
     })
 }
 
+/// A DICOM series source's series and its SEG files by series UID.
+type SeriesSource = (Vec<Series>, BTreeMap<String, Vec<PathBuf>>);
+
+/// Groups the DICOM images under `images` into series and indexes the DICOM-SEG files under
+/// `masks` by the series they segment (ReferencedSeriesSequence, else the series holding a
+/// frame's source image). Unusable files are added to `skipped`.
+fn scan_dicom_series(images: &Path, masks: &Path, skipped: &mut Vec<Skipped>) -> SeriesSource {
+    let mut skip = |path: &Path, reason: String| {
+        skipped.push(Skipped {
+            path: path.display().to_string(),
+            reason,
+        })
+    };
+    let (series, bad) = match scan_series(images) {
+        Ok(r) => r,
+        Err(e) => {
+            skip(images, format!("cannot list the image folder: {e}"));
+            return (Vec::new(), BTreeMap::new());
+        }
+    };
+    for (p, reason) in bad {
+        skip(&p, reason);
+    }
+    let sop_series: std::collections::HashMap<&str, &str> = series
+        .iter()
+        .flat_map(|s| s.slices.iter().map(|sl| (sl.sop.as_str(), s.uid.as_str())))
+        .collect();
+    let mut segs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let files = match list_files(masks) {
+        Ok(f) => f,
+        Err(e) => {
+            skip(masks, format!("cannot list the mask folder: {e}"));
+            Vec::new()
+        }
+    };
+    for p in files {
+        let seg = match read_seg(&p) {
+            Ok(s) => s,
+            // Images in a shared images/masks folder are not masks.
+            Err(e) if e.contains("not a DICOM-SEG") && masks == images => continue,
+            Err(e) => {
+                skip(&p, e);
+                continue;
+            }
+        };
+        let uid = seg
+            .series
+            .clone()
+            .filter(|u| series.iter().any(|s| &s.uid == u))
+            .or_else(|| {
+                seg.frames.iter().find_map(|f| {
+                    sop_series
+                        .get(f.source_sop.as_deref()?)
+                        .map(|u| u.to_string())
+                })
+            });
+        match uid {
+            Some(u) => segs.entry(u).or_default().push(p),
+            None => skip(
+                &p,
+                "the SEG refers to no series found under the image folder".into(),
+            ),
+        }
+    }
+    (series, segs)
+}
+
+/// The slices of one DICOM series with the masks of its SEG files.
+fn read_series_samples(
+    series: &Series,
+    segs: &[PathBuf],
+    rename: &BTreeMap<String, String>,
+    intensity: Option<crate::nifti_source::Intensity>,
+    empty_share: f64,
+    seed: u64,
+) -> Result<Vec<Sample>, String> {
+    use crate::nifti_source::{Intensity, Volume, to_grey};
+    let imgs = read_series(series)?;
+    let Some(first) = imgs.first() else {
+        return Err(format!("series {} has no slices", series.uid));
+    };
+    let (h, w) = (first.height, first.width);
+    if let Some(k) = imgs.iter().position(|i| (i.height, i.width) != (h, w)) {
+        return Err(format!(
+            "series {}: slice {} ({}) is {}x{}, the first {w}x{h}",
+            series.uid,
+            k,
+            series.slices[k].path.display(),
+            imgs[k].width,
+            imgs[k].height
+        ));
+    }
+    let n = imgs.len();
+    let mut per_slice: Vec<Vec<(String, Vec<bool>)>> = vec![Vec::new(); n];
+    let mut order: Vec<String> = Vec::new();
+    for p in segs {
+        let seg = read_seg(p)?;
+        if (seg.rows, seg.columns) != (h, w) {
+            return Err(format!(
+                "SEG {} is {}x{}, the series {w}x{h}",
+                p.display(),
+                seg.columns,
+                seg.rows
+            ));
+        }
+        for name in seg.segments.values() {
+            let name = name.to_lowercase();
+            let name = rename.get(&name).cloned().unwrap_or(name);
+            if !order.contains(&name) {
+                order.push(name);
+            }
+        }
+        for (fi, f) in seg.frames.iter().enumerate() {
+            let k = series.slice_of(f).ok_or_else(|| {
+                format!(
+                    "SEG {} frame {}: refers to no slice of series {}",
+                    p.display(),
+                    fi + 1,
+                    series.uid
+                )
+            })?;
+            let name = seg
+                .segments
+                .get(&f.segment)
+                .map(|l| l.to_lowercase())
+                .unwrap_or_else(|| format!("segment {}", f.segment));
+            let name = rename.get(&name).cloned().unwrap_or(name);
+            if !order.contains(&name) {
+                order.push(name.clone());
+            }
+            match per_slice[k].iter_mut().find(|(l, _)| *l == name) {
+                Some((_, m)) => m.iter_mut().zip(&f.mask).for_each(|(a, &b)| *a |= b),
+                None => per_slice[k].push((name, f.mask.clone())),
+            }
+        }
+    }
+    let data: Vec<f32> = imgs.iter().flat_map(|i| i.values.iter().copied()).collect();
+    let range = match (intensity, first.window) {
+        (Some(i), _) => Volume {
+            dims: [w, h, n],
+            data,
+        }
+        .range(i),
+        (None, Some((c, ww))) => Volume {
+            dims: [w, h, 1],
+            data: Vec::new(),
+        }
+        .range(Intensity::Window(c, ww)),
+        (None, None) => Volume {
+            dims: [w, h, n],
+            data,
+        }
+        .range(Intensity::default()),
+    };
+    let volume = if series.patient.is_empty() {
+        series.uid.clone()
+    } else {
+        series.patient.clone()
+    };
+    let mut out = Vec::new();
+    for (k, (img, mut masks)) in imgs.iter().zip(per_slice).enumerate() {
+        masks.retain(|(_, m)| m.iter().any(|&b| b));
+        masks.sort_by_key(|(l, _)| order.iter().position(|o| o == l));
+        let stem = format!("{}_{k:04}", series.uid);
+        let negatives = if masks.is_empty() {
+            let u = (hash64(&format!("empty/{seed}/{stem}")) >> 11) as f64 / (1u64 << 53) as f64;
+            if u >= empty_share || order.is_empty() {
+                continue;
+            }
+            order.clone()
+        } else {
+            Vec::new()
+        };
+        let grey = to_grey(&img.values, range);
+        out.push(Sample {
+            negatives,
+            stem,
+            volume: volume.clone(),
+            modality: series.modality.clone(),
+            rgb: grey.iter().flat_map(|&g| [g, g, g]).collect(),
+            h,
+            w,
+            masks,
+        });
+    }
+    Ok(out)
+}
+
 /// The slices of one NIfTI volume and its label volume.
 #[allow(clippy::too_many_arguments)]
 fn read_nifti_samples(
@@ -635,6 +850,8 @@ pub fn build(
             Source::Phantom { count, .. } => {
                 inputs.extend((0..*count as u64).map(|i| (si, i, None)))
             }
+            // Listed below, one input per series.
+            Source::DicomSeries { .. } => {}
             Source::Folder { images, .. }
             | Source::Nifti { images, .. }
             | Source::Dicom { images, .. } => match std::fs::read_dir(images) {
@@ -658,6 +875,19 @@ pub fn build(
             },
         }
     }
+    // DICOM series: one input per series; SEG files indexed by the series they segment.
+    let mut series_of: BTreeMap<usize, SeriesSource> = BTreeMap::new();
+    for (si, src) in cfg.sources.iter().enumerate() {
+        if let Source::DicomSeries { images, masks, .. } = src {
+            let (series, segs) = scan_dicom_series(images, masks, &mut summary.skipped);
+            inputs.extend(series.iter().enumerate().map(|(i, s)| {
+                let first = s.slices.first().map(|sl| sl.path.clone());
+                (si, i as u64, Some(first.unwrap_or_else(|| images.clone())))
+            }));
+            series_of.insert(si, (series, segs));
+        }
+    }
+    inputs.sort_by_key(|(si, i, _)| (*si, *i));
     let total = inputs.len();
     // Temporary files of an interrupted earlier run (write_atomic's `.NAME.tmp-PID`).
     for dir in std::iter::once(out.to_path_buf()).chain(
@@ -756,6 +986,26 @@ pub fn build(
                 Some(p),
             ) => read_dicom_sample(p, masks, labels, *intensity, volume_separator.as_deref())
                 .map(|s| vec![s]),
+            (
+                Source::DicomSeries {
+                    rename,
+                    intensity,
+                    empty_share,
+                    ..
+                },
+                Some(_),
+            ) => {
+                let (series, segs) = &series_of[&si];
+                let s = &series[index as usize];
+                read_series_samples(
+                    s,
+                    segs.get(&s.uid).map(Vec::as_slice).unwrap_or(&[]),
+                    rename,
+                    *intensity,
+                    *empty_share,
+                    cfg.seed,
+                )
+            }
             (_, None) => unreachable!("folder inputs carry their path"),
         };
         let samples = match loaded {
@@ -1260,6 +1510,92 @@ mod tests {
 
     /// A DICOM CT image with a PNG label mask, and a DICOM-SEG mask whose size does not fit
     /// its image is reported, not used.
+    /// A CT series of shuffled single-frame files and a multi-frame MR file, with SEGs whose
+    /// frames are stored out of order: masks land on the right slices, empty slices become
+    /// negatives, patients are split units.
+    #[test]
+    fn dicom_series_source_places_seg_frames_on_their_slices() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dicom/series");
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap())
+                .unwrap();
+        let out = tmp("series");
+        let mut cfg = phantoms(1);
+        cfg.sources = vec![Source::DicomSeries {
+            name: "tcia".into(),
+            images: fx.join("images"),
+            masks: fx.join("seg"),
+            rename: [("kidney".to_string(), "left kidney".to_string())].into(),
+            intensity: None,
+            empty_share: 1.0,
+        }];
+        cfg.perspectives = vec![Perspective::P1];
+        let s = build(&cfg, &out, &mut |_, _, _| {}).unwrap();
+        assert!(s.skipped.is_empty(), "{:?}", s.skipped);
+        assert_eq!(s.images, 9);
+        let recs = read_jsonl::<Record>(&out.join("records.jsonl")).unwrap();
+        let a_uid = r["A"]["uid"].as_str().unwrap();
+        for k in 0..5 {
+            let rec = recs
+                .iter()
+                .find(|x| x.id == format!("tcia/{a_uid}_{k:04}/P1"))
+                .unwrap();
+            assert_eq!(rec.volume, "tcia/patient-1");
+            assert_eq!(rec.modality, "CT");
+            for (name, want) in [
+                ("liver", &r["A"]["liver"]),
+                ("liver tumor", &r["A"]["liver tumor"]),
+            ] {
+                let area = rec.masks.iter().find(|m| m.label == name).map_or(0, |m| {
+                    m.rle.decode().unwrap().iter().filter(|&&b| b).count()
+                });
+                assert_eq!(area as u64, want[k].as_u64().unwrap(), "slice {k} {name}");
+            }
+            if k == 0 {
+                assert!(
+                    rec.answer().unwrap().contains("does not include"),
+                    "{rec:?}"
+                );
+            } else {
+                assert_eq!(
+                    rec.masks[0].label, "liver",
+                    "mask order follows segment numbers"
+                );
+            }
+        }
+        let b_uid = r["B"]["uid"].as_str().unwrap();
+        let kidney: Vec<u64> = (0..4)
+            .map(|k| {
+                let rec = recs
+                    .iter()
+                    .find(|x| x.id == format!("tcia/{b_uid}_{k:04}/P1"))
+                    .unwrap();
+                assert_eq!(rec.modality, "MR");
+                rec.masks
+                    .iter()
+                    .filter(|m| m.label == "left kidney")
+                    .map(|m| m.rle.decode().unwrap().iter().filter(|&&b| b).count() as u64)
+                    .sum()
+            })
+            .collect();
+        assert_eq!(serde_json::json!(kidney), r["B"]["kidney"]);
+        // A SEG that refers to no series is reported by name.
+        let lone = tmp("series-lone");
+        std::fs::copy(fx.join("seg/B_seg.dcm"), lone.join("B_seg.dcm")).unwrap();
+        cfg.sources = vec![Source::DicomSeries {
+            name: "tcia".into(),
+            images: fx.join("images/A"),
+            masks: lone.clone(),
+            rename: BTreeMap::new(),
+            intensity: None,
+            empty_share: 0.0,
+        }];
+        let s = build(&cfg, &tmp("series-out2"), &mut |_, _, _| {}).unwrap();
+        assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
+        assert!(s.skipped[0].path.ends_with("B_seg.dcm"));
+        assert!(s.skipped[0].reason.contains("no series"));
+    }
+
     #[test]
     fn dicom_source_reads_ct_and_reports_mismatched_seg() {
         let root = tmp("dicom");
