@@ -63,6 +63,16 @@ pub struct BenchArgs {
     /// Data: dataset description to build (default: the quickstart phantoms).
     #[arg(long, default_value = "configs/data/quickstart.ron")]
     dataset: PathBuf,
+    /// Data: instead of --dataset, write this many synthetic CT volumes as NIfTI (not timed)
+    /// and time building all four perspectives from them (the NIfTI path at paper sizes).
+    #[arg(long)]
+    synthetic_nifti: Option<usize>,
+    /// Data: side of the synthetic volumes' slices (512 is typical for CT).
+    #[arg(long, default_value_t = 512)]
+    nifti_size: usize,
+    /// Data: slices per synthetic volume.
+    #[arg(long, default_value_t = 64)]
+    nifti_depth: usize,
     /// Data: tokenizer.json folder or file.
     #[arg(long, default_value = "mimo-core/fixtures/tokenizer")]
     tokenizer: PathBuf,
@@ -123,7 +133,61 @@ fn run_data(args: &BenchArgs) -> Result<(), String> {
     use mimo_core::tokenizer::conversation::Template;
     use mimo_data::batch::MimoBatcher;
     use mimo_data::build::DatasetConfig;
-    let cfg = DatasetConfig::load(&args.dataset).map_err(|e| e.to_string())?;
+    let scratch = std::env::temp_dir().join(format!("mimo-bench-nifti-{}", std::process::id()));
+    let (cfg, what) = match args.synthetic_nifti {
+        Some(n) => {
+            use mimo_data::build::{Source, Splits};
+            use mimo_data::nifti_source::{Intensity, SliceAxis};
+            use mimo_data::record::Perspective;
+            eprintln!(
+                "writing {n} synthetic CT volume(s) of {0}x{0}x{1} as NIfTI (not timed) ...",
+                args.nifti_size, args.nifti_depth
+            );
+            let labels = mimo_data::phantom::write_ct_volumes(
+                &scratch,
+                n,
+                args.nifti_size,
+                args.nifti_depth,
+                1,
+            )?;
+            let cfg = DatasetConfig {
+                name: "synthetic-nifti".into(),
+                seed: 1,
+                sources: vec![Source::Nifti {
+                    name: "ct".into(),
+                    images: scratch.join("images"),
+                    masks: scratch.join("masks"),
+                    modality: "CT".into(),
+                    labels,
+                    threshold: None,
+                    axis: SliceAxis::Axial,
+                    intensity: Intensity::CtAbdomen,
+                    empty_share: 0.0,
+                }],
+                perspectives: vec![
+                    Perspective::P1,
+                    Perspective::P2,
+                    Perspective::P3,
+                    Perspective::P4,
+                ],
+                splits: Splits::default(),
+                box_jitter: 0.1,
+                point_share: 0.5,
+                point_mode: mimo_data::prompts::PointMode::Interior,
+                knowledge: None,
+                qa_endpoint: None,
+            };
+            let what = format!(
+                "{n} NIfTI volume(s) of {0}x{0}x{1}",
+                args.nifti_size, args.nifti_depth
+            );
+            (cfg, what)
+        }
+        None => (
+            DatasetConfig::load(&args.dataset).map_err(|e| e.to_string())?,
+            format!("`{}`", args.dataset.display()),
+        ),
+    };
     let batcher = MimoBatcher {
         tokenizer: MimoTokenizer::from_file(&args.tokenizer).map_err(|e| e.to_string())?,
         template: Template::vicuna_v1(),
@@ -136,11 +200,8 @@ fn run_data(args: &BenchArgs) -> Result<(), String> {
     };
     let out = std::env::temp_dir().join(format!("mimo-bench-data-{}", std::process::id()));
     eprintln!(
-        "timing the data pipeline on `{}`: build, then batches of {} at CLIP {} px / SAM {} px ...",
-        args.dataset.display(),
-        args.batch_size,
-        args.clip_size,
-        args.sam_size
+        "timing the data pipeline on {what}: build, then batches of {} at CLIP {} px / SAM {} px ...",
+        args.batch_size, args.clip_size, args.sam_size
     );
     let t = mimo_bench::perf::bench_data::<Backend>(
         &cfg,
@@ -151,8 +212,12 @@ fn run_data(args: &BenchArgs) -> Result<(), String> {
         &backend::device(),
     );
     let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&scratch);
     let t = t?;
-    println!("dataset build   {:>9.1} records/s", t.build_records_per_s);
+    println!(
+        "dataset build   {:>9.1} records/s, {:.1} images/s ({} records from {} images)",
+        t.build_records_per_s, t.build_images_per_s, t.records, t.images
+    );
     println!(
         "batch of {:>3}    {:>9.1} ms median ({:.1} min) = {:.1} samples/s on one thread",
         t.batch_size,

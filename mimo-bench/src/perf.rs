@@ -179,6 +179,12 @@ pub fn bench_llm_backward<B: AutodiffBackend>(
 pub struct DataTimings {
     /// Records written per second by the dataset builder.
     pub build_records_per_s: f64,
+    /// Images (2D slices) read or generated and written per second by the builder.
+    pub build_images_per_s: f64,
+    /// Records written.
+    pub records: usize,
+    /// Images written.
+    pub images: usize,
     /// One batch from the batcher (decode images and masks, CLIP and SAM pre-processing,
     /// tokenisation), single-threaded.
     pub batch: Timing,
@@ -216,6 +222,9 @@ pub fn bench_data<B: Backend>(
     });
     Ok(DataTimings {
         build_records_per_s: n as f64 / secs,
+        build_images_per_s: summary.images as f64 / secs,
+        records: n,
+        images: summary.images,
         batch,
         batch_size,
     })

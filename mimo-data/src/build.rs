@@ -1432,6 +1432,47 @@ mod tests {
 
     /// The committed MNI ICBM152 excerpt (T1 + grey-matter probability map) through the NIfTI
     /// source: every slice has grey matter, the masks equal nibabel's thresholded map.
+    /// Synthetic CT volumes written as NIfTI (the benchmark's input) come back slice by slice
+    /// with the phantoms' structures.
+    #[test]
+    fn synthetic_ct_volumes_round_trip_through_the_nifti_source() {
+        let root = tmp("synthetic-nifti");
+        let labels = crate::phantom::write_ct_volumes(&root, 2, 40, 3, 9).unwrap();
+        let cfg = DatasetConfig {
+            sources: vec![Source::Nifti {
+                name: "ct".into(),
+                images: root.join("images"),
+                masks: root.join("masks"),
+                modality: "CT".into(),
+                labels: labels.clone(),
+                threshold: None,
+                axis: crate::nifti_source::SliceAxis::Axial,
+                intensity: crate::nifti_source::Intensity::CtAbdomen,
+                empty_share: 0.0,
+            }],
+            ..phantoms(1)
+        };
+        let s = build(&cfg, &root.join("out"), &mut |_, _, _| {}).unwrap();
+        assert!(s.skipped.is_empty(), "{:?}", s.skipped);
+        assert_eq!(s.images, 6);
+        let recs = read_jsonl::<Record>(&root.join("out/records.jsonl")).unwrap();
+        for v in 0..2 {
+            for z in 0..3 {
+                let p = phantom(Style::Ct, 40, 9, (v * 3 + z) as u64);
+                let union =
+                    |ms: Vec<Vec<bool>>| (0..40 * 40).filter(|&i| ms.iter().any(|m| m[i])).count();
+                let want = union(p.masks.iter().map(|(_, m)| m.clone()).collect());
+                let rec = recs
+                    .iter()
+                    .find(|r| r.id == format!("ct/vol{v:03}_{z:04}/P1"))
+                    .unwrap();
+                let got = union(rec.masks.iter().map(|m| m.rle.decode().unwrap()).collect());
+                assert_eq!(got, want, "volume {v} slice {z}");
+                assert_eq!(rec.volume, format!("ct/vol{v:03}"));
+            }
+        }
+    }
+
     #[test]
     fn nifti_source_slices_the_mni_template() {
         let root = tmp("nifti");
