@@ -176,6 +176,7 @@ fn run_data(args: &BenchArgs) -> Result<(), String> {
                 point_mode: mimo_data::prompts::PointMode::Interior,
                 knowledge: None,
                 qa_endpoint: None,
+                workers: None,
             };
             let what = format!(
                 "{n} NIfTI volume(s) of {0}x{0}x{1}",

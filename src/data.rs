@@ -35,6 +35,10 @@ and ends with the same records. See configs/data/quickstart.ron.")]
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// Threads reading inputs and writing images (default: the file's `workers`, else
+        /// every core); the records do not depend on it.
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Counts per perspective, split, modality, source and label.
     Stats {
@@ -56,8 +60,18 @@ and ends with the same records. See configs/data/quickstart.ron.")]
 /// Runs `mimo data`.
 pub fn run(args: DataArgs) -> Result<(), String> {
     match args.command {
-        DataCommand::Build { config, out } => {
-            let cfg = DatasetConfig::load(&config).map_err(|e| e.to_string())?;
+        DataCommand::Build {
+            config,
+            out,
+            workers,
+        } => {
+            let mut cfg = DatasetConfig::load(&config).map_err(|e| e.to_string())?;
+            if let Some(w) = workers {
+                if w == 0 {
+                    return Err("--workers must be at least 1".into());
+                }
+                cfg.workers = Some(w);
+            }
             let bar = ProgressBar::new(0);
             let style = |what: &str| {
                 ProgressStyle::with_template(&format!(

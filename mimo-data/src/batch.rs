@@ -355,6 +355,7 @@ mod tests {
             point_mode: PointMode::Interior,
             knowledge: None,
             qa_endpoint: None,
+            workers: None,
         };
         build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         let ds = RecordsDataset::open(&out.join("records.jsonl"), Some("train")).unwrap();

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mimo_core::fsutil::write_atomic;
 use mimo_core::rng::{Rng, hash64};
@@ -215,6 +216,11 @@ pub struct DatasetConfig {
     /// (`None`: the built-in offline generator over the knowledge base).
     #[serde(default)]
     pub qa_endpoint: Option<QaEndpoint>,
+    /// Threads reading inputs and writing images (default: every core). The records do not
+    /// depend on it. Each thread holds one input in memory: a 512 x 512 x 600 CT volume is
+    /// about 0.6 GB as f32, so bound this on machines with many cores and little memory.
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
 
 /// What a build is doing, for progress reports.
@@ -292,6 +298,9 @@ impl DatasetConfig {
         }
         if let Some(q) = &self.qa_endpoint {
             q.validate()?;
+        }
+        if self.workers == Some(0) {
+            return Err("`workers` must be at least 1 (or absent: every core)".into());
         }
         let mut names = std::collections::HashSet::new();
         for src in &self.sources {
@@ -371,6 +380,18 @@ pub struct BuildSummary {
     /// The chat-endpoint phase (requests, cache hits, rejections by reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qa: Option<QaReport>,
+}
+
+/// What one input gave.
+#[derive(Default)]
+struct InputOut {
+    records: Vec<Record>,
+    /// Endpoint jobs and the index of their record in `records`.
+    jobs: Vec<QaJob>,
+    job_records: Vec<usize>,
+    skipped: Vec<Skipped>,
+    images: usize,
+    reused_images: usize,
 }
 
 /// One loaded image with its labelled masks.
@@ -917,7 +938,9 @@ pub fn build(
     // Endpoint questions to ask once every input is read, and their records.
     let mut jobs: Vec<QaJob> = Vec::new();
     let mut job_records: Vec<usize> = Vec::new();
-    for (done, (si, index, path)) in inputs.into_iter().enumerate() {
+    // One input (an image, a volume or a series) to records; runs on worker threads.
+    let process = |si: usize, index: u64, path: Option<PathBuf>| -> Result<InputOut, BuildError> {
+        let mut o = InputOut::default();
         let src = &cfg.sources[si];
         let loaded: Result<Vec<Sample>, String> = match (src, &path) {
             (
@@ -1011,24 +1034,23 @@ pub fn build(
         let samples = match loaded {
             Ok(s) => s,
             Err(reason) => {
-                summary.skipped.push(Skipped {
+                o.skipped.push(Skipped {
                     path: path.map(|p| p.display().to_string()).unwrap_or_default(),
                     reason,
                 });
-                progress(Stage::Inputs, done + 1, total);
-                continue;
+                return Ok(o);
             }
         };
         for sample in samples {
             let rel = format!("images/{}/{}.png", src.name(), sample.stem);
             let image_path = out.join(&rel);
             if image_path.is_file() {
-                summary.reused_images += 1;
+                o.reused_images += 1;
             } else {
                 write_atomic(&image_path, &png_bytes(&sample.rgb, sample.h, sample.w))
                     .map_err(|e| werr(&image_path, e.to_string()))?;
             }
-            summary.images += 1;
+            o.images += 1;
             let volume = format!("{}/{}", src.name(), sample.volume);
             let split = split_of(&volume, cfg.seed, cfg.splits);
             for persp in &cfg.perspectives {
@@ -1121,7 +1143,7 @@ pub fn build(
                 let (question, answer, masks, prompts) = match generated {
                     Ok(g) => g,
                     Err(reason) => {
-                        summary.skipped.push(Skipped {
+                        o.skipped.push(Skipped {
                             path: format!("{}/{} ({persp:?})", src.name(), sample.stem),
                             reason,
                         });
@@ -1131,10 +1153,10 @@ pub fn build(
                 let id = format!("{}/{}/{persp:?}", src.name(), sample.stem);
                 if let Some(mut job) = pending {
                     job.id = id.clone();
-                    job_records.push(records.len());
-                    jobs.push(job);
+                    o.job_records.push(o.records.len());
+                    o.jobs.push(job);
                 }
-                records.push(Record {
+                o.records.push(Record {
                     id,
                     image: rel.clone(),
                     size: [h, w],
@@ -1165,7 +1187,57 @@ pub fn build(
                 });
             }
         }
-        progress(Stage::Inputs, done + 1, total);
+        Ok(o)
+    };
+    let workers = cfg
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, total.max(1));
+    let mut outs: Vec<Option<InputOut>> = (0..total).map(|_| None).collect();
+    let mut failure = None;
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (process, inputs, next, stop) = (&process, &inputs, &next, &stop);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((si, index, path)) = inputs.get(i) else {
+                        break;
+                    };
+                    if tx.send((i, process(*si, *index, path.clone()))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (done, (i, r)) in rx.into_iter().enumerate() {
+            match r {
+                Ok(o) => outs[i] = Some(o),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    failure.get_or_insert(e);
+                }
+            }
+            progress(Stage::Inputs, done + 1, total);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    // Merged in input order: the records do not depend on the number of workers.
+    for o in outs.into_iter().flatten() {
+        let offset = records.len();
+        job_records.extend(o.job_records.iter().map(|r| offset + r));
+        jobs.extend(o.jobs);
+        records.extend(o.records);
+        summary.skipped.extend(o.skipped);
+        summary.images += o.images;
+        summary.reused_images += o.reused_images;
     }
     if !jobs.is_empty()
         && let Some(endpoint) = &cfg.qa_endpoint
@@ -1253,6 +1325,7 @@ mod tests {
             point_mode: PointMode::Interior,
             knowledge: None,
             qa_endpoint: None,
+            workers: None,
         }
     }
 
@@ -1278,9 +1351,20 @@ mod tests {
         let again = build(&cfg, &out, &mut |_, _, _| {}).unwrap();
         assert_eq!(again.reused_images, 27);
         assert_eq!(std::fs::read(out.join("records.jsonl")).unwrap(), first);
-        // A fresh directory gives byte-identical output.
+        // A fresh directory gives byte-identical output, whatever the number of workers.
         let out2 = tmp("det2");
-        build(&cfg, &out2, &mut |_, _, _| {}).unwrap();
+        let one = DatasetConfig {
+            workers: Some(1),
+            ..cfg.clone()
+        };
+        build(&one, &out2, &mut |_, _, _| {}).unwrap();
+        assert_eq!(std::fs::read(out2.join("records.jsonl")).unwrap(), first);
+        let out2 = tmp("det3");
+        let three = DatasetConfig {
+            workers: Some(3),
+            ..cfg.clone()
+        };
+        build(&three, &out2, &mut |_, _, _| {}).unwrap();
         assert_eq!(std::fs::read(out2.join("records.jsonl")).unwrap(), first);
         assert_eq!(
             std::fs::read(out.join("images/fundus/000001.png")).unwrap(),
@@ -1824,6 +1908,7 @@ mod endpoint_tests {
                 cache: None,
                 allow_names_in_question: false,
             }),
+            workers: None,
         }
     }
 
