@@ -28,7 +28,14 @@ Writes OUT/records.jsonl (one record per sample and perspective: image, size, mo
 source, volume, split, visual prompts, conversation with <p>label</p><SEG> answers, masks as
 COCO RLE), OUT/images/ and OUT/build.json (counts and every skipped input with its reason).
 Deterministic for a seed; rerunning an interrupted build reuses the images already written
-and ends with the same records. See configs/data/quickstart.ron.")]
+and ends with the same records. See configs/data/quickstart.ron.
+
+Perspective III/IV come from the built-in generator over the knowledge base, or, with
+`qa_endpoint: Some((model: \"gpt-4o\", ...))` in the file, from any OpenAI-compatible
+chat endpoint (configs/data/endpoint.ron). The key is read from $OPENAI_API_KEY (or the
+variable named by `api_key_env`); $MIMO_QA_BASE_URL and $MIMO_QA_MODEL override the file.
+Replies are cached in OUT/qa-cache by request hash, so an interrupted build resumes without
+asking again; build.json counts requests, retries, cache hits and rejected generations.")]
     Build {
         /// The dataset description (RON).
         config: PathBuf,
