@@ -1557,6 +1557,78 @@ mod tests {
         }
     }
 
+    /// The full MNI template from the nilearn wheel, when `MIMO_NILEARN_DATA` names its
+    /// `nilearn/datasets/data/` folder: the reoriented volumes equal nibabel's canonical ones
+    /// slice by slice (T1 sums, grey-matter areas), and the builder makes one sample per slice
+    /// with grey matter.
+    #[test]
+    fn full_mni_template_when_present() {
+        let Some(dir) = std::env::var_os("MIMO_NILEARN_DATA").map(PathBuf::from) else {
+            eprintln!("MIMO_NILEARN_DATA not set: full MNI template check skipped");
+            return;
+        };
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nifti/full_reference.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let file = |k: &str| dir.join(format!("mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz"));
+        let t1 = crate::nifti_source::read_volume(&file("t1")).unwrap();
+        let gm = crate::nifti_source::read_volume(&file("gm")).unwrap();
+        assert_eq!(serde_json::json!(t1.dims), r["shape"]);
+        let [nx, ny, nz] = t1.dims;
+        let plane = nx * ny;
+        let mut with_gm = 0;
+        for z in 0..nz {
+            let sum: f64 = t1.data[z * plane..(z + 1) * plane]
+                .iter()
+                .map(|&v| v as f64)
+                .sum();
+            let want = r["t1_sum"][z].as_f64().unwrap();
+            assert!(
+                (sum - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "T1 slice {z}: {sum} vs {want}"
+            );
+            let area = gm.data[z * plane..(z + 1) * plane]
+                .iter()
+                .filter(|&&v| v > 127.0)
+                .count();
+            assert_eq!(
+                area as u64,
+                r["gm_area"][z].as_u64().unwrap(),
+                "GM slice {z}"
+            );
+            with_gm += usize::from(area > 0);
+        }
+        let root = tmp("nifti-full");
+        for sub in ["vol", "lab"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::copy(file("t1"), root.join("vol/mni.nii.gz")).unwrap();
+        std::fs::copy(file("gm"), root.join("lab/mni.nii.gz")).unwrap();
+        let cfg = DatasetConfig {
+            sources: vec![Source::Nifti {
+                name: "mni".into(),
+                images: root.join("vol"),
+                masks: root.join("lab"),
+                modality: "MR".into(),
+                labels: BTreeMap::from([(1, "grey matter".to_string())]),
+                threshold: Some(127.0),
+                axis: crate::nifti_source::SliceAxis::Axial,
+                intensity: crate::nifti_source::Intensity::Percentile(0.5, 99.5),
+                empty_share: 0.0,
+            }],
+            ..phantoms(1)
+        };
+        let s = build(&cfg, &root.join("out"), &mut |_, _, _| {}).unwrap();
+        assert_eq!(s.images, with_gm);
+        eprintln!(
+            "full MNI template: {nx}x{ny}x{nz}, {with_gm} slices with grey matter, equal to nibabel"
+        );
+    }
+
     #[test]
     fn nifti_source_slices_the_mni_template() {
         let root = tmp("nifti");

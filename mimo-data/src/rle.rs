@@ -158,7 +158,7 @@ impl Rle {
 mod tests {
     use super::*;
 
-    /// Reference strings from pycocotools 2.0 (`scripts/reference/rle.py`).
+    /// Reference strings from pycocotools 2.0 (`scripts/reference/coco_rle.py`).
     #[test]
     fn matches_pycocotools() {
         let text = include_str!("../fixtures/rle.json");

@@ -21,10 +21,6 @@ Run from the repository root: ~/.cache/mimo-ref-venv/bin/python scripts/referenc
 import io
 import json
 import os
-import sys
-
-# pydicom probes for a plugin module named `rle`: keep our rle.py (next to this file) out of its way.
-sys.path = [p for p in sys.path if os.path.abspath(p or '.') != os.path.dirname(os.path.abspath(__file__))]
 
 import numpy as np
 import pydicom

@@ -2,7 +2,7 @@
 """COCO RLE reference strings from pycocotools, for mimo-data's rle tests.
 
 Environment: the reference venv (see scripts/reference/sam.py) plus `pip install pycocotools`.
-Run from the repository root: ~/.cache/mimo-ref-venv/bin/python scripts/reference/rle.py
+Run from the repository root: ~/.cache/mimo-ref-venv/bin/python scripts/reference/coco_rle.py
 """
 import json
 import os
