@@ -15,7 +15,7 @@ use mimo_core::fsutil::write_atomic;
 use mimo_core::rng::{Rng, hash64};
 use serde::{Deserialize, Serialize};
 
-use crate::dicom_source::{Series, list_files, read_seg, read_series, scan_series};
+use crate::dicom_source::{Series, list_files, read_seg, read_seg_refs, read_series, scan_series};
 use crate::knowledge::KnowledgeBase;
 use crate::phantom::{Style, phantom};
 use crate::prompts::{PointMode, sample_box, sample_point};
@@ -594,7 +594,7 @@ fn scan_dicom_series(images: &Path, masks: &Path, skipped: &mut Vec<Skipped>) ->
         }
     };
     for p in files {
-        let seg = match read_seg(&p) {
+        let seg = match read_seg_refs(&p) {
             Ok(s) => s,
             // Images in a shared images/masks folder are not masks.
             Err(e) if e.contains("not a DICOM-SEG") && masks == images => continue,
@@ -694,24 +694,21 @@ fn read_series_samples(
             }
         }
     }
-    let data: Vec<f32> = imgs.iter().flat_map(|i| i.values.iter().copied()).collect();
-    let range = match (intensity, first.window) {
-        (Some(i), _) => Volume {
-            dims: [w, h, n],
-            data,
-        }
-        .range(i),
-        (None, Some((c, ww))) => Volume {
-            dims: [w, h, 1],
-            data: Vec::new(),
-        }
-        .range(Intensity::Window(c, ww)),
-        (None, None) => Volume {
-            dims: [w, h, n],
-            data,
-        }
-        .range(Intensity::default()),
+    // The file's window unless `intensity` says otherwise; only percentiles read the voxels.
+    let intensity = match (intensity, first.window) {
+        (Some(i), _) => i,
+        (None, Some((c, ww))) => Intensity::Window(c, ww),
+        (None, None) => Intensity::default(),
     };
+    let data = match intensity {
+        Intensity::Percentile(..) => imgs.iter().flat_map(|i| i.values.iter().copied()).collect(),
+        _ => Vec::new(),
+    };
+    let range = Volume {
+        dims: [w, h, n],
+        data,
+    }
+    .range(intensity);
     let volume = if series.patient.is_empty() {
         series.uid.clone()
     } else {

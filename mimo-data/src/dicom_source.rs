@@ -148,8 +148,25 @@ fn position3(obj: &InMemDicomObject) -> Option<[f64; 3]> {
 /// frames; FRACTIONAL: 8 bits, a pixel counts when at least half the maximum). Errors name
 /// the file.
 pub fn read_seg(path: &Path) -> Result<SegFile, String> {
+    seg_file(path, true)
+}
+
+/// A DICOM-SEG's segments and frame references without decoding its pixel data (frame
+/// masks are left empty): enough to tell which series and slices it covers.
+pub fn read_seg_refs(path: &Path) -> Result<SegFile, String> {
+    seg_file(path, false)
+}
+
+fn seg_file(path: &Path, pixels: bool) -> Result<SegFile, String> {
     let err = |e: String| format!("{}: {e}", path.display());
-    let obj = open_file(path).map_err(|e| err(e.to_string()))?;
+    let obj = if pixels {
+        open_file(path)
+    } else {
+        OpenFileOptions::new()
+            .read_until(Tag(0x7FE0, 0x0010))
+            .open_file(path)
+    }
+    .map_err(|e| err(e.to_string()))?;
     if text(&obj, Tag(0x0008, 0x0060)).as_deref() != Some("SEG") {
         return Err(err("not a DICOM-SEG (Modality is not SEG)".into()));
     }
@@ -166,18 +183,21 @@ pub fn read_seg(path: &Path) -> Result<SegFile, String> {
         num(Tag(0x0028, 0x0100))?,
     );
     let n_frames = int(&obj, Tag(0x0028, 0x0008)).unwrap_or(1).max(1) as usize;
-    let data = obj
-        .element(Tag(0x7FE0, 0x0010))
-        .map_err(|e| err(e.to_string()))?
-        .to_bytes()
-        .map_err(|e| err(e.to_string()))?;
+    let data = if pixels {
+        obj.element(Tag(0x7FE0, 0x0010))
+            .map_err(|e| err(e.to_string()))?
+            .to_bytes()
+            .map_err(|e| err(e.to_string()))?
+    } else {
+        Vec::new().into()
+    };
     let n = h * w;
     let need = match bits {
         1 => (n * n_frames).div_ceil(8),
         8 => n * n_frames,
         b => return Err(err(format!("{b} bits per SEG pixel are not supported"))),
     };
-    if data.len() < need {
+    if pixels && data.len() < need {
         return Err(err(format!(
             "{} bytes of pixel data for {n_frames} frame(s) of {w}x{h} at {bits} bit(s)",
             data.len()
@@ -201,7 +221,9 @@ pub fn read_seg(path: &Path) -> Result<SegFile, String> {
         .unwrap_or(&[]);
     let mut frames = Vec::with_capacity(n_frames);
     for f in 0..n_frames {
-        let mask: Vec<bool> = if bits == 1 {
+        let mask: Vec<bool> = if !pixels {
+            Vec::new()
+        } else if bits == 1 {
             (f * n..(f + 1) * n)
                 .map(|i| (data[i / 8] >> (i % 8)) & 1 == 1)
                 .collect()
@@ -592,6 +614,16 @@ mod tests {
         }
         let seg = read_seg(&fixture("series/seg/A_seg.dcm")).unwrap();
         assert_eq!(seg.series.as_deref(), a.uid.as_str().into());
+        // The header-only read gives the same references, without masks.
+        let refs = read_seg_refs(&fixture("series/seg/A_seg.dcm")).unwrap();
+        assert_eq!(
+            (refs.series.as_ref(), &refs.segments),
+            (seg.series.as_ref(), &seg.segments)
+        );
+        for (r, f) in refs.frames.iter().zip(&seg.frames) {
+            assert!(r.mask.is_empty());
+            assert_eq!((&r.source_sop, r.segment), (&f.source_sop, f.segment));
+        }
         assert_eq!(seg.segments[&1], "Liver");
         assert_eq!(seg.segments[&2], "Liver tumor");
         let mut areas = [[0usize; 5]; 2];
