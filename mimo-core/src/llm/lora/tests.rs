@@ -187,12 +187,17 @@ fn lora_saved_by_rust_loads_in_peft() {
     assert_eq!(check["ok"], true);
     assert_eq!(check["tensors"], 12);
     let want = read_fixture("llm/lora/rust/rust_logits.safetensors");
-    assert!(err(out, &want["logits"].f32, &b) <= 1e-6);
+    let e = err(out, &want["logits"].f32, &b);
+    println!("peft logits of the Rust-written adapter vs ours: max abs err {e:.3e}");
+    // 4e-6 is 8 ulp of the largest logit (3.6): burn-flex's multi-threaded SIMD gemm sums
+    // in another order than PyTorch (2.1e-6 measured; 1e-6 held for the single-threaded
+    // kernels). Still far inside the 1e-4 the f32 parity tests use elsewhere.
+    assert!(e <= 4e-6);
 
     // And it reads back here to the same output.
     let (back, back_cfg, _) = base::<B>().load_lora(&dir).unwrap();
     assert_eq!(back_cfg.r, 2);
-    assert!(err(logits(&back, &b), &want["logits"].f32, &b) <= 1e-6);
+    assert!(err(logits(&back, &b), &want["logits"].f32, &b) <= 4e-6);
     std::fs::remove_dir_all(&tmp).ok();
 }
 
