@@ -80,6 +80,10 @@ impl GenerationConfig {
     }
 }
 
+/// A hook on each decoding step's scores, `(row, tokens_so_far, scores)`, run after the
+/// built-in processors (like a transformers `LogitsProcessor`).
+pub type LogitsProcessor<'a> = dyn FnMut(usize, &[u32], &mut [f32]) + 'a;
+
 /// Why a sequence ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FinishReason {
@@ -233,7 +237,59 @@ impl<B: Backend> Llama<B> {
         cfg: &GenerationConfig,
         on_token: &mut dyn FnMut(usize, &[u32]) -> bool,
     ) -> Generated {
+        self.generate_core(
+            inputs_embeds,
+            seen,
+            attention_mask,
+            cfg,
+            on_token,
+            &mut |_, _, _| {},
+            false,
+        )
+        .0
+    }
+
+    /// [`Llama::generate_embeds`] that also hands out, for every new token of every row (EOS
+    /// excluded), the final-norm hidden state `[hidden]` of the decoding step that produced
+    /// it: the state whose logits chose the token. MIMO reads its `<SEG>` embeddings here
+    /// (LISA recomputes the whole sequence and reads the same vectors).
+    ///
+    /// `processor(row, tokens_so_far, scores)` runs after the built-in processors of each
+    /// step, like a transformers `LogitsProcessor` passed to `generate` (e.g. to ban or
+    /// force tokens); scores set to `-inf` are never chosen.
+    pub fn generate_embeds_with_hidden(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        seen: &[Vec<u32>],
+        attention_mask: &[Vec<u8>],
+        cfg: &GenerationConfig,
+        on_token: &mut dyn FnMut(usize, &[u32]) -> bool,
+        processor: &mut LogitsProcessor<'_>,
+    ) -> (Generated, Vec<Vec<Tensor<B, 1>>>) {
+        self.generate_core(
+            inputs_embeds,
+            seen,
+            attention_mask,
+            cfg,
+            on_token,
+            processor,
+            true,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn generate_core(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        seen: &[Vec<u32>],
+        attention_mask: &[Vec<u8>],
+        cfg: &GenerationConfig,
+        on_token: &mut dyn FnMut(usize, &[u32]) -> bool,
+        processor: &mut LogitsProcessor<'_>,
+        keep_hidden: bool,
+    ) -> (Generated, Vec<Vec<Tensor<B, 1>>>) {
         let b = inputs_embeds.dims()[0];
+        let mut hidden: Vec<Vec<Tensor<B, 1>>> = vec![Vec::new(); b];
         let device = self.model.embed_tokens.weight.device();
         let mut rng = Rng::new(cfg.seed);
         let mut cache = KvCache::new();
@@ -255,6 +311,13 @@ impl<B: Backend> Llama<B> {
         let mut pos = positions;
         for _ in 0..cfg.max_new_tokens {
             let o = self.run(embeds, &mask, &pos, &mut cache, false, true);
+            let step_hidden = keep_hidden.then(|| {
+                let [_, s, d] = o.last_hidden_state.dims();
+                o.last_hidden_state
+                    .clone()
+                    .slice([0..b, s - 1..s, 0..d])
+                    .reshape([b, d])
+            });
             let v = o.logits.dims()[2];
             let logits = o
                 .logits
@@ -270,6 +333,7 @@ impl<B: Backend> Llama<B> {
                 }
                 let mut scores = logits[row * v..(row + 1) * v].to_vec();
                 process_logits(cfg, &mut scores, &seen[row]);
+                processor(row, &out.tokens[row], &mut scores);
                 let t = choose(&scores, cfg.do_sample, &mut rng);
                 next[row] = t;
                 seen[row].push(t);
@@ -279,6 +343,10 @@ impl<B: Backend> Llama<B> {
                     continue;
                 }
                 out.tokens[row].push(t);
+                if let Some(h) = &step_hidden {
+                    let d = h.dims()[1];
+                    hidden[row].push(h.clone().slice([row..row + 1, 0..d]).reshape([d]));
+                }
                 if on_token(row, &out.tokens[row]) {
                     done[row] = true;
                     out.finish[row] = FinishReason::Stop;
@@ -294,7 +362,7 @@ impl<B: Backend> Llama<B> {
             let ids = Tensor::<B, 1, Int>::from_ints(ids.as_slice(), &device).reshape([b, 1]);
             embeds = self.embed(ids);
         }
-        out
+        (out, hidden)
     }
 }
 

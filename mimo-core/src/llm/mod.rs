@@ -20,7 +20,9 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
+
+use crate::tokenizer::IGNORE_INDEX;
 
 /// Added to the attention logits of masked pairs: finite, so a fully masked row (a left
 /// padding position) gives uniform weights instead of NaN, as HF's `finfo.min` does.
@@ -293,6 +295,55 @@ pub fn positions_from_mask(mask: &[Vec<u8>]) -> Vec<Vec<i64>> {
         .collect()
 }
 
+/// Additive attention bias `[B, 1, S, past + S]`: 0 where query `i` (absolute position
+/// `past + i`) may attend key `j` (`j <= past + i` and `mask[b, j]`), `masked` elsewhere.
+/// Built on the device from the mask (HF's `_prepare_4d_causal_attention_mask`).
+fn attention_bias<B: Backend>(
+    mask: Tensor<B, 2, Bool>,
+    s: usize,
+    past: usize,
+    masked: f32,
+) -> Tensor<B, 4> {
+    let device = mask.device();
+    let [b, t] = mask.dims();
+    let queries = Tensor::<B, 1, Int>::arange(past as i64..(past + s) as i64, &device)
+        .reshape([1, 1, s, 1])
+        .expand([1, 1, s, t]);
+    let keys = Tensor::<B, 1, Int>::arange(0..t as i64, &device)
+        .reshape([1, 1, 1, t])
+        .expand([1, 1, s, t]);
+    let future = keys.greater(queries).expand([b, 1, s, t]);
+    let padding = mask.bool_not().reshape([b, 1, 1, t]).expand([b, 1, s, t]);
+    Tensor::<B, 4>::zeros([b, 1, s, t], &device).mask_fill(future.bool_or(padding), masked)
+}
+
+/// HF's causal-LM loss: cross-entropy of `logits[:, :-1]` against `labels[:, 1:]`, averaged
+/// over the positions whose label is not [`IGNORE_INDEX`] (`CrossEntropyLoss()`'s mean), in
+/// f32 whatever the logits' dtype. A batch without any target gives 0 (PyTorch: NaN).
+///
+/// `logits` `[B, S, vocab]`, `labels` `[B, S]`; returns a one-element tensor.
+pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, s, v] = logits.dims();
+    if s < 2 {
+        return Tensor::zeros([1], &logits.device());
+    }
+    let n = b * (s - 1);
+    let logits = logits
+        .slice([0..b, 0..s - 1, 0..v])
+        .cast(DType::F32)
+        .reshape([n, v]);
+    let labels = labels.slice([0..b, 1..s]).reshape([n]);
+    let valid = labels.clone().not_equal_elem(IGNORE_INDEX);
+    let safe = labels
+        .mask_fill(valid.clone().bool_not(), 0)
+        .reshape([n, 1]);
+    let logp = burn::tensor::activation::log_softmax(logits, 1);
+    let picked = logp.gather(1, safe).reshape([n]);
+    let weight = valid.float();
+    let count = weight.clone().sum().clamp_min(1.0);
+    (picked * weight).sum().neg() / count
+}
+
 /// How rows for added tokens are initialised by [`Llama::resize_token_embeddings`].
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum NewTokenInit {
@@ -365,7 +416,8 @@ impl<B: Backend> Llama<B> {
         self.model.embed_tokens.forward(input_ids)
     }
 
-    /// Forward from embeddings `[B, S, hidden]`.
+    /// Forward from embeddings `[B, S, hidden]` with host-side mask and positions (see
+    /// [`Llama::forward`] for the tensor-level form that training uses).
     ///
     /// `attention_mask` is `[B][past + S]` (1 = attend, 0 = padding) and `position_ids`
     /// `[B][S]`; `cache` holds the past keys/values and is extended.
@@ -387,8 +439,8 @@ impl<B: Backend> Llama<B> {
         )
     }
 
-    /// The decoder; with `last_only` the logits are computed for the last position only
-    /// (`[B, 1, vocab]`: what a generation step needs, without a `[S, vocab]` product).
+    /// The host-side form of [`Llama::forward`]; with `last_only` the logits are computed
+    /// for the last position only (`[B, 1, vocab]`: what a generation step needs).
     pub(crate) fn run(
         &self,
         inputs_embeds: Tensor<B, 3>,
@@ -400,34 +452,82 @@ impl<B: Backend> Llama<B> {
     ) -> LlamaOutput<B> {
         let device = self.device();
         let [b, s, _] = inputs_embeds.dims();
+        let total = cache.len() + s;
+        let mask: Vec<bool> = (0..b)
+            .flat_map(|bi| {
+                (0..total).map(move |j| {
+                    attention_mask
+                        .get(bi)
+                        .and_then(|r| r.get(j))
+                        .is_some_and(|&m| m != 0)
+                })
+            })
+            .collect();
+        let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [b, total]), &device);
+        let pos: Vec<i64> = position_ids.iter().flatten().copied().collect();
+        let pos = Tensor::<B, 1, Int>::from_ints(pos.as_slice(), &device).reshape([b, s]);
+        self.forward_inner(
+            inputs_embeds,
+            mask,
+            pos,
+            Some(cache),
+            output_hidden_states,
+            last_only,
+        )
+    }
+
+    /// The decoder over embeddings `[B, S, hidden]`, as HF's `LlamaForCausalLM.forward` with
+    /// `inputs_embeds`: one tensor-level path for training and generation.
+    ///
+    /// * `attention_mask` `[B, past + S]`: true where a key may be attended (false = padding);
+    ///   the causal mask over absolute positions is added here.
+    /// * `position_ids` `[B, S]`: RoPE positions (`arange` for right-padded training rows).
+    /// * `cache`: past keys/values, extended in place; `None` for a training forward.
+    ///
+    /// Everything stays on the device: no host round trip, so it runs inside autodiff.
+    pub fn forward(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        attention_mask: Tensor<B, 2, Bool>,
+        position_ids: Tensor<B, 2, Int>,
+        cache: Option<&mut KvCache<B>>,
+        output_hidden_states: bool,
+    ) -> LlamaOutput<B> {
+        self.forward_inner(
+            inputs_embeds,
+            attention_mask,
+            position_ids,
+            cache,
+            output_hidden_states,
+            false,
+        )
+    }
+
+    fn forward_inner(
+        &self,
+        inputs_embeds: Tensor<B, 3>,
+        attention_mask: Tensor<B, 2, Bool>,
+        position_ids: Tensor<B, 2, Int>,
+        cache: Option<&mut KvCache<B>>,
+        output_hidden_states: bool,
+        last_only: bool,
+    ) -> LlamaOutput<B> {
+        let [_, s, _] = inputs_embeds.dims();
+        let mut scratch = KvCache::new();
+        let cache = cache.unwrap_or(&mut scratch);
         let past = cache.len();
-        let total = past + s;
-        // Additive mask [B, 1, S, total]: causal over absolute positions, and padding.
         // Activations run in the embeddings' dtype (f32, or bf16/f16 after a cast); masks and
         // RoPE tables follow it. f16 cannot hold -1e30: its most negative finite value is used.
         let dtype = inputs_embeds.dtype();
         let masked = if dtype == DType::F16 { -6.0e4 } else { MASKED };
-        let mut bias = vec![0f32; b * s * total];
-        for (bi, row) in attention_mask.iter().enumerate() {
-            for i in 0..s {
-                for j in 0..total {
-                    if j > past + i || row.get(j).copied().unwrap_or(0) == 0 {
-                        bias[(bi * s + i) * total + j] = masked;
-                    }
-                }
-            }
-        }
-        let bias =
-            Tensor::<B, 4>::from_data(TensorData::new(bias, [b, 1, s, total]), &device).cast(dtype);
-        let pos: Vec<i64> = position_ids.iter().flatten().copied().collect();
-        let pos = Tensor::<B, 1, Int>::from_ints(pos.as_slice(), &device).reshape([b, s]);
+        let bias = attention_bias(attention_mask, s, past, masked).cast(dtype);
         let hd = self
             .model
             .layers
             .first()
             .map(|l| l.self_attn.head_dim)
             .unwrap_or(2);
-        let (cos, sin) = rope_tables(&pos, hd, self.rope_theta);
+        let (cos, sin) = rope_tables(&position_ids, hd, self.rope_theta);
         let rope = (cos.cast(dtype), sin.cast(dtype));
 
         if cache.layers.len() != self.model.layers.len() {
