@@ -300,3 +300,23 @@ fn bf16_activations_run_close_to_f32() {
     println!("bf16 activations vs f32: max logit difference {err:.3e}");
     assert!(err.is_finite() && err < 0.5, "{err}");
 }
+
+/// `causal_lm_loss`: shifted, ignore index -100, mean over the real targets, 0 without any.
+#[test]
+fn causal_lm_loss_is_hf_shifted_mean() {
+    use crate::llm::causal_lm_loss;
+    let device = Default::default();
+    // logits [1, 3, 2]; targets are labels[1..] = [1, -100]: only position 0 predicts.
+    let logits = Tensor::<B, 3>::from_data(
+        TensorData::new(vec![0.5f32, 1.5, 9.0, -9.0, 3.0, 3.0], [1, 3, 2]),
+        &device,
+    );
+    let labels =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(vec![7i64, 1, -100], [1, 3]), &device);
+    let got = causal_lm_loss(logits.clone(), labels).into_scalar();
+    let want = -(1.5f32 - (0.5f32.exp() + 1.5f32.exp()).ln());
+    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    let none =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i64, -100, -100], [1, 3]), &device);
+    assert_eq!(causal_lm_loss(logits, none).into_scalar(), 0.0);
+}
