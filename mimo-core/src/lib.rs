@@ -15,18 +15,24 @@
 //! - [`fsutil`]: atomic file writes;
 //! - [`rng`]: a seedable random generator.
 //!
-//! Still to come (tracked in the issues): `prompt/` (visual
-//! prompt encoder), `aligner/`, `mimo/` (assembly, grounding tokens, losses).
+//! - [`prompt`]: the visual prompt encoder (points and boxes into the image-feature space);
+//! - [`aligner`]: the multi-modal input aligner (learnable queries over image, prompt and
+//!   instruction tokens);
+//! - [`mimo`]: the MIMO model (sequence assembly, `<SEG>` grounding, LISA's losses, grounded
+//!   answers).
 
 #![warn(missing_docs)]
 
+pub mod aligner;
 pub mod clip;
 pub mod config;
 pub mod fsutil;
 pub mod imageops;
 pub mod llm;
 pub mod loader;
+pub mod mimo;
 pub mod nn;
+pub mod prompt;
 pub mod rng;
 pub mod sam;
 pub mod tokenizer;

@@ -1,0 +1,200 @@
+//! Reading grounded answers: `It shows <p>the liver</p><SEG> and <p>a cyst</p><SEG>.` becomes
+//! the plain text `It shows the liver and a cyst.` with one segment per `<SEG>`, each with
+//! the phrase it grounds and that phrase's character span in the plain text.
+//!
+//! Model output is not always well formed, so the parser never fails: a `</p>` without `<p>`
+//! is dropped, a `<p>` opened again restarts the phrase, a `<SEG>` inside an open phrase
+//! closes it, a `<SEG>` without a phrase right before it (whitespace allowed) gets no phrase,
+//! and a phrase without `<SEG>` stays plain text. Every `<SEG>` yields exactly one segment,
+//! in order, because each `<SEG>` token carries one mask.
+
+use serde::{Deserialize, Serialize};
+
+/// Opens a grounded phrase.
+pub const P_START: &str = "<p>";
+/// Closes a grounded phrase.
+pub const P_END: &str = "</p>";
+/// Asks for a mask.
+pub const SEG: &str = "<SEG>";
+
+/// One `<SEG>` of an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParsedSegment {
+    /// The phrase it grounds, if the answer marked one.
+    pub phrase: Option<String>,
+    /// `[start, end)` of the phrase in the plain text, in characters (not bytes).
+    pub char_span: Option<(usize, usize)>,
+}
+
+/// An answer with its markup read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParsedAnswer {
+    /// The answer without `<p>`, `</p>` and `<SEG>`.
+    pub text: String,
+    /// One entry per `<SEG>`, in order.
+    pub segments: Vec<ParsedSegment>,
+}
+
+/// Reads `<p>…</p><SEG>` markup (see the module documentation for malformed input).
+pub fn parse_grounded(raw: &str) -> ParsedAnswer {
+    let mut text = String::new();
+    let mut chars = 0usize; // characters in `text`
+    let mut open: Option<usize> = None; // char start of an open phrase
+    // A closed phrase waiting for its <SEG>: (start, end), while only whitespace follows.
+    let mut pending: Option<(usize, usize)> = None;
+    let mut segments = Vec::new();
+    let mut rest = raw;
+    let span_text = |text: &str, (s, e): (usize, usize)| -> String {
+        text.chars().skip(s).take(e - s).collect()
+    };
+    // Trims whitespace off both ends of a character span of `text`.
+    let trim = |text: &str, (s, e): (usize, usize)| -> (usize, usize) {
+        let cs: Vec<char> = text.chars().skip(s).take(e - s).collect();
+        let lead = cs.iter().take_while(|c| c.is_whitespace()).count();
+        let trail = cs.iter().rev().take_while(|c| c.is_whitespace()).count();
+        if lead == cs.len() {
+            (s, s)
+        } else {
+            (s + lead, e - trail)
+        }
+    };
+    while !rest.is_empty() {
+        let next = [P_START, P_END, SEG]
+            .iter()
+            .filter_map(|m| rest.find(m).map(|i| (i, *m)))
+            .min_by_key(|(i, _)| *i);
+        let (i, marker) = match next {
+            Some(x) => x,
+            None => (rest.len(), ""),
+        };
+        let plain = &rest[..i];
+        if !plain.is_empty() {
+            if !plain.chars().all(char::is_whitespace) {
+                pending = None;
+            }
+            text.push_str(plain);
+            chars += plain.chars().count();
+        }
+        if marker.is_empty() {
+            break;
+        }
+        rest = &rest[i + marker.len()..];
+        match marker {
+            P_START => {
+                open = Some(chars);
+                pending = None;
+            }
+            P_END => {
+                if let Some(s) = open.take() {
+                    pending = Some(trim(&text, (s, chars)));
+                }
+            }
+            _ => {
+                let span = match open.take() {
+                    Some(s) => Some(trim(&text, (s, chars))),
+                    None => pending.take(),
+                };
+                let span = span.filter(|(s, e)| e > s);
+                segments.push(ParsedSegment {
+                    phrase: span.map(|sp| span_text(&text, sp)),
+                    char_span: span,
+                });
+            }
+        }
+    }
+    ParsedAnswer { text, segments }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn seg(phrase: &str, s: usize, e: usize) -> ParsedSegment {
+        ParsedSegment {
+            phrase: Some(phrase.into()),
+            char_span: Some((s, e)),
+        }
+    }
+
+    const NONE: ParsedSegment = ParsedSegment {
+        phrase: None,
+        char_span: None,
+    };
+
+    #[test]
+    fn well_formed_answers() {
+        let a = parse_grounded("It shows <p>the liver</p><SEG> and <p>a cyst</p> <SEG>.");
+        assert_eq!(a.text, "It shows the liver and a cyst .");
+        assert_eq!(
+            a.segments,
+            vec![seg("the liver", 9, 18), seg("a cyst", 23, 29)]
+        );
+        let a = parse_grounded("Sure, <SEG>.");
+        assert_eq!(a.text, "Sure, .");
+        assert_eq!(a.segments, vec![NONE]);
+        // Characters, not bytes.
+        let a = parse_grounded("Läsion: <p>Ödem</p><SEG>");
+        assert_eq!(a.segments, vec![seg("Ödem", 8, 12)]);
+    }
+
+    #[test]
+    fn malformed_answers() {
+        // </p> without <p>, phrase without <SEG>, text between </p> and <SEG>.
+        let a = parse_grounded("a </p>b <p>c</p> d <SEG> <p>e</p>");
+        assert_eq!(a.text, "a b c d  e");
+        assert_eq!(a.segments, vec![NONE]);
+        // <SEG> inside an open phrase closes it; a reopened <p> restarts.
+        let a = parse_grounded("<p>x <p>kidney<SEG></p>");
+        assert_eq!(a.text, "x kidney");
+        assert_eq!(a.segments, vec![seg("kidney", 2, 8)]);
+        // An empty phrase grounds nothing; one phrase serves one <SEG>.
+        let a = parse_grounded("<p> </p><SEG><p>y</p><SEG><SEG>");
+        assert_eq!(a.segments, vec![NONE, seg("y", 1, 2), NONE]);
+        assert_eq!(parse_grounded("").segments, vec![]);
+    }
+
+    /// Random mixes of markup, words, spaces and non-ASCII text: the parser never panics,
+    /// gives one segment per `<SEG>`, the plain text is the input without markup, and every
+    /// span points at its phrase in the plain text.
+    #[test]
+    fn property_random_markup() {
+        let pieces = [
+            "<p>", "</p>", "<SEG>", "liver", " ", "  ", "é", "腎", ".", "<", "p>", "SEG",
+        ];
+        let mut rng = Rng::new(7);
+        for _ in 0..3000 {
+            let n = (rng.next_f64() * 14.0) as usize;
+            let raw: String = (0..n)
+                .map(|_| pieces[(rng.next_f64() * pieces.len() as f64) as usize % pieces.len()])
+                .collect();
+            let a = parse_grounded(&raw);
+            assert_eq!(a.segments.len(), raw.matches(SEG).count(), "{raw:?}");
+            // The markers removed left to right (removing them can form new ones: "<" + "p>").
+            let mut expect = String::new();
+            let mut rest = raw.as_str();
+            while !rest.is_empty() {
+                if let Some(m) = [P_START, P_END, SEG].iter().find(|m| rest.starts_with(**m)) {
+                    rest = &rest[m.len()..];
+                } else {
+                    let c = rest.chars().next().unwrap();
+                    expect.push(c);
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+            assert_eq!(a.text, expect, "{raw:?}");
+            let chars: Vec<char> = a.text.chars().collect();
+            for s in &a.segments {
+                match (&s.phrase, s.char_span) {
+                    (Some(p), Some((b, e))) => {
+                        assert!(b < e && e <= chars.len(), "{raw:?}");
+                        assert_eq!(&chars[b..e].iter().collect::<String>(), p, "{raw:?}");
+                        assert_eq!(p.trim(), p, "{raw:?}");
+                    }
+                    (None, None) => {}
+                    other => panic!("{raw:?}: {other:?}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! MIMO's own checkpoint dialect: the modules MIMO adds to its components, under the keys a
+//! PyTorch statement of the model uses (`vp_encoder.*`, `aligner.*`, `mm_projector.*`, and
+//! LISA's `text_hidden_fcs.0.0.*` / `text_hidden_fcs.0.2.*`), and the trained parts file
+//! (those modules plus SAM's mask decoder under segment_anything's `mask_decoder.*` keys and
+//! the LLM's `model.embed_tokens.weight` / `lm_head.weight`), which sits next to a peft
+//! adapter so a frozen 7B base is never copied per experiment.
+
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn_store::TensorSnapshot;
+
+use super::Mimo;
+use crate::loader::{
+    Checkpoint, Dialect, LoadError, LoadReport, PrefixDialect, file_params, load_checkpoint_partial,
+};
+
+/// The new modules' file keys → module paths (only `text_hidden_fcs` is renamed: LISA's
+/// `nn.Sequential` indices 0 and 2 are our `fc1`/`fc2`).
+pub const NEW_MODULES: PrefixDialect = PrefixDialect {
+    name: "MIMO new modules",
+    renames: &[
+        ("text_hidden_fcs.0.0.", "text_hidden_fcs.fc1."),
+        ("text_hidden_fcs.0.2.", "text_hidden_fcs.fc2."),
+    ],
+};
+
+/// Whether a module path belongs to a module MIMO adds (not to CLIP, SAM or the LLM).
+pub fn is_new_module(path: &str) -> bool {
+    [
+        "vp_encoder.",
+        "aligner.",
+        "mm_projector.",
+        "text_hidden_fcs.",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+}
+
+/// The trained-parts file: new modules, SAM's mask decoder and the token rows.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainedPartsDialect;
+
+impl TrainedPartsDialect {
+    fn to_module(key: &str) -> Option<String> {
+        if let Some(rest) = key.strip_prefix("mask_decoder.") {
+            return Some(format!(
+                "sam.{}",
+                crate::loader::sam::DIALECT.to_module(&format!("mask_decoder.{rest}"))
+            ));
+        }
+        if key == "model.embed_tokens.weight" || key == "lm_head.weight" {
+            return Some(format!("llm.{key}"));
+        }
+        let path = NEW_MODULES.to_module(key);
+        is_new_module(&path).then_some(path)
+    }
+}
+
+impl Dialect for TrainedPartsDialect {
+    fn name(&self) -> &str {
+        "MIMO trained parts"
+    }
+
+    fn module_tensors(&self, key: &str, tensor: &TensorSnapshot) -> Vec<(String, TensorSnapshot)> {
+        Self::to_module(key)
+            .map(|p| vec![(p, tensor.clone())])
+            .unwrap_or_default()
+    }
+
+    fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>) {
+        let key = if let Some(rest) = torch_path.strip_prefix("sam.") {
+            crate::loader::sam::DIALECT.to_file(rest)
+        } else if let Some(rest) = torch_path.strip_prefix("llm.") {
+            rest.to_string()
+        } else {
+            NEW_MODULES.to_file(torch_path)
+        };
+        (key, torch_shape.to_vec())
+    }
+}
+
+/// Whether a module path is saved in the trained-parts file.
+pub fn is_trained_part(path: &str) -> bool {
+    is_new_module(path)
+        || path.starts_with("sam.mask_decoder.")
+        || path == "llm.model.embed_tokens.weight"
+        || path.starts_with("llm.lm_head.")
+}
+
+/// The peft adapter's folder inside a MIMO checkpoint directory.
+pub const ADAPTER_DIR: &str = "adapter";
+/// The trained-parts file inside a MIMO checkpoint directory.
+pub const TRAINED_FILE: &str = "trained.safetensors";
+
+impl<B: Backend> Mimo<B> {
+    /// Writes what training changed as a checkpoint directory: `adapter/` (peft format,
+    /// readable by peft) and `trained.safetensors` ([`Mimo::save_trained_parts`]). The frozen
+    /// components are not copied; a model file's `weights` point at them.
+    pub fn save_checkpoint(
+        &self,
+        dir: impl AsRef<Path>,
+        lora: &crate::llm::LoraConfig,
+    ) -> Result<(), super::MimoError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            super::MimoError::Input(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        self.llm.save_lora(lora, dir.join(ADAPTER_DIR))?;
+        let file = dir.join(TRAINED_FILE);
+        self.save_trained_parts(&file)
+            .map_err(|e| super::MimoError::Input(format!("cannot write {}: {e}", file.display())))
+    }
+
+    /// Loads the new modules (`vp_encoder`, `aligner`, `mm_projector`, `text_hidden_fcs`)
+    /// from a file with [`NEW_MODULES`] keys; each must be present with its shape, other
+    /// keys are reported unused. The trainable set is kept.
+    pub fn load_new_modules(self, path: impl AsRef<Path>) -> Result<(Self, LoadReport), LoadError> {
+        let checkpoint = Checkpoint::open(path)?;
+        load_checkpoint_partial(self, &checkpoint, &NEW_MODULES, &is_new_module)
+    }
+
+    /// Loads a trained-parts file written by [`Mimo::save_trained_parts`].
+    pub fn load_trained_parts(
+        self,
+        path: impl AsRef<Path>,
+    ) -> Result<(Self, LoadReport), LoadError> {
+        let checkpoint = Checkpoint::open(path)?;
+        load_checkpoint_partial(self, &checkpoint, &TrainedPartsDialect, &is_trained_part)
+    }
+
+    /// Writes what training changes besides the LoRA adapter (new modules, SAM's mask
+    /// decoder, `embed_tokens`, `lm_head`) as one safetensors file in PyTorch layouts,
+    /// atomically.
+    pub fn save_trained_parts(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
+        let path = path.as_ref();
+        let params = file_params(self, &TrainedPartsDialect);
+        let mut values = Collect::<B>::default();
+        self.visit(&mut values);
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for p in params.iter().filter(|p| is_trained_part(&p.module_path)) {
+            let Some((shape, data)) = values.take(&p.module_path) else {
+                continue;
+            };
+            let data = if p.transposed && shape.len() == 2 {
+                let (r, c) = (shape[0], shape[1]);
+                let mut t = vec![0f32; data.len()];
+                for i in 0..r {
+                    for j in 0..c {
+                        t[j * r + i] = data[i * c + j];
+                    }
+                }
+                t
+            } else {
+                data
+            };
+            let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.push((p.key.clone(), p.shape.clone(), bytes));
+        }
+        let views = tensors
+            .iter()
+            .map(|(k, s, b)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .map(|v| (k.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(std::io::Error::other)?;
+        let bytes = safetensors::serialize(views, None).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(path, &bytes)
+    }
+}
+
+/// Float parameter values by burn path, as f32 in burn's layout.
+struct Collect<B: Backend> {
+    path: Vec<String>,
+    values: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: Backend> Default for Collect<B> {
+    fn default() -> Self {
+        Self {
+            path: Vec::new(),
+            values: Default::default(),
+            _b: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<B: Backend> Collect<B> {
+    fn take(&mut self, path: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        self.values.remove(path)
+    }
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collect<B> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let path = self.path.join(".");
+        if !is_trained_part(&path) {
+            return;
+        }
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        let data = t
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap_or_default();
+        self.values.insert(path, (shape, data));
+    }
+}

@@ -1,0 +1,801 @@
+//! MIMO: the model the paper is about, assembled from the CLIP image encoder, the visual
+//! prompt encoder, the aligner, the LLaMA/Vicuna decoder with LoRA, and SAM.
+//!
+//! ```text
+//! CLIP pixels ─ CLIP (frozen) ─ F_img ─┬─ mm_projector ───────────────┐
+//! prompts ─ VisualPromptEncoder ─ V ───┤                               │ replaces <image>
+//! instruction embeddings ──────────────┴─ Aligner ─ A (N_q tokens) ────┘
+//! LLM (+LoRA) ─ final-norm hidden states ─ at the position predicting <SEG>
+//!   ─ text_hidden_fcs ─ SAM prompt (sparse) ─ SAM mask decoder on the SAM image embedding
+//!   ─ post-processed to the original size ─ one mask per <SEG>
+//! loss = ce·CE + bce·BCE + dice·Dice
+//! ```
+//!
+//! The grounding path is LISA's (dvlab-research/LISA `model/LISA.py`): the `<SEG>`
+//! embedding is the final-norm hidden state at the position *before* `<SEG>` (lines
+//! 187-199, 247-267), projected by `text_hidden_fcs` (lines 89-101) and decoded by SAM's mask
+//! decoder with the no-mask dense embedding and `multimask_output = False` (lines 269-294);
+//! masks are post-processed to the original size (segment_anything `modeling/sam.py` lines
+//! 133-162) and the losses are LISA's (lines 16-59, 305-343). The `<image>` placeholder
+//! expands to the projected image tokens followed by the aligner's tokens (or, without the
+//! aligner, the projected visual-prompt tokens), located through an explicit input→expanded
+//! position map instead of LISA's hard-coded 255.
+
+pub mod answer;
+pub mod config;
+pub mod grounded;
+pub mod load;
+pub mod loss;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::aligner::{Aligner, AlignerConfig, AlignerContext};
+use crate::clip::{ClipVision, ClipVisionConfig};
+use crate::config::ConfigError;
+use crate::llm::lora::{LoraConfig, LoraError};
+use crate::llm::{Llama, LlamaConfig, causal_lm_loss};
+use crate::prompt::{LABEL_PAD, PromptTensors, VisualPromptEncoder, VisualPromptEncoderConfig};
+use crate::sam::{Sam, SamConfig};
+use crate::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX};
+
+pub use answer::{AnswerRequest, GroundedAnswer, GroundedSegment, RawAnswer};
+pub use config::{MimoBuild, MimoConfig, MimoWeights};
+pub use grounded::{ParsedAnswer, ParsedSegment, parse_grounded};
+pub use loss::LossWeights;
+
+/// The sizes of a MIMO model with every component resolved (what [`Mimo`] is built from).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MimoModelConfig {
+    /// The CLIP image tower.
+    pub clip: ClipVisionConfig,
+    /// Segment Anything.
+    pub sam: SamConfig,
+    /// The language model (its `vocab_size` includes MIMO's added tokens).
+    pub llm: LlamaConfig,
+    /// The aligner; `None` is the paper's "w/o Aligner" ablation, where the placeholder
+    /// expands to the image tokens and the projected visual-prompt tokens.
+    pub aligner: Option<AlignerSizes>,
+    /// LoRA on the LLM (`None`: no adapter).
+    pub lora: Option<LoraConfig>,
+    /// Loss weights.
+    #[serde(default)]
+    pub loss: LossWeights,
+    /// Id of `<SEG>` (from the tokenizer's added-token table).
+    pub seg_token_id: u32,
+}
+
+/// The aligner's own sizes; its input and output widths come from CLIP and the LLM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlignerSizes {
+    /// Learnable queries.
+    pub num_queries: usize,
+    /// Width of queries and context.
+    pub width: usize,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// Blocks.
+    pub depth: usize,
+    /// MLP hidden width.
+    pub mlp_dim: usize,
+}
+
+impl MimoModelConfig {
+    /// The visual prompt encoder's sizes: SAM's prompt width into CLIP's width.
+    pub fn vp_encoder(&self) -> VisualPromptEncoderConfig {
+        VisualPromptEncoderConfig {
+            embed_dim: self.sam.prompt_encoder.embed_dim,
+            image_dim: self.clip.hidden_size,
+        }
+    }
+
+    /// The aligner's full configuration, if enabled.
+    pub fn aligner_config(&self) -> Option<AlignerConfig> {
+        self.aligner.as_ref().map(|a| AlignerConfig {
+            num_queries: a.num_queries,
+            width: a.width,
+            num_heads: a.num_heads,
+            depth: a.depth,
+            mlp_dim: a.mlp_dim,
+            image_dim: self.clip.hidden_size,
+            llm_dim: self.llm.hidden_size,
+            layer_norm_eps: 1e-5,
+        })
+    }
+
+    /// Checks the sizes of every part; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let prefix = |p: &str, e: ConfigError| match e {
+            ConfigError::Invalid {
+                field,
+                message,
+                file,
+            } => ConfigError::Invalid {
+                field: format!("{p}.{field}"),
+                message,
+                file,
+            },
+            other => other,
+        };
+        self.llm.validate().map_err(|e| prefix("llm", e))?;
+        self.vp_encoder()
+            .validate()
+            .map_err(|e| prefix("vp_encoder", e))?;
+        if let Some(a) = self.aligner_config() {
+            a.validate().map_err(|e| prefix("aligner", e))?;
+        }
+        if let Some(l) = &self.lora {
+            l.validate().map_err(|e| ConfigError::Invalid {
+                field: "lora".into(),
+                message: e.to_string(),
+                file: None,
+            })?;
+        }
+        if self.seg_token_id as usize >= self.llm.vocab_size {
+            return ConfigError::invalid(
+                "seg_token_id",
+                format!(
+                    "{} is outside the vocabulary ({} tokens)",
+                    self.seg_token_id, self.llm.vocab_size
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// A randomly initialised model (components as their configs initialise them, new
+    /// modules as [`Mimo::new_modules`] says), with the trainable set of
+    /// [`Mimo::with_trainable_set`]. Load component checkpoints with [`Mimo::from_parts`].
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Mimo<B>, MimoError> {
+        self.validate()?;
+        let mut llm = self.llm.init(device);
+        if let Some(l) = &self.lora {
+            llm = llm.with_lora(l)?.0;
+        }
+        Mimo::from_parts(
+            self,
+            self.clip.init(device),
+            Sam::new(&self.sam, device),
+            llm,
+        )
+    }
+}
+
+/// Why a MIMO model could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum MimoError {
+    /// A configuration value is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// LoRA could not be attached or read.
+    #[error(transparent)]
+    Lora(#[from] LoraError),
+    /// A checkpoint does not fit.
+    #[error(transparent)]
+    Load(#[from] crate::loader::LoadError),
+    /// The batch is not what the model expects.
+    #[error("invalid MIMO input: {0}")]
+    Input(String),
+}
+
+/// `text_hidden_fcs`: `Linear(D, D) → ReLU → Linear(D, C)` (LISA `model/LISA.py` lines
+/// 89-101; its keys `text_hidden_fcs.0.0.*`, `text_hidden_fcs.0.2.*`).
+#[derive(Module, Debug)]
+pub struct SegHead<B: Backend> {
+    /// `D -> D`.
+    pub fc1: Linear<B>,
+    /// `D -> C` (SAM's prompt width).
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> SegHead<B> {
+    /// `[.., D] -> [.., C]`.
+    pub fn forward<const N: usize>(&self, x: Tensor<B, N>) -> Tensor<B, N> {
+        self.fc2.forward(relu(self.fc1.forward(x)))
+    }
+}
+
+/// The MIMO model.
+#[derive(Module, Debug)]
+pub struct Mimo<B: Backend> {
+    /// CLIP image tower (frozen).
+    pub clip: ClipVision<B>,
+    /// SAM: image and prompt encoders frozen, mask decoder trained.
+    pub sam: Sam<B>,
+    /// The language model; LoRA adapters and the token embeddings / head are trained.
+    pub llm: Llama<B>,
+    /// Visual prompt encoder.
+    pub vp_encoder: VisualPromptEncoder<B>,
+    /// The aligner (`None`: the "w/o Aligner" ablation).
+    pub aligner: Option<Aligner<B>>,
+    /// CLIP features into the LLM width.
+    pub mm_projector: Linear<B>,
+    /// `<SEG>` hidden state into SAM's prompt width.
+    pub text_hidden_fcs: SegHead<B>,
+    /// Id of `<SEG>`.
+    pub seg_token_id: usize,
+    /// Whether `embed_tokens` and `lm_head` train in full (see [`is_trainable`]).
+    pub train_token_embeddings: bool,
+    /// Loss weights.
+    #[module(skip)]
+    pub loss_weights: LossWeights,
+}
+
+/// Where CLIP's features come from.
+#[derive(Debug, Clone)]
+pub enum ClipInput<B: Backend> {
+    /// Pre-processed pixels `[N, 3, S, S]`: the tower runs.
+    Pixels(Tensor<B, 4>),
+    /// Features already computed (e.g. from the feature cache) `[N, P, image_dim]`.
+    Features(Tensor<B, 3>),
+}
+
+/// A batch for the model: tensors, plus the image sizes that fix output shapes. One
+/// conversation row per image.
+#[derive(Debug, Clone)]
+pub struct MimoInput<B: Backend> {
+    /// CLIP pixels or features.
+    pub clip: ClipInput<B>,
+    /// SAM input `[N, 3, S, S]`: resized (long side S), normalised, zero-padded.
+    pub sam_pixels: Tensor<B, 4>,
+    /// `[height, width]` of each image inside the SAM input before padding.
+    pub sam_resized: Vec<[usize; 2]>,
+    /// Original `[height, width]` of each image (the masks' size).
+    pub sizes: Vec<[usize; 2]>,
+    /// Visual prompts in original pixels.
+    pub prompts: PromptTensors<B>,
+    /// Token ids `[N, L]`, right-padded, with one [`IMAGE_TOKEN_INDEX`] per row.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// Targets `[N, L]` ([`IGNORE_INDEX`] outside the answers); `None` at inference.
+    pub labels: Option<Tensor<B, 2, Int>>,
+    /// `[N, L]`: true for tokens, false for padding.
+    pub attention_mask: Tensor<B, 2, Bool>,
+    /// Ground-truth masks per image `[n_i, H_i, W_i]` (0/1), one per `<SEG>` in order;
+    /// empty at inference.
+    pub masks: Vec<Tensor<B, 3>>,
+}
+
+/// What the training forward returns.
+#[derive(Debug, Clone)]
+pub struct MimoOutput<B: Backend> {
+    /// `ce·CE + bce·BCE + dice·Dice`, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Next-token cross-entropy (unweighted).
+    pub ce: Tensor<B, 1>,
+    /// Mask BCE, weighted by `bce` (LISA's `mask_bce_loss`).
+    pub mask_bce: Tensor<B, 1>,
+    /// Mask Dice, weighted by `dice` (LISA's `mask_dice_loss`).
+    pub mask_dice: Tensor<B, 1>,
+    /// Mask logits per image at original size `[n_i, H_i, W_i]`.
+    pub pred_masks: Vec<Tensor<B, 3>>,
+    /// LLM logits over the expanded sequence `[N, L', vocab]`.
+    pub logits: Tensor<B, 3>,
+    /// Targets over the expanded sequence `[N, L']`.
+    pub labels: Tensor<B, 2, Int>,
+    /// Expanded positions whose hidden states became `<SEG>` embeddings, row by row.
+    pub seg_positions: Vec<Vec<usize>>,
+}
+
+/// The LLM input after the `<image>` placeholder was expanded.
+#[derive(Debug, Clone)]
+pub struct Assembled<B: Backend> {
+    /// `[N, L', D]`.
+    pub inputs_embeds: Tensor<B, 3>,
+    /// `[N, L']`.
+    pub attention_mask: Tensor<B, 2, Bool>,
+    /// `[N, L']`, when labels were given.
+    pub labels: Option<Vec<Vec<i64>>>,
+    /// Per row: input index → expanded index.
+    pub pos_map: Vec<Vec<usize>>,
+    /// Per row: number of rows the placeholder became.
+    pub image_rows: Vec<usize>,
+    /// Per row: unpadded expanded length.
+    pub lengths: Vec<usize>,
+}
+
+fn host_i64<B: Backend, const D: usize>(t: &Tensor<B, D, Int>) -> Vec<i64> {
+    t.clone()
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap_or_default()
+}
+
+fn host_bool<B: Backend, const D: usize>(t: &Tensor<B, D, Bool>) -> Vec<bool> {
+    // Bool storage differs per backend: go through integers.
+    host_i64(&t.clone().int())
+        .into_iter()
+        .map(|v| v != 0)
+        .collect()
+}
+
+/// The instruction tokens the aligner reads: positions after the `<image>` placeholder
+/// that are not padding and come before the first supervised token (all positions after
+/// the placeholder when there are no labels). `[N][L]`.
+pub fn instruction_mask(
+    ids: &[Vec<i64>],
+    labels: Option<&[Vec<i64>]>,
+    mask: &[Vec<bool>],
+) -> Vec<Vec<bool>> {
+    ids.iter()
+        .enumerate()
+        .map(|(r, row)| {
+            let i0 = row.iter().position(|&t| t == IMAGE_TOKEN_INDEX);
+            let first_target = labels
+                .and_then(|l| l.get(r))
+                .and_then(|l| l.iter().position(|&t| t != IGNORE_INDEX))
+                .unwrap_or(row.len());
+            (0..row.len())
+                .map(|j| {
+                    i0.is_some_and(|i0| j > i0)
+                        && j < first_target
+                        && mask.get(r).and_then(|m| m.get(j)).copied().unwrap_or(false)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether the parameter at a module path trains under [`Mimo::with_trainable_set`]
+/// (the rule stated by path, so it can be applied to a model too large to materialise).
+pub fn is_trainable(path: &str, train_token_embeddings: bool) -> bool {
+    if path == "vp_encoder.pe_gaussian" {
+        return false;
+    }
+    if load::is_new_module(path) || path.starts_with("sam.mask_decoder.") {
+        return true;
+    }
+    if path.starts_with("llm.") && (path.contains(".lora_a.") || path.contains(".lora_b.")) {
+        return true;
+    }
+    train_token_embeddings
+        && (path.starts_with("llm.model.embed_tokens.") || path.starts_with("llm.lm_head."))
+}
+
+/// One parameter of a model: module path, checkpoint key, PyTorch-layout shape, trained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// burn module path.
+    pub path: String,
+    /// Key in MIMO's files (trained parts / new modules naming).
+    pub key: String,
+    /// Shape in PyTorch layout.
+    pub shape: Vec<usize>,
+    /// Whether it trains.
+    pub trainable: bool,
+}
+
+struct SetRequireGrad(bool);
+
+impl<B: Backend> ModuleMapper<B> for SetRequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(self.0)
+    }
+}
+
+fn freeze<B: Backend, M: Module<B>>(m: M) -> M {
+    m.map(&mut SetRequireGrad(false))
+}
+
+fn unfreeze<B: Backend, M: Module<B>>(m: M) -> M {
+    m.map(&mut SetRequireGrad(true))
+}
+
+impl<B: Backend> Mimo<B> {
+    /// Builds MIMO around loaded components: the visual prompt encoder initialised from
+    /// SAM's prompt encoder (its Fourier matrix frozen, point and padding embeddings
+    /// copied, as SPHINX-V does), the aligner with N(0, 0.02) queries, `mm_projector` and
+    /// `text_hidden_fcs` with PyTorch's default Linear init. `llm` must already carry its
+    /// adapter (if any) and have the vocabulary of `config.llm`.
+    pub fn from_parts(
+        config: &MimoModelConfig,
+        clip: ClipVision<B>,
+        sam: Sam<B>,
+        llm: Llama<B>,
+    ) -> Result<Self, MimoError> {
+        config.validate()?;
+        let device = llm.model.embed_tokens.weight.lazy_device();
+        let d = config.llm.hidden_size;
+        let c = config.sam.prompt_encoder.embed_dim;
+        let vp_encoder = config
+            .vp_encoder()
+            .init(&device)
+            .init_from_sam(&sam.prompt_encoder);
+        let model = Mimo {
+            clip,
+            sam,
+            llm,
+            vp_encoder,
+            aligner: config.aligner_config().map(|a| a.init(&device)),
+            mm_projector: LinearConfig::new(config.clip.hidden_size, d).init(&device),
+            text_hidden_fcs: SegHead {
+                fc1: LinearConfig::new(d, d).init(&device),
+                fc2: LinearConfig::new(d, c).init(&device),
+            },
+            seg_token_id: config.seg_token_id as usize,
+            train_token_embeddings: true,
+            loss_weights: config.loss,
+        };
+        Ok(model.with_trainable_set(true))
+    }
+
+    /// Sets which parameters train (MIMO's split; LISA `train_ds.py` lines 158-228):
+    /// frozen are CLIP, SAM's image and prompt encoders, the LLM's base weights and the
+    /// prompt encoder's Fourier matrix; trained are the visual prompt encoder's embeddings
+    /// and projection, the aligner, `mm_projector`, `text_hidden_fcs`, SAM's mask decoder,
+    /// the LoRA adapters and, with `train_token_embeddings`, the whole `embed_tokens` and
+    /// `lm_head` (LISA trains them for the added tokens).
+    pub fn with_trainable_set(mut self, train_token_embeddings: bool) -> Self {
+        self.train_token_embeddings = train_token_embeddings;
+        self.clip = freeze(self.clip);
+        self.sam.image_encoder = freeze(self.sam.image_encoder);
+        self.sam.prompt_encoder = freeze(self.sam.prompt_encoder);
+        self.sam.mask_decoder = unfreeze(self.sam.mask_decoder);
+        let mut llm = freeze(self.llm);
+        for (_, _, p) in llm.projections_mut() {
+            p.lora_a = p.lora_a.take().map(unfreeze);
+            p.lora_b = p.lora_b.take().map(unfreeze);
+        }
+        self.llm = llm;
+        if train_token_embeddings {
+            self.llm.model.embed_tokens = unfreeze(self.llm.model.embed_tokens);
+            self.llm.lm_head = self.llm.lm_head.map(unfreeze);
+        }
+        self.vp_encoder = unfreeze(self.vp_encoder);
+        self.vp_encoder.pe_gaussian = self.vp_encoder.pe_gaussian.set_require_grad(false);
+        self.aligner = self.aligner.map(unfreeze);
+        self.mm_projector = unfreeze(self.mm_projector);
+        self.text_hidden_fcs = unfreeze(self.text_hidden_fcs);
+        self
+    }
+
+    fn device(&self) -> B::Device {
+        self.mm_projector.weight.device()
+    }
+
+    /// Every parameter with its shape and whether it trains, without materialising lazily
+    /// initialised weights (so a 7B model built without weights can be listed).
+    pub fn parameters(&self) -> Vec<ParamInfo> {
+        crate::loader::file_params(self, &load::TrainedPartsDialect)
+            .into_iter()
+            .map(|p| ParamInfo {
+                trainable: is_trainable(&p.module_path, self.train_token_embeddings),
+                path: p.module_path,
+                key: p.key,
+                shape: p.shape,
+            })
+            .collect()
+    }
+
+    /// Number of LLM rows the `<image>` placeholder of image `b` becomes.
+    pub fn image_rows(&self, patches: usize, valid_prompts: usize) -> usize {
+        patches
+            + match &self.aligner {
+                Some(a) => a.num_queries(),
+                None => valid_prompts,
+            }
+    }
+
+    /// CLIP features `[N, P, image_dim]` (the tower's configured feature selection).
+    pub fn image_features(&self, clip: &ClipInput<B>) -> Tensor<B, 3> {
+        match clip {
+            ClipInput::Pixels(p) => self.clip.features(p.clone()),
+            ClipInput::Features(f) => f.clone(),
+        }
+    }
+
+    /// Expands the `<image>` placeholder of every row (see the module documentation) and
+    /// right-pads the rows to the longest: embeddings, mask, labels and the position map.
+    pub fn assemble(&self, input: &MimoInput<B>) -> Result<Assembled<B>, MimoError> {
+        let device = self.device();
+        let ids = host_i64(&input.input_ids);
+        let [n, l] = input.input_ids.dims();
+        let ids: Vec<Vec<i64>> = ids.chunks(l.max(1)).map(<[i64]>::to_vec).take(n).collect();
+        let mask: Vec<Vec<bool>> = host_bool(&input.attention_mask)
+            .chunks(l.max(1))
+            .map(<[bool]>::to_vec)
+            .take(n)
+            .collect();
+        let labels: Option<Vec<Vec<i64>>> = input.labels.as_ref().map(|t| {
+            host_i64(t)
+                .chunks(l.max(1))
+                .map(<[i64]>::to_vec)
+                .take(n)
+                .collect()
+        });
+        let bad = |m: String| Err(MimoError::Input(m));
+        if input.sizes.len() != n || input.sam_resized.len() != n {
+            return bad(format!(
+                "{n} conversation rows but {} image sizes and {} SAM sizes",
+                input.sizes.len(),
+                input.sam_resized.len()
+            ));
+        }
+        let prompt_labels = host_i64(&input.prompts.labels);
+        let slots = input.prompts.slots();
+        if input.prompts.labels.dims()[0] != n {
+            return bad(format!(
+                "prompts for {} images, {n} rows",
+                input.prompts.labels.dims()[0]
+            ));
+        }
+
+        let features = self.image_features(&input.clip);
+        let [_, p, _] = features.dims();
+        let (vp, vp_pad) = self.vp_encoder.forward(&input.prompts, &input.sizes);
+        let safe_ids = input
+            .input_ids
+            .clone()
+            .mask_fill(input.input_ids.clone().lower_elem(0), 0);
+        let embeds = self.llm.embed(safe_ids);
+        let d = embeds.dims()[2];
+        let image_tokens = self.mm_projector.forward(features.clone());
+        let extra: Vec<Tensor<B, 2>> = match &self.aligner {
+            Some(aligner) => {
+                let keep = instruction_mask(&ids, labels.as_deref(), &mask);
+                let keep: Vec<bool> = keep.into_iter().flatten().collect();
+                let ctx = AlignerContext {
+                    image: features,
+                    prompts: vp,
+                    prompt_padding: vp_pad,
+                    text: embeds.clone().detach(),
+                    text_keep: Tensor::from_data(TensorData::new(keep, [n, l]), &device),
+                };
+                let a = aligner.forward(ctx);
+                let q = a.dims()[1];
+                (0..n)
+                    .map(|r| a.clone().slice([r..r + 1, 0..q, 0..d]).reshape([q, d]))
+                    .collect()
+            }
+            None => {
+                let projected = self.mm_projector.forward(vp);
+                (0..n)
+                    .map(|r| {
+                        let valid: Vec<i64> = (0..slots)
+                            .filter(|&j| prompt_labels[r * slots + j] != LABEL_PAD)
+                            .map(|j| j as i64)
+                            .collect();
+                        let row = projected
+                            .clone()
+                            .slice([r..r + 1, 0..slots, 0..d])
+                            .reshape([slots, d]);
+                        if valid.is_empty() {
+                            Tensor::zeros([0, d], &device)
+                        } else {
+                            let idx = Tensor::<B, 1, Int>::from_ints(valid.as_slice(), &device);
+                            row.select(0, idx)
+                        }
+                    })
+                    .collect()
+            }
+        };
+
+        let mut rows = Vec::with_capacity(n);
+        let mut out = Assembled {
+            inputs_embeds: Tensor::zeros([0, 0, d], &device),
+            attention_mask: Tensor::from_data(TensorData::new(Vec::<bool>::new(), [0, 0]), &device),
+            labels: labels.as_ref().map(|_| Vec::new()),
+            pos_map: Vec::new(),
+            image_rows: Vec::new(),
+            lengths: Vec::new(),
+        };
+        for r in 0..n {
+            let len = mask[r].iter().rposition(|&m| m).map_or(0, |i| i + 1);
+            let places: Vec<usize> = (0..len)
+                .filter(|&j| ids[r][j] == IMAGE_TOKEN_INDEX)
+                .collect();
+            let [i0] = places.as_slice() else {
+                return bad(format!(
+                    "row {r} has {} <image> placeholders (id {IMAGE_TOKEN_INDEX}); MIMO needs exactly one",
+                    places.len()
+                ));
+            };
+            let i0 = *i0;
+            let img = Tensor::cat(
+                vec![
+                    image_tokens
+                        .clone()
+                        .slice([r..r + 1, 0..p, 0..d])
+                        .reshape([p, d]),
+                    extra[r].clone(),
+                ],
+                0,
+            );
+            let k = img.dims()[0];
+            let row_embeds = embeds.clone().slice([r..r + 1, 0..l, 0..d]).reshape([l, d]);
+            let mut parts = Vec::new();
+            if i0 > 0 {
+                parts.push(row_embeds.clone().slice([0..i0, 0..d]));
+            }
+            parts.push(img);
+            if len > i0 + 1 {
+                parts.push(row_embeds.slice([i0 + 1..len, 0..d]));
+            }
+            rows.push(Tensor::cat(parts, 0));
+            out.pos_map
+                .push((0..l).map(|j| if j < i0 { j } else { j + k - 1 }).collect());
+            out.image_rows.push(k);
+            out.lengths.push(len + k - 1);
+            if let (Some(dst), Some(src)) = (out.labels.as_mut(), labels.as_ref()) {
+                let mut v: Vec<i64> = src[r][..i0].to_vec();
+                v.extend(std::iter::repeat_n(IGNORE_INDEX, k));
+                v.extend_from_slice(&src[r][i0 + 1..len]);
+                dst.push(v);
+            }
+        }
+        let width = out.lengths.iter().copied().max().unwrap_or(0);
+        let padded: Vec<Tensor<B, 3>> = rows
+            .into_iter()
+            .map(|t| {
+                let rl = t.dims()[0];
+                let t = if rl < width {
+                    Tensor::cat(vec![t, Tensor::zeros([width - rl, d], &device)], 0)
+                } else {
+                    t
+                };
+                t.unsqueeze::<3>()
+            })
+            .collect();
+        out.inputs_embeds = Tensor::cat(padded, 0);
+        let m: Vec<bool> = out
+            .lengths
+            .iter()
+            .flat_map(|&len| (0..width).map(move |j| j < len))
+            .collect();
+        out.attention_mask = Tensor::from_data(TensorData::new(m, [n, width]), &device);
+        if let Some(ls) = out.labels.as_mut() {
+            ls.iter_mut().for_each(|v| v.resize(width, IGNORE_INDEX));
+        }
+        Ok(out)
+    }
+
+    /// `<SEG>` embeddings into masks for one image: `embeddings` `[n, C]` (already through
+    /// `text_hidden_fcs`) on SAM's image embedding `[1, C, h, w]` → mask logits at the
+    /// original size `[n, H, W]` and predicted IoUs `[n]`.
+    pub fn decode_masks(
+        &self,
+        embeddings: Tensor<B, 2>,
+        image_embedding: Tensor<B, 4>,
+        resized: [usize; 2],
+        size: [usize; 2],
+    ) -> (Tensor<B, 3>, Tensor<B, 1>) {
+        let [n, c] = embeddings.dims();
+        let device = embeddings.device();
+        if n == 0 {
+            return (
+                Tensor::zeros([0, size[0], size[1]], &device),
+                Tensor::zeros([0], &device),
+            );
+        }
+        let pe = &self.sam.prompt_encoder;
+        let [h, w] = pe.image_embedding_size;
+        let sparse = embeddings.reshape([n, 1, c]);
+        let dense = pe
+            .no_mask_embed
+            .weight
+            .val()
+            .reshape([1, c, 1, 1])
+            .expand([n, c, h, w]);
+        let (low, iou) =
+            self.sam
+                .mask_decoder
+                .forward(image_embedding, pe.get_dense_pe(), sparse, dense, false);
+        let masks = self
+            .sam
+            .postprocess_masks(low, (resized[0], resized[1]), (size[0], size[1]));
+        (masks.reshape([n, size[0], size[1]]), iou.reshape([n]))
+    }
+
+    /// The training forward (LISA's `model_forward`): CE over the answer tokens, one mask
+    /// per `<SEG>` and the mask losses against `input.masks`.
+    pub fn forward(&self, input: MimoInput<B>) -> Result<MimoOutput<B>, MimoError> {
+        let device = self.device();
+        let asm = self.assemble(&input)?;
+        let n = asm.lengths.len();
+        let width = asm.attention_mask.dims()[1];
+        let positions = Tensor::<B, 1, Int>::arange(0..width as i64, &device)
+            .reshape([1, width])
+            .expand([n, width]);
+        let out = self.llm.forward(
+            asm.inputs_embeds.clone(),
+            asm.attention_mask.clone(),
+            positions,
+            None,
+            false,
+        );
+        let labels_host = asm
+            .labels
+            .clone()
+            .unwrap_or_else(|| vec![vec![IGNORE_INDEX; width]; n]);
+        let flat: Vec<i64> = labels_host.iter().flatten().copied().collect();
+        let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [n, width]), &device);
+        let ce = causal_lm_loss(out.logits.clone(), labels.clone());
+
+        // <SEG> at input position p: the hidden state at expanded pos_map[p - 1].
+        let ids = host_i64(&input.input_ids);
+        let l = input.input_ids.dims()[1];
+        let seg = self.seg_token_id as i64;
+        let mut seg_positions = Vec::with_capacity(n);
+        let mut flat_idx = Vec::new();
+        for r in 0..n {
+            let row: Vec<usize> = (1..l)
+                .filter(|&p| ids[r * l + p] == seg)
+                .map(|p| asm.pos_map[r][p - 1])
+                .filter(|&e| e < asm.lengths[r])
+                .collect();
+            flat_idx.extend(row.iter().map(|&e| (r * width + e) as i64));
+            seg_positions.push(row);
+        }
+        let d = out.last_hidden_state.dims()[2];
+        let c = self.vp_encoder.embed_dim();
+        let seg_embeds = if flat_idx.is_empty() {
+            Tensor::<B, 2>::zeros([0, c], &device)
+        } else {
+            let idx = Tensor::<B, 1, Int>::from_ints(flat_idx.as_slice(), &device);
+            self.text_hidden_fcs.forward(
+                out.last_hidden_state
+                    .clone()
+                    .reshape([n * width, d])
+                    .select(0, idx),
+            )
+        };
+        if !input.masks.is_empty() {
+            for (r, (m, s)) in input.masks.iter().zip(&seg_positions).enumerate() {
+                if m.dims()[0] != s.len() || [m.dims()[1], m.dims()[2]] != input.sizes[r] {
+                    return Err(MimoError::Input(format!(
+                        "image {r}: {} <SEG> token(s) but ground-truth masks {:?} (image size {:?})",
+                        s.len(),
+                        m.dims(),
+                        input.sizes[r]
+                    )));
+                }
+            }
+        }
+        let image_embeddings = self
+            .sam
+            .image_encoder
+            .forward(input.sam_pixels.clone())
+            .detach();
+        let [_, ce_dim, gh, gw] = image_embeddings.dims();
+        let mut pred_masks = Vec::with_capacity(n);
+        let mut start = 0usize;
+        for (r, positions) in seg_positions.iter().enumerate() {
+            let k = positions.len();
+            let e = seg_embeds.clone().slice([start..start + k, 0..c]);
+            start += k;
+            let emb = image_embeddings
+                .clone()
+                .slice([r..r + 1, 0..ce_dim, 0..gh, 0..gw]);
+            let (m, _) = self.decode_masks(e, emb, input.sam_resized[r], input.sizes[r]);
+            pred_masks.push(m);
+        }
+        let (bce, dice) = if input.masks.is_empty() {
+            (Tensor::zeros([1], &device), Tensor::zeros([1], &device))
+        } else {
+            loss::mask_losses(&pred_masks, &input.masks, &device)
+        };
+        let w = self.loss_weights;
+        let mask_bce = bce * w.bce;
+        let mask_dice = dice * w.dice;
+        let loss = ce.clone() * w.ce + mask_bce.clone() + mask_dice.clone();
+        Ok(MimoOutput {
+            loss,
+            ce,
+            mask_bce,
+            mask_dice,
+            pred_masks,
+            logits: out.logits,
+            labels,
+            seg_positions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
