@@ -6,6 +6,7 @@ mod clip_cache;
 mod data;
 mod generate;
 mod heldout;
+mod infer;
 mod overlay;
 mod report;
 mod score;
@@ -36,6 +37,9 @@ enum Command {
     Data(data::DataArgs),
     /// Generate text with a LLaMA/Vicuna model (and a LoRA adapter), streaming the answer.
     Generate(generate::GenerateArgs),
+    /// Ask MIMO a question about a scan (with optional points and boxes) and get the answer
+    /// with one mask per grounded phrase.
+    Infer(infer::InferArgs),
     /// Convert a held-out benchmark (VQA-RAD, SLAKE, PathVQA, multiple choice, segmentation
     /// folder) to evaluation records.
     Heldout(heldout::HeldoutArgs),
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::ClipCache(args) => clip_cache::run(args),
         Command::Data(args) => data::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Infer(args) => infer::run(args),
         Command::Heldout(args) => heldout::run(args),
         Command::Score(args) => score::run(args),
         Command::Report(args) => report::run(args),

@@ -156,3 +156,87 @@ fn draw_rect(img: &mut RgbImage, [x0, y0, x1, y1]: [f64; 4], t: i64, c: Rgb<u8>)
         }
     }
 }
+
+/// The colour of grounded phrase `k` (masks and legend share it).
+pub fn phrase_color(k: usize) -> [u8; 3] {
+    PALETTE[k % PALETTE.len()].map(|v| v as u8)
+}
+
+/// A grounded answer drawn for a person: the image (scaled up to at least 384 px on its short
+/// side, nearest neighbour, so small scans stay readable) with each mask tinted and outlined
+/// in its phrase's colour, the prompts drawn (foreground points green, background red,
+/// boxes green), and a legend below naming each phrase in its colour.
+pub fn grounded_overlay_png(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    masks: &[Vec<bool>],
+    labels: &[String],
+    points: &[([f64; 2], bool)],
+    boxes: &[[f64; 4]],
+) -> Result<Vec<u8>, String> {
+    let up = 384usize.div_ceil(w.min(h).max(1)).max(1);
+    let (sw, sh) = (w * up, h * up);
+    let scale_mask = |m: &[bool]| -> Vec<bool> {
+        (0..sh)
+            .flat_map(|y| (0..sw).map(move |x| (y / up, x / up)))
+            .map(|(y, x)| m.get(y * w + x).copied().unwrap_or(false))
+            .collect()
+    };
+    let mut big = vec![0u8; sw * sh * 3];
+    for y in 0..sh {
+        for x in 0..sw {
+            let s = ((y / up) * w + x / up) * 3;
+            big[(y * sw + x) * 3..(y * sw + x) * 3 + 3].copy_from_slice(&rgb[s..s + 3]);
+        }
+    }
+    let text_scale = 2i64;
+    let line_h = (9 * text_scale) as usize;
+    let legend_h = if labels.is_empty() {
+        0
+    } else {
+        8 + labels.len() * (line_h + 4)
+    };
+    let mut img = RgbImage::from_raw(sw as u32, sh as u32, big).ok_or("image buffer size")?;
+    for (k, mask) in masks.iter().enumerate() {
+        let c = phrase_color(k).map(f32::from);
+        tint_mask(&mut img, &scale_mask(mask), c, 0.45);
+    }
+    let t = (sw.min(sh) as f64 / 150.0).round().max(1.0) as i64;
+    for b in boxes {
+        draw_rect(&mut img, b.map(|v| v * up as f64), t, BOX);
+    }
+    for ([x, y], positive) in points {
+        let r = 2.5 * t as f64 + 1.0;
+        let (x, y) = ((x + 0.5) * up as f64, (y + 0.5) * up as f64);
+        draw_disc(&mut img, x, y, r + t as f64, WHITE);
+        draw_disc(
+            &mut img,
+            x,
+            y,
+            r,
+            if *positive { POSITIVE } else { NEGATIVE },
+        );
+    }
+    let mut full = RgbImage::from_pixel(sw as u32, (sh + legend_h) as u32, Rgb([24, 24, 24]));
+    image::imageops::replace(&mut full, &img, 0, 0);
+    for (k, label) in labels.iter().enumerate() {
+        let y = (sh + 8 + k * (line_h + 4)) as i64;
+        let c = Rgb(phrase_color(k));
+        for dy in 0..line_h as i64 - 4 {
+            for dx in 0..line_h as i64 - 4 {
+                put(&mut full, 8 + dx, y + dy, c);
+            }
+        }
+        mimo_bench::plot::text(
+            &mut full,
+            8 + line_h as i64 + 4,
+            y,
+            label,
+            WHITE,
+            text_scale,
+        );
+    }
+    let (fw, fh) = (full.width() as usize, full.height() as usize);
+    encode_png(full.as_raw(), fw, fh, image::ExtendedColorType::Rgb8)
+}

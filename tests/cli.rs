@@ -592,3 +592,86 @@ fn data_build_resumes_after_kill() {
         "resumed build differs from a fresh one"
     );
 }
+
+const MIMO_TINY: &str = "configs/mimo/mimo-tiny.ron";
+
+fn infer(out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "infer",
+        "--config",
+        MIMO_TINY,
+        "--question",
+        "What is marked here?",
+        "--out",
+        out,
+        "--max-new-tokens",
+        "8",
+    ];
+    args.extend_from_slice(extra);
+    mimo(&args)
+}
+
+#[test]
+fn infer_answers_with_json_and_overlay() {
+    let dir = TempDir::new("infer");
+    let out = dir.path("o");
+    let o = infer(
+        &out,
+        &[
+            "--image",
+            IMAGE,
+            "--point",
+            "98,110",
+            "--point",
+            "20,20,0",
+            "--box",
+            "30,30,170,200",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("o/answer.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["width"], 197);
+    assert_eq!(json["prompts"].as_array().unwrap().len(), 3);
+    assert!(json["raw"].is_string() && json["segments"].is_array());
+    let overlay = image::open(dir.0.join("o/overlay.png")).unwrap();
+    // Scaled up so the short side is at least 384 px.
+    assert!(overlay.width() >= 384, "{}", overlay.width());
+    assert!(
+        stderr(&o).contains("randomly initialised"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn infer_rejects_bad_input_clearly() {
+    let dir = TempDir::new("infer-bad");
+    let out = dir.path("o");
+    fails_with(&infer(&out, &["--image", "nope.png"]), "nope.png");
+    fails_with(
+        &infer(&out, &["--image", IMAGE, "--point", "300,10"]),
+        "outside the 197x233 image",
+    );
+    fails_with(
+        &infer(&out, &["--image", IMAGE, "--box", "50,50,10,10"]),
+        "top-left",
+    );
+    fails_with(
+        &infer(&out, &["--image", IMAGE, "--checkpoint", "assets"]),
+        "not a MIMO checkpoint directory",
+    );
+    let o = mimo(&[
+        "infer",
+        "--config",
+        "configs/sam/vit_b.ron",
+        "--image",
+        IMAGE,
+        "--question",
+        "q",
+        "--out",
+        &out,
+    ]);
+    fails_with(&o, "configs/sam/vit_b.ron");
+}
