@@ -23,6 +23,9 @@ enum Component {
     Llm,
     /// Data pipeline: dataset build (records/s) and batcher (batches/s).
     Data,
+    /// MIMO: one training step (forward, backward, AdamW) of a model file, or the parity
+    /// of the tiny fixture on this backend (`--check-fixture`).
+    Mimo,
 }
 
 /// Arguments of `mimo bench`.
@@ -54,9 +57,30 @@ pub struct BenchArgs {
     /// LLM: tokens to decode for the tokens/s figure.
     #[arg(long, default_value_t = 16)]
     decode_tokens: usize,
-    /// LLM: weight and activation dtype (f32, bf16, f16); bf16 is how Vicuna runs on a GPU.
+    /// Weight and activation dtype (f32, bf16, f16) of the LLM, of MIMO, and of SAM's image
+    /// encoder (SAM in bf16/f16: encoder only); bf16 is how the 7B models run on a GPU.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Also write the figures as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    json: Option<PathBuf>,
+    /// MIMO: images per batch of the synthetic training batch.
+    #[arg(long, default_value_t = 1)]
+    images: usize,
+    /// MIMO: side of the synthetic images (original pixels).
+    #[arg(long, default_value_t = 512)]
+    image_size: usize,
+    /// MIMO: text tokens per conversation before the image placeholder is expanded.
+    #[arg(long, default_value_t = 128)]
+    text_len: usize,
+    /// MIMO: time the tiny fixture's batch (mimo-core/fixtures/mimo, the same batch
+    /// scripts/reference/mimo_bench.py times in PyTorch) instead of a synthetic one.
+    #[arg(long)]
+    fixture_batch: bool,
+    /// MIMO: run the tiny fixture on this backend and compare its losses and masks with
+    /// PyTorch's (exit status 1 when a value is off).
+    #[arg(long)]
+    check_fixture: bool,
     /// LLM: skip the forward + backward figure.
     #[arg(long)]
     no_backward: bool,
@@ -117,6 +141,157 @@ fn reference<T: serde::de::DeserializeOwned>(path: &Option<PathBuf>) -> Result<O
     }
 }
 
+fn parse_dtype(s: &str) -> Result<Option<DType>, String> {
+    match s {
+        "f32" => Ok(None),
+        "bf16" => Ok(Some(DType::BF16)),
+        "f16" => Ok(Some(DType::F16)),
+        other => Err(format!("unknown --dtype `{other}`: use f32, bf16 or f16")),
+    }
+}
+
+fn write_json<T: serde::Serialize>(path: &Option<PathBuf>, value: &T) -> Result<(), String> {
+    if let Some(p) = path {
+        let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+        mimo_core::fsutil::write_atomic(p, text.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct MimoReference {
+    forward_ms: f64,
+    forward_backward_ms: f64,
+}
+
+fn run_mimo(args: &BenchArgs) -> Result<(), String> {
+    type Ad = burn::backend::Autodiff<Backend>;
+    let device = backend::device();
+    if args.check_fixture {
+        let fixtures = std::path::Path::new("mimo-core/fixtures");
+        let mut all = Vec::new();
+        let mut bad = 0;
+        for aligner in [true, false] {
+            let rows =
+                mimo_bench::check::check_mimo_fixture::<Backend>(fixtures, aligner, &device)?;
+            for r in &rows {
+                let ok = r.max_abs_err <= r.tolerance;
+                bad += usize::from(!ok);
+                println!(
+                    "{:<22} max abs err {:.3e} (tol {:.0e}) {}",
+                    r.name,
+                    r.max_abs_err,
+                    r.tolerance,
+                    if ok { "ok" } else { "OFF" }
+                );
+            }
+            all.extend(rows);
+        }
+        write_json(&args.json, &all)?;
+        return if bad == 0 {
+            println!(
+                "tiny MIMO on {}: every value within tolerance of PyTorch",
+                backend::NAME
+            );
+            Ok(())
+        } else {
+            Err(format!(
+                "{bad} value(s) off the PyTorch reference on {}",
+                backend::NAME
+            ))
+        };
+    }
+    let dtype = parse_dtype(&args.dtype)?;
+    let reference: Option<MimoReference> = reference(&args.reference)?;
+    let (model, input, plain, what) = if args.fixture_batch {
+        let fixtures = std::path::Path::new("mimo-core/fixtures");
+        let (model, input) =
+            mimo_bench::check::fixture_model_and_input::<Ad>(fixtures, true, &device)?;
+        let (_, plain) =
+            mimo_bench::check::fixture_model_and_input::<Backend>(fixtures, true, &device)?;
+        (
+            model,
+            input,
+            plain,
+            "the tiny fixture's batch (2 images, 2 rows)".to_string(),
+        )
+    } else {
+        let path = PathBuf::from(
+            args.model
+                .clone()
+                .unwrap_or_else(|| "configs/mimo/mimo-tiny.ron".into()),
+        );
+        let cfg = mimo_core::mimo::MimoConfig::load(&path).map_err(|e| e.to_string())?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let model_cfg = cfg.model_config(base, None).map_err(|e| e.to_string())?;
+        eprintln!(
+            "building `{}` (random weights) on {} ...",
+            path.display(),
+            backend::NAME
+        );
+        let model = model_cfg.init::<Ad>(&device).map_err(|e| e.to_string())?;
+        let s = args.image_size;
+        let input = mimo_bench::perf::synthetic_mimo_input::<Ad>(
+            &model_cfg,
+            args.images,
+            [s, s],
+            args.text_len,
+            &device,
+        );
+        let plain = mimo_bench::perf::synthetic_mimo_input::<Backend>(
+            &model_cfg,
+            args.images,
+            [s, s],
+            args.text_len,
+            &device,
+        );
+        let what = format!(
+            "`{}`: {} image(s) of {s}x{s}, {} text tokens",
+            path.display(),
+            args.images,
+            args.text_len
+        );
+        (model, input, plain, what)
+    };
+    let model = match dtype {
+        Some(d) => model.cast(d),
+        None => model,
+    };
+    eprintln!(
+        "timing a MIMO training step on {} in {}: {what} ...",
+        backend::NAME,
+        args.dtype
+    );
+    let t = mimo_bench::perf::bench_mimo_step(model, input, plain, args.runs, &device)?;
+    println!(
+        "MIMO training step: LLM sequence {} tokens, {} trainable parameters",
+        t.seq_len, t.trainable_params
+    );
+    println!("stage              mimo median (min)        runs");
+    for (name, x) in [
+        ("forward", t.forward),
+        ("forward+backward", t.forward_backward),
+        ("step (+AdamW)", t.step),
+    ] {
+        println!(
+            "{name:<17} {:>9.1} ms ({:>8.1})  {:>4}",
+            x.median_ms, x.min_ms, x.runs
+        );
+    }
+    if let Some(r) = reference {
+        println!(
+            "PyTorch: forward {:.1} ms, forward+backward {:.1} ms; ratio mimo/PyTorch: forward {:.2}x, forward+backward {:.2}x",
+            r.forward_ms,
+            r.forward_backward_ms,
+            t.forward.median_ms / r.forward_ms,
+            t.forward_backward.median_ms / r.forward_backward_ms
+        );
+    }
+    write_json(&args.json, &t)
+}
+
 /// Runs `mimo bench`.
 pub fn run(args: BenchArgs) -> Result<(), String> {
     match args.component {
@@ -124,6 +299,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Component::Clip => run_clip(&args),
         Component::Llm => run_llm(&args),
         Component::Data => run_data(&args),
+        Component::Mimo => run_mimo(&args),
     }
 }
 
@@ -240,12 +416,7 @@ fn run_llm(args: &BenchArgs) -> Result<(), String> {
             )
         })?,
     };
-    let dtype = match args.dtype.as_str() {
-        "f32" => None,
-        "bf16" => Some(DType::BF16),
-        "f16" => Some(DType::F16),
-        other => return Err(format!("unknown --dtype `{other}`: use f32, bf16 or f16")),
-    };
+    let dtype = parse_dtype(&args.dtype)?;
     if args.prompt_len == 0 || args.prompt_len > config.max_position_embeddings {
         return Err(format!(
             "--prompt-len must be in 1..={} (max_position_embeddings)",
@@ -324,7 +495,10 @@ fn run_llm(args: &BenchArgs) -> Result<(), String> {
         }
         println!("{line}");
     }
-    Ok(())
+    write_json(
+        &args.json,
+        &serde_json::json!({"llm": t, "forward_backward": backward}),
+    )
 }
 
 fn run_clip(args: &BenchArgs) -> Result<(), String> {
@@ -358,6 +532,24 @@ fn run_sam(args: &BenchArgs) -> Result<(), String> {
         .unwrap_or_else(|| "mimo-core/fixtures/sam/tiny_a.ron".into());
     let config = SamConfig::from_name_or_file(&model).map_err(|e| e.to_string())?;
     let reference: Option<SamReference> = reference(&args.reference)?;
+    if let Some(dtype) = parse_dtype(&args.dtype)? {
+        eprintln!(
+            "timing SAM `{model}` image encoder on {} in {} ...",
+            backend::NAME,
+            args.dtype
+        );
+        let t = mimo_bench::perf::bench_sam_encoder::<Backend>(
+            &config,
+            dtype,
+            args.runs,
+            &backend::device(),
+        );
+        println!(
+            "image encoder ({})  {:>9.1} ms ({:>8.1})  {:>4}",
+            args.dtype, t.median_ms, t.min_ms, t.runs
+        );
+        return write_json(&args.json, &t);
+    }
     eprintln!("timing SAM `{model}` on {} ...", backend::NAME);
     let t: SamTimings = bench_sam::<Backend>(&config, args.runs, &backend::device());
     println!("component        mimo median (min)        runs");
@@ -378,5 +570,5 @@ fn run_sam(args: &BenchArgs) -> Result<(), String> {
             t.decoder.median_ms / r.decoder_ms
         );
     }
-    Ok(())
+    write_json(&args.json, &t)
 }

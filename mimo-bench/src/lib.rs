@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod eval;
 pub mod heldout;
 pub mod metrics;

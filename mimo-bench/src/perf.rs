@@ -74,6 +74,23 @@ pub fn bench_sam<B: Backend>(config: &SamConfig, runs: usize, device: &B::Device
     SamTimings { encoder, decoder }
 }
 
+/// Times SAM's image encoder alone on one padded `[1, 3, S, S]` input with weights and
+/// activations in `dtype` (random weights).
+pub fn bench_sam_encoder<B: Backend>(
+    config: &SamConfig,
+    dtype: DType,
+    runs: usize,
+    device: &B::Device,
+) -> Timing {
+    let sam = mimo_core::nn::cast_module(Sam::<B>::new(config, device), dtype);
+    let s = config.image_encoder.img_size;
+    let x = Tensor::<B, 4>::random([1, 3, s, s], burn::tensor::Distribution::Default, device)
+        .cast(dtype);
+    time::<B>(device, 1, runs, || {
+        let _ = sam.image_encoder.forward(x.clone()).into_data();
+    })
+}
+
 /// Times a full CLIP vision forward (all hidden states, pooled and projected embedding) on
 /// one `[1, 3, S, S]` input, random weights.
 pub fn bench_clip<B: Backend>(
@@ -227,5 +244,187 @@ pub fn bench_data<B: Backend>(
         images: summary.images,
         batch,
         batch_size,
+    })
+}
+
+/// MIMO training-step timings.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct MimoTimings {
+    /// Forward only (losses and masks), without autodiff (what validation runs).
+    pub forward: Timing,
+    /// Forward + backward.
+    pub forward_backward: Timing,
+    /// Forward + backward + an AdamW update of the trainable parameters.
+    pub step: Timing,
+    /// LLM sequence length after the `<image>` placeholder was expanded.
+    pub seq_len: usize,
+    /// Trainable parameters.
+    pub trainable_params: usize,
+}
+
+/// A synthetic training batch for a model of `cfg`: `images` images of `size`
+/// (`[height, width]`) with random pixels, one foreground point and one box each, a
+/// conversation of `text_len` tokens whose answer holds two `<SEG>`, and two rectangular
+/// ground-truth masks per image.
+pub fn synthetic_mimo_input<B: Backend>(
+    cfg: &mimo_core::mimo::MimoModelConfig,
+    images: usize,
+    size: [usize; 2],
+    text_len: usize,
+    device: &B::Device,
+) -> mimo_core::mimo::MimoInput<B> {
+    use burn::tensor::{Bool, Distribution, Int, TensorData};
+    use mimo_core::mimo::{ClipInput, MimoInput};
+    use mimo_core::prompt::{PromptTensors, VisualPrompt};
+    use mimo_core::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX};
+    let [h, w] = size;
+    let clip = cfg.clip.image_size;
+    let s = cfg.sam.image_encoder.img_size;
+    let scale = s as f64 / h.max(w) as f64;
+    let resized = [
+        (h as f64 * scale + 0.5) as usize,
+        (w as f64 * scale + 0.5) as usize,
+    ];
+    let n = images;
+    let text_len = text_len.max(16);
+    let vocab = cfg.llm.vocab_size.clamp(8, 32000) as i64;
+    let seg = i64::from(cfg.seg_token_id);
+    // [BOS, instruction ..., <image>, question ..., answer with two <SEG> ..., EOS]
+    let answer_from = text_len * 3 / 4;
+    let mut ids = Vec::with_capacity(n * text_len);
+    let mut labels = Vec::with_capacity(n * text_len);
+    for _ in 0..n {
+        for j in 0..text_len {
+            let t = match j {
+                0 => 1,
+                4 => IMAGE_TOKEN_INDEX,
+                j if j == text_len - 1 => 2,
+                j if j == answer_from + 2 || j == text_len - 3 => seg,
+                j => 3 + (j as i64 * 7919) % (vocab - 3),
+            };
+            ids.push(t);
+            labels.push(if j >= answer_from { t } else { IGNORE_INDEX });
+        }
+    }
+    let prompts = vec![
+        vec![
+            VisualPrompt::Point {
+                x: w as f64 / 2.0,
+                y: h as f64 / 2.0,
+                positive: true,
+            },
+            VisualPrompt::Box {
+                x0: w as f64 / 4.0,
+                y0: h as f64 / 4.0,
+                x1: w as f64 * 3.0 / 4.0,
+                y1: h as f64 * 3.0 / 4.0,
+            },
+        ];
+        n
+    ];
+    let masks = (0..n)
+        .map(|_| {
+            let mut m = vec![0f32; 2 * h * w];
+            for (k, (y0, y1, x0, x1)) in [
+                (h / 4, h / 2, w / 4, w / 2),
+                (h / 2, h * 3 / 4, w / 3, w * 2 / 3),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        m[(k * h + y) * w + x] = 1.0;
+                    }
+                }
+            }
+            Tensor::<B, 3>::from_data(TensorData::new(m, [2, h, w]), device)
+        })
+        .collect();
+    MimoInput {
+        clip: ClipInput::Pixels(Tensor::random(
+            [n, 3, clip, clip],
+            Distribution::Default,
+            device,
+        )),
+        sam_pixels: Tensor::random([n, 3, s, s], Distribution::Default, device),
+        sam_resized: vec![resized; n],
+        sizes: vec![size; n],
+        prompts: PromptTensors::from_prompts(&prompts, 0, device),
+        input_ids: Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, text_len]), device),
+        labels: Some(Tensor::<B, 2, Int>::from_data(
+            TensorData::new(labels, [n, text_len]),
+            device,
+        )),
+        attention_mask: Tensor::<B, 2, Bool>::from_data(
+            TensorData::new(vec![true; n * text_len], [n, text_len]),
+            device,
+        ),
+        masks,
+    }
+}
+
+/// Times MIMO's training step on `input`: the forward without autodiff (on `plain`, the same
+/// batch on the inner backend), forward + backward, and forward + backward + AdamW (LISA's
+/// betas 0.9/0.95, lr 3e-4) over the trainable parameters.
+pub fn bench_mimo_step<B: AutodiffBackend>(
+    model: mimo_core::mimo::Mimo<B>,
+    input: mimo_core::mimo::MimoInput<B>,
+    plain: mimo_core::mimo::MimoInput<B::InnerBackend>,
+    runs: usize,
+    device: &B::Device,
+) -> Result<MimoTimings, String> {
+    use burn::module::AutodiffModule;
+    use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+    let trainable_params = model
+        .parameters()
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.shape.iter().product::<usize>())
+        .sum();
+    let probe = model.forward(input.clone()).map_err(|e| e.to_string())?;
+    let seq_len = probe.labels.dims()[1];
+    drop(probe);
+    let mut failed = None;
+    let inference = model.valid();
+    let forward = time::<B>(device, 1, runs, || {
+        if let Err(e) = inference.forward(plain.clone()) {
+            failed = Some(e.to_string());
+        }
+    });
+    drop(inference);
+    let forward_backward = time::<B>(device, 1, runs, || {
+        if let Ok(o) = model.forward(input.clone()) {
+            drop(o.loss.backward());
+        }
+    });
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.95)
+        .with_weight_decay(0.0)
+        .init::<B, mimo_core::mimo::Mimo<B>>();
+    let mut slot = Some(model);
+    let step = time::<B>(device, 1, runs, || {
+        let Some(m) = slot.take() else { return };
+        match m.forward(input.clone()) {
+            Ok(o) => {
+                let grads = GradientsParams::from_grads(o.loss.backward(), &m);
+                slot = Some(optim.step(3e-4, m, grads));
+            }
+            Err(e) => {
+                failed = Some(e.to_string());
+                slot = Some(m);
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(MimoTimings {
+        forward,
+        forward_backward,
+        step,
+        seq_len,
+        trainable_params,
     })
 }

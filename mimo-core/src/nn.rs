@@ -89,3 +89,28 @@ impl<B: Backend> Mlp<B> {
         x
     }
 }
+
+/// Casts every float parameter of a module to `dtype` (e.g. `DType::BF16` on a GPU). Each cast
+/// parameter is a new leaf with the original's gradient requirement, so a cast model trains.
+pub fn cast_module<B: Backend, M: burn::module::Module<B>>(
+    module: M,
+    dtype: burn::tensor::DType,
+) -> M {
+    struct CastTo(burn::tensor::DType);
+    impl<B: Backend> burn::module::ModuleMapper<B> for CastTo {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<B, D>>,
+        ) -> burn::module::Param<Tensor<B, D>> {
+            let dtype = self.0;
+            if param.dtype() == dtype {
+                return param;
+            }
+            param.map(|t| {
+                let require = t.is_require_grad();
+                t.cast(dtype).detach().set_require_grad(require)
+            })
+        }
+    }
+    module.map(&mut CastTo(dtype))
+}

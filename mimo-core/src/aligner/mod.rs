@@ -164,9 +164,11 @@ impl<B: Backend> MultiHeadAttention<B> {
         let q = split(self.q_proj.forward(q), nq);
         let k = split(self.k_proj.forward(kv.clone()), t);
         let v = split(self.v_proj.forward(kv), t);
+        let dtype = q.dtype();
         let bias = key_padding.map(|m| {
             Tensor::<B, 4>::zeros([b, 1, 1, t], &m.device())
                 .mask_fill(m.reshape([b, 1, 1, t]), MASKED)
+                .cast(dtype)
                 .expand([b, h, nq, t])
         });
         let out = attention(q, k, v, None, bias, AttentionModuleOptions::default());

@@ -221,7 +221,10 @@ impl<B: Backend> Mimo<B> {
         let (generated, hidden) = self
             .llm
             .generate_embeds_with_hidden(embeds, &seen, &attn, cfg, on_token, processor);
-        let image_embeddings = self.sam.image_encoder.forward(sam_pixels);
+        let image_embeddings = self
+            .sam
+            .image_encoder
+            .forward(sam_pixels.cast(self.dtype()));
         let [_, c, gh, gw] = image_embeddings.dims();
         let seg = self.seg_token_id as u32;
         let mut out = Vec::with_capacity(n);
@@ -235,7 +238,7 @@ impl<B: Backend> Mimo<B> {
                 .collect();
             let dh = self.llm.model.embed_tokens.weight.dims()[1];
             let seg_hidden = if seg_rows.is_empty() {
-                Tensor::zeros([0, dh], &device)
+                Tensor::<B, 2>::zeros([0, dh], &device).cast(self.dtype())
             } else {
                 Tensor::stack(seg_rows, 0)
             };

@@ -2,9 +2,9 @@
 //! 305-343): a per-mask pixel-mean sigmoid cross-entropy and a scaled Dice loss, each
 //! normalised per image by its mask count and then by the batch's total mask count.
 
-use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Weights of the total loss `ce * CE + bce * BCE + dice * Dice` (LISA's defaults, which
@@ -30,6 +30,8 @@ impl Default for LossWeights {
     }
 }
 
+/// Both losses compute in f32 whatever the inputs' dtype.
+///
 /// LISA's `sigmoid_ce_loss`: BCE with logits (stable form `max(x, 0) - x t + log(1 +
 /// e^{-|x|})`), averaged over each mask's pixels, summed over masks, divided by
 /// `num_masks + 1e-8`. `logits`, `targets` `[n, H, W]`.
@@ -39,8 +41,8 @@ pub fn sigmoid_ce_loss<B: Backend>(
     num_masks: f64,
 ) -> Tensor<B, 1> {
     let [n, h, w] = logits.dims();
-    let x = logits.reshape([n, h * w]);
-    let t = targets.reshape([n, h * w]);
+    let x = logits.cast(DType::F32).reshape([n, h * w]);
+    let t = targets.cast(DType::F32).reshape([n, h * w]);
     let loss = x.clone().clamp_min(0.0) - x.clone() * t + x.abs().neg().exp().log1p();
     loss.mean_dim(1).sum() / (num_masks + 1e-8)
 }
@@ -55,8 +57,8 @@ pub fn dice_loss<B: Backend>(
     const SCALE: f64 = 1000.0;
     const EPS: f64 = 1e-6;
     let [n, h, w] = logits.dims();
-    let p = sigmoid(logits.reshape([n, h * w]));
-    let t = targets.reshape([n, h * w]);
+    let p = sigmoid(logits.cast(DType::F32).reshape([n, h * w]));
+    let t = targets.cast(DType::F32).reshape([n, h * w]);
     let num = (p.clone() / SCALE * t.clone()).sum_dim(1) * 2.0;
     let den = (p / SCALE).sum_dim(1) + (t / SCALE).sum_dim(1);
     let loss = ((num + EPS) / (den + EPS)).neg() + 1.0;

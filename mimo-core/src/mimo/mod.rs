@@ -459,6 +459,17 @@ impl<B: Backend> Mimo<B> {
         self.mm_projector.weight.device()
     }
 
+    /// The model with every weight in `dtype` (e.g. `DType::BF16` on a GPU). Inputs are cast
+    /// at the seams; RMSNorm statistics, the cross-entropy and the mask losses stay in f32.
+    pub fn cast(self, dtype: burn::tensor::DType) -> Self {
+        crate::nn::cast_module(self, dtype)
+    }
+
+    /// The dtype of the model's weights.
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.mm_projector.weight.val().dtype()
+    }
+
     /// Every parameter with its shape and whether it trains, without materialising lazily
     /// initialised weights (so a 7B model built without weights can be listed).
     pub fn parameters(&self) -> Vec<ParamInfo> {
@@ -484,9 +495,10 @@ impl<B: Backend> Mimo<B> {
 
     /// CLIP features `[N, P, image_dim]` (the tower's configured feature selection).
     pub fn image_features(&self, clip: &ClipInput<B>) -> Tensor<B, 3> {
+        let dtype = self.dtype();
         match clip {
-            ClipInput::Pixels(p) => self.clip.features(p.clone()),
-            ClipInput::Features(f) => f.clone(),
+            ClipInput::Pixels(p) => self.clip.features(p.clone().cast(dtype)),
+            ClipInput::Features(f) => f.clone().cast(dtype),
         }
     }
 
@@ -566,7 +578,7 @@ impl<B: Backend> Mimo<B> {
                             .slice([r..r + 1, 0..slots, 0..d])
                             .reshape([slots, d]);
                         if valid.is_empty() {
-                            Tensor::zeros([0, d], &device)
+                            Tensor::<B, 2>::zeros([0, d], &device).cast(row.dtype())
                         } else {
                             let idx = Tensor::<B, 1, Int>::from_ints(valid.as_slice(), &device);
                             row.select(0, idx)
@@ -635,7 +647,8 @@ impl<B: Backend> Mimo<B> {
             .map(|t| {
                 let rl = t.dims()[0];
                 let t = if rl < width {
-                    Tensor::cat(vec![t, Tensor::zeros([width - rl, d], &device)], 0)
+                    let pad = Tensor::<B, 2>::zeros([width - rl, d], &device).cast(t.dtype());
+                    Tensor::cat(vec![t, pad], 0)
                 } else {
                     t
                 };
@@ -735,7 +748,7 @@ impl<B: Backend> Mimo<B> {
         let d = out.last_hidden_state.dims()[2];
         let c = self.vp_encoder.embed_dim();
         let seg_embeds = if flat_idx.is_empty() {
-            Tensor::<B, 2>::zeros([0, c], &device)
+            Tensor::<B, 2>::zeros([0, c], &device).cast(self.dtype())
         } else {
             let idx = Tensor::<B, 1, Int>::from_ints(flat_idx.as_slice(), &device);
             self.text_hidden_fcs.forward(
@@ -760,7 +773,7 @@ impl<B: Backend> Mimo<B> {
         let image_embeddings = self
             .sam
             .image_encoder
-            .forward(input.sam_pixels.clone())
+            .forward(input.sam_pixels.clone().cast(self.dtype()))
             .detach();
         let [_, ce_dim, gh, gw] = image_embeddings.dims();
         let mut pred_masks = Vec::with_capacity(n);

@@ -601,3 +601,30 @@ fn tiny_model_file_answers() {
         .to_string();
     assert!(e.contains("outside"), "{e}");
 }
+
+/// The model cast to bf16 runs forward and backward (inputs are cast at the seams) and its
+/// losses stay near the f32 ones.
+#[test]
+fn bf16_forward_and_backward() {
+    let io = read_fixture("mimo/io.safetensors");
+    let model = tiny_model::<AD>(true).cast(burn::tensor::DType::BF16);
+    let out = model
+        .forward(fixture_input::<AD>(&io, "prompt_labels"))
+        .expect("bf16 forward");
+    let loss = out.loss.clone().into_scalar();
+    let want = io["al_loss"].f32[0];
+    println!("bf16 loss {loss} vs f32 reference {want}");
+    assert!(
+        (loss - want).abs() < 0.05 * want,
+        "bf16 loss {loss} vs {want}"
+    );
+    let grads = out.loss.backward();
+    let g = model
+        .mm_projector
+        .weight
+        .val()
+        .grad(&grads)
+        .expect("gradient");
+    let g: Vec<f32> = g.into_data().convert::<f32>().to_vec().unwrap();
+    assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
+}

@@ -251,10 +251,18 @@ impl<B: Backend> VisualPromptEncoder<B> {
         }
         let shift = Tensor::<B, 3>::from_data(TensorData::new(shift, [n, 1, 2]), &device);
         let scale = Tensor::<B, 3>::from_data(TensorData::new(scale, [n, 1, 2]), &device);
-        let coords = (prompts.coords.clone() + shift) * scale;
+        let dtype = self.pe_gaussian.val().dtype();
+        let coords = ((prompts.coords.clone() + shift) * scale).cast(dtype);
         let pe = self.pe(coords);
         let labels = prompts.labels.clone();
-        let is = |l: i64| labels.clone().equal_elem(l).float().unsqueeze_dim::<3>(2);
+        let is = |l: i64| {
+            labels
+                .clone()
+                .equal_elem(l)
+                .float()
+                .cast(dtype)
+                .unsqueeze_dim::<3>(2)
+        };
         let row = |e: &Embedding<B>| e.weight.val().unsqueeze::<3>();
         let pad = is(LABEL_PAD);
         let mut tokens = pe * (pad.clone().neg() + 1.0) + pad * row(&self.not_a_point_embed);

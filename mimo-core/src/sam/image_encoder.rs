@@ -100,6 +100,7 @@ impl<B: Backend> Attention<B> {
                     2,
                 );
                 let codes = key_position_codes::<B>([h, w], &k.device())
+                    .cast(k.dtype())
                     .unsqueeze::<3>()
                     .expand([b * heads, n, h + w]);
                 (q, Tensor::cat(vec![k, codes], 2))
@@ -225,7 +226,9 @@ pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> (Tensor<B, 4>
     let pad_w = (ws - w % ws) % ws;
     let x = if pad_h > 0 || pad_w > 0 {
         let (hp, wp) = (h + pad_h, w + pad_w);
-        Tensor::zeros([b, hp, wp, c], &x.device()).slice_assign([0..b, 0..h, 0..w, 0..c], x)
+        Tensor::<B, 4>::zeros([b, hp, wp, c], &x.device())
+            .cast(x.dtype())
+            .slice_assign([0..b, 0..h, 0..w, 0..c], x)
     } else {
         x
     };

@@ -58,7 +58,9 @@ impl<B: Backend> PositionEmbeddingRandom<B> {
                 grid.push(*y);
             }
         }
-        let grid = Tensor::<B, 1>::from_floats(grid.as_slice(), &device).reshape([h, w, 2]);
+        let grid = Tensor::<B, 1>::from_floats(grid.as_slice(), &device)
+            .reshape([h, w, 2])
+            .cast(self.positional_encoding_gaussian_matrix.val().dtype());
         self.pe_encoding(grid).permute([2, 0, 1]).unsqueeze()
     }
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""PyTorch timings of the tiny MIMO statement (mimo.py) for `mimo bench mimo --reference`.
+
+Usage: mimo_bench.py OUT.json [RUNS]
+Builds the same tiny model and batch as mimo.py (same seeds, so the same weights and inputs
+as mimo-core/fixtures/mimo) and times, on all CPU threads like the Rust side, the training
+forward (CE + mask losses) and forward + backward of the aligner
+variant: median of RUNS after one warm-up. The forward runs without autograd, as the Rust
+figure runs on the inner (non-autodiff) backend.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import mimo as ref  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+out_path = sys.argv[1]
+runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+torch.set_num_threads(os.cpu_count())
+
+gen = torch.Generator().manual_seed(20240611)
+tok = Tokenizer.from_file(f"{ref.FIX}/llm/chat/tokenizer.json")
+clip, sam, llm = ref.load_clip(), ref.load_sam(), ref.load_llm(gen)
+new = ref.NewModules().eval()
+ref.init_new(new, sam, gen)
+models = (clip, sam, llm, new)
+batch = ref.make_batch(tok, gen)
+
+
+def loss():
+    return ref.mimo_forward(models, batch, batch["prompt_labels"], True)["loss"].sum()
+
+
+def forward():
+    with torch.no_grad():  # like the Rust forward figure: no autodiff
+        loss()
+
+
+def forward_backward():
+    ref.zero_grads(models)
+    loss().backward()
+
+
+def median_ms(f):
+    f()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+result = {"forward_ms": median_ms(forward), "forward_backward_ms": median_ms(forward_backward),
+          "threads": torch.get_num_threads(), "torch": torch.__version__}
+with open(out_path, "w") as f:
+    json.dump(result, f, indent=1)
+print(json.dumps(result))
