@@ -183,7 +183,7 @@ pub fn run(args: DataArgs) -> Result<(), String> {
             if let Some(e) = sample.error {
                 return Err(e);
             }
-            let ([h, w], masks) = (r.size, sample.masks);
+            let ([h, w], masks) = (sample.size, sample.masks);
             let rgb = sample.rgb;
             let points: Vec<[f64; 2]> = r
                 .prompts

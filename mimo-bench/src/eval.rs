@@ -273,13 +273,18 @@ pub fn score(
         let gts = || -> Result<Vec<Vec<bool>>, ScoreError> {
             r.masks
                 .iter()
-                .map(|m| decode(&r.id, &m.rle, r.size))
+                .map(|m| decode(&r.id, &m.rle, r.size.unwrap_or(m.rle.size)))
                 .collect()
         };
         let preds = || -> Result<Vec<(Vec<bool>, f64)>, ScoreError> {
             p.masks
                 .iter()
-                .map(|m| Ok((decode(&r.id, &m.rle, r.size)?, m.score)))
+                .map(|m| {
+                    Ok((
+                        decode(&r.id, &m.rle, r.size.unwrap_or(m.rle.size))?,
+                        m.score,
+                    ))
+                })
                 .collect()
         };
         match r.perspective {

@@ -67,7 +67,7 @@ fn vqa_record(id: String, image: String, source: &str, item: VqaItem) -> Record 
     Record {
         id,
         image,
-        size: [0, 0],
+        size: None,
         modality: String::new(),
         source: source.into(),
         volume: String::new(),
@@ -262,7 +262,7 @@ pub fn read_seg_folder(
         out.push(Record {
             id: format!("{source}/{stem}/{suffix}"),
             image: img.display().to_string(),
-            size: [h, w],
+            size: Some([h, w]),
             modality: String::new(),
             source: source.into(),
             volume: stem.clone(),
@@ -355,7 +355,7 @@ mod tests {
         .unwrap();
         assert_eq!(plain.len(), 2);
         assert!(plain[0].prompts.is_empty());
-        assert_eq!(plain[0].size, [6, 8]);
+        assert_eq!(plain[0].size, Some([6, 8]));
         // a.png: rows 2..5, columns 1..4
         assert_eq!(boxed[0].prompts[0].coords, vec![1.0, 2.0, 4.0, 5.0]);
         assert_eq!(boxed[0].masks[0].rle.area().unwrap(), 9);

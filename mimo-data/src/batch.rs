@@ -26,9 +26,14 @@ pub struct Sample {
     pub rgb: Vec<u8>,
     /// Masks (row-major, original size), in `<SEG>` order.
     pub masks: Vec<Vec<bool>>,
+    /// `[height, width]` of the loaded image (`[0, 0]` when `error` is set).
+    pub size: [usize; 2],
     /// Why the sample could not be loaded; the batcher leaves such samples out.
     pub error: Option<String>,
 }
+
+/// RGB pixels, masks and `[height, width]` of a loaded record.
+type Loaded = (Vec<u8>, Vec<Vec<bool>>, [usize; 2]);
 
 /// Records of a `records.jsonl` (optionally one split), read lazily: images and masks are
 /// loaded in [`Dataset::get`], so a data loader's workers do the decoding.
@@ -61,24 +66,25 @@ impl RecordsDataset {
         &self.records
     }
 
-    fn load(&self, r: &Record) -> Result<(Vec<u8>, Vec<Vec<bool>>), String> {
+    fn load(&self, r: &Record) -> Result<Loaded, String> {
         let path = self.root.join(&r.image);
         let img = image::open(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?
             .to_rgb8();
         let (w, h) = (img.width() as usize, img.height() as usize);
-        if [h, w] != r.size {
+        if let Some(size) = r.size
+            && [h, w] != size
+        {
             return Err(format!(
-                "{}: image is {w}x{h}, the record says {:?}",
-                path.display(),
-                r.size
+                "{}: image is {w}x{h}, the record says {size:?}",
+                path.display()
             ));
         }
         let masks = r
             .masks
             .iter()
             .map(|m| {
-                if m.rle.size != r.size {
+                if m.rle.size != [h, w] {
                     return Err(format!(
                         "record {}: mask `{}` has size {:?}",
                         r.id, m.label, m.rle.size
@@ -89,7 +95,7 @@ impl RecordsDataset {
                     .map_err(|e| format!("record {}: mask `{}`: {e}", r.id, m.label))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((img.into_raw(), masks))
+        Ok((img.into_raw(), masks, [h, w]))
     }
 }
 
@@ -97,16 +103,18 @@ impl Dataset<Sample> for RecordsDataset {
     fn get(&self, index: usize) -> Option<Sample> {
         let record = self.records.get(index)?.clone();
         Some(match self.load(&record) {
-            Ok((rgb, masks)) => Sample {
+            Ok((rgb, masks, size)) => Sample {
                 record,
                 rgb,
                 masks,
+                size,
                 error: None,
             },
             Err(e) => Sample {
                 record,
                 rgb: Vec::new(),
                 masks: Vec::new(),
+                size: [0, 0],
                 error: Some(e),
             },
         })
@@ -314,7 +322,7 @@ impl<B: Backend> Batcher<B, Sample, MimoBatch<B>> for MimoBatcher {
                 b.skipped.push((s.record.id, e));
                 continue;
             }
-            let [h, w] = s.record.size;
+            let [h, w] = s.size;
             let (ids, labels, segs) = match self.tokenize(&s.record) {
                 Ok(t) => t,
                 Err(e) => {
@@ -512,7 +520,7 @@ mod tests {
         let s = ds.get(1).unwrap();
         let cfg = mimo_core::sam::SamConfig::load(core_fixture("sam/tiny_a.ron")).unwrap();
         let sam = mimo_core::sam::Sam::<Flex>::new(&cfg, &Default::default());
-        let [h, w] = s.record.size;
+        let [h, w] = s.size;
         let img = mimo_core::sam::SamImage::new(w, h, s.rgb.clone()).unwrap();
         let (want, resized) = sam.preprocess(&img);
         let bt = MimoBatcher {
@@ -562,6 +570,40 @@ mod tests {
         {
             assert_eq!(m.dims(), [masks.len(), size[0], size[1]]);
         }
+        std::fs::remove_dir_all(&out).ok();
+    }
+
+    /// VQA records (LLaVA-Med, held-out benchmarks) state no image size: they load with the
+    /// image's own size instead of being skipped, also from files with the legacy `[0, 0]`.
+    #[test]
+    fn records_without_a_size_load() {
+        let (out, ds) = dataset("vqa");
+        let mut r = ds.records()[0].clone();
+        r.size = None;
+        r.masks.clear();
+        r.perspective = Perspective::Vqa;
+        r.turns = vec![
+            Turn {
+                from: "human".into(),
+                value: "<image>\nIs there a lesion?".into(),
+            },
+            Turn {
+                from: "gpt".into(),
+                value: "No.".into(),
+            },
+        ];
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("\"size\""), "{json}");
+        let legacy = json.replacen("\"image\"", "\"size\":[0,0],\"image\"", 1);
+        let back: Record = serde_json::from_str(&legacy).unwrap();
+        assert_eq!(back.size, None);
+        let vqa = RecordsDataset::from_records(vec![back], out.clone());
+        let s = vqa.get(0).unwrap();
+        assert!(s.error.is_none(), "{:?}", s.error);
+        assert_eq!(s.size, [96, 96]);
+        let b: MimoBatch<Flex> = batcher().batch(vec![s], &Default::default());
+        assert!(b.skipped.is_empty(), "{:?}", b.skipped);
+        assert_eq!(b.sizes, vec![[96, 96]]);
         std::fs::remove_dir_all(&out).ok();
     }
 }

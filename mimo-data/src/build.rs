@@ -1156,7 +1156,7 @@ pub fn build(
                 o.records.push(Record {
                     id,
                     image: rel.clone(),
-                    size: [h, w],
+                    size: Some([h, w]),
                     modality: sample.modality.clone(),
                     source: src.name().into(),
                     volume: volume.clone(),
@@ -1390,7 +1390,7 @@ mod tests {
             }
             if r.perspective == Perspective::P2 {
                 let mask = r.masks[0].rle.decode().unwrap();
-                let [h, w] = r.size;
+                let [h, w] = r.size.unwrap();
                 let p = &r.prompts[0];
                 match p.kind.as_str() {
                     "point" => assert!(mask[p.coords[1] as usize * w + p.coords[0] as usize]),
@@ -1504,7 +1504,7 @@ mod tests {
                 .any(|k| k.path.ends_with("nomask.png") && k.reason.contains("no mask"))
         );
         let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
-        assert_eq!(records[0].size, [233, 197]);
+        assert_eq!(records[0].size, Some([233, 197]));
         assert_eq!(records[0].volume, "mni/mni");
         let area = records[0].masks[0].rle.area().unwrap();
         assert!(area > 10_000, "brain mask area {area}");
@@ -1669,7 +1669,7 @@ mod tests {
             .collect();
         assert_eq!(p1.len(), 6);
         for (r, want) in p1.iter().zip(refs["slices"].as_array().unwrap()) {
-            assert_eq!(r.size, [70, 60]);
+            assert_eq!(r.size, Some([70, 60]));
             assert_eq!(
                 r.masks[0].rle.area().unwrap(),
                 want["gm_area"].as_u64().unwrap(),

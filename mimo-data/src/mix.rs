@@ -57,7 +57,7 @@ pub fn read_llava_vqa(path: &Path, source: &str) -> Result<(Vec<Record>, usize),
         out.push(Record {
             id: format!("{source}/{id}"),
             image,
-            size: [0, 0],
+            size: None,
             modality: String::new(),
             source: source.into(),
             volume: String::new(),

@@ -101,6 +101,11 @@ pub struct VqaItem {
     pub options: Vec<String>,
 }
 
+fn size_or_unknown<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<[usize; 2]>, D::Error> {
+    let v: Option<[usize; 2]> = Option::deserialize(d)?;
+    Ok(v.filter(|s| *s != [0, 0]))
+}
+
 /// One MIMOSeg sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -108,8 +113,15 @@ pub struct Record {
     pub id: String,
     /// Image path, relative to the records file's folder (or absolute).
     pub image: String,
-    /// `[height, width]` of the original image.
-    pub size: [usize; 2],
+    /// `[height, width]` of the original image; `None` when the record does not state it
+    /// (VQA data; the image's own size is used). Omitted from JSON when unknown; the legacy
+    /// `[0, 0]` reads as unknown.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "size_or_unknown"
+    )]
+    pub size: Option<[usize; 2]>,
     /// Imaging modality (CT, MR, X-ray, ultrasound, endoscopy, fundus, dermoscopy, PET, ...).
     pub modality: String,
     /// Source dataset name.
