@@ -297,10 +297,15 @@ impl<B: Backend> Mimo<B> {
         )?;
         raw.into_iter()
             .zip(requests)
-            .map(|(r, req)| {
+            .enumerate()
+            .map(|(row, (r, req))| {
                 let raw_text = tok
                     .decode(&r.tokens, true)
                     .map_err(|e| MimoError::Input(e.to_string()))?;
+                // What streaming held back (an unfinished character at the end).
+                if raw_text.len() > emitted[row] && raw_text.is_char_boundary(emitted[row]) {
+                    on_text(row, &raw_text[emitted[row]..]);
+                }
                 let parsed = parse_grounded(&raw_text);
                 let size = [req.image.height(), req.image.width()];
                 let masks: Vec<f32> = r
