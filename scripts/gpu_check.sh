@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The GPU check: one command for a CUDA machine (not part of CI, which has no GPU).
+#
+#   scripts/gpu_check.sh prepare      here, on the CPU machine: builds the CPU references
+#                                     and a stripped CUDA binary into .gpu/ (git-ignored)
+#   scripts/gpu_check.sh run [OUT]    on the GPU machine (the device tool: carry .gpu):
+#                                     runs every check below, writes OUT/gpu_check.json
+#                                     and OUT/gpu_check.log (OUT defaults to $OUT or out/gpu)
+#
+# What `run` measures, each step bounded by `timeout` so one slow step cannot eat the budget
+# (at most about 8 minutes in all, kernel compilation and autotuning included):
+#   1. tiny fixtures on CUDA against their expected values: SAM (`mimo segment` masks and IoUs
+#      against the CPU's), the LLM (greedy text against transformers'), MIMO (losses and masks
+#      against PyTorch's; its CLIP tower, SAM and LLM all feed them);
+#   2. SAM ViT-H image encoder per image, f32 and bf16;
+#   3. Vicuna-7B-shaped LLM in bf16: 512-token prefill and decode tokens/s at batch 1;
+#   4. a MIMO-7B-shaped LoRA training step in bf16 (forward, backward, AdamW) with peak GPU
+#      memory sampled by nvidia-smi.
+# Weights are random: timings do not depend on them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-run}
+
+if [ "$mode" = prepare ]; then
+    set -e
+    mkdir -p .gpu/ref
+    cargo build -q
+    ./target/debug/mimo segment --model mimo-core/fixtures/sam/tiny_a.ron \
+        --checkpoint mimo-core/fixtures/sam/tiny_a.safetensors \
+        --image assets/samples/mni152_t1_z95.png --point 98,110 --box 30,30,170,200 \
+        --multimask --out .gpu/ref/cpu.png --json .gpu/ref/segment.json 2>/dev/null
+    cargo build -q --features cuda
+    cp target/debug/mimo .gpu/mimo-cuda
+    strip .gpu/mimo-cuda
+    ls -la .gpu .gpu/ref
+    echo "prepared: run it on the GPU machine with"
+    echo "  device run, carry [\".gpu\"]: scripts/gpu_check.sh run"
+    exit 0
+fi
+
+out=${2:-${OUT:-out/gpu}}
+mkdir -p "$out"
+log="$out/gpu_check.log"
+exec > >(tee "$log") 2>&1
+bin=.gpu/mimo-cuda
+if [ ! -x "$bin" ]; then
+    echo "no prepared binary: building with cargo (slow)"
+    cargo build -q --features cuda && bin=target/debug/mimo || exit 1
+fi
+# cubecl compiles kernels at run time with NVRTC: make the toolkit's copy findable.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+nvrtc=$(find /usr/local /opt -name 'libnvrtc.so*' 2>/dev/null | head -1)
+[ -n "$nvrtc" ] && export LD_LIBRARY_PATH="$(dirname "$nvrtc"):$LD_LIBRARY_PATH"
+tmp=$(mktemp -d)
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+status() { printf '%s %s\n' "$1" "$2" >>"$tmp/status"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+step "tiny SAM on CUDA vs the CPU"
+timeout 60 "$bin" segment --model mimo-core/fixtures/sam/tiny_a.ron \
+    --checkpoint mimo-core/fixtures/sam/tiny_a.safetensors \
+    --image assets/samples/mni152_t1_z95.png --point 98,110 --box 30,30,170,200 \
+    --multimask --out "$tmp/gpu.png" --json "$tmp/segment.json"
+python3 - .gpu/ref/segment.json "$tmp/segment.json" <<'PY' && status sam ok || status sam FAILED
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+worst = max(abs(x["predicted_iou"] - y["predicted_iou"]) for x, y in zip(a["masks"], b["masks"]))
+same = sum(x["rle"] == y["rle"] for x, y in zip(a["masks"], b["masks"]))
+print(f"masks identical: {same}/{len(a['masks'])}; max IoU difference {worst:.2e}")
+json.dump({"masks_identical": same, "masks": len(a["masks"]), "max_iou_diff": worst}, open(sys.argv[2] + ".cmp", "w"))
+sys.exit(0 if worst < 1e-3 else 1)
+PY
+
+step "tiny LLM on CUDA: greedy text vs transformers'"
+want='round</p>Anv esopins irre� largeWh irrehot'
+got=$(timeout 60 "$bin" generate --model mimo-core/fixtures/llm/chat --prompt "Where is the liver?" --max-new-tokens 12 2>/dev/null)
+echo "got:  $got"
+echo "want: $want"
+if [ "$got" = "$want" ]; then status llm ok; else status llm FAILED; fi
+
+step "tiny MIMO on CUDA vs PyTorch (losses and masks)"
+timeout 90 "$bin" bench mimo --check-fixture --json "$tmp/mimo_check.json" && status mimo ok || status mimo FAILED
+
+step "SAM ViT-H image encoder, f32 (and prompt decoding)"
+timeout 75 "$bin" bench sam --model vit_h --runs 3 --json "$tmp/sam_f32.json" || status sam_f32 FAILED
+
+step "SAM ViT-H image encoder, bf16"
+timeout 50 "$bin" bench sam --model vit_h --dtype bf16 --runs 3 --json "$tmp/sam_bf16.json" || status sam_bf16 FAILED
+
+step "Vicuna-7B shape, bf16: prefill 512 tokens, decode at batch 1"
+timeout 90 "$bin" bench llm --model vicuna_7b_v1_5 --dtype bf16 --prompt-len 512 --decode-tokens 32 --runs 2 \
+    --json "$tmp/llm_7b.json" || status llm_7b FAILED
+
+step "MIMO-7B shape, bf16: one LoRA training step (peak memory sampled)"
+(while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.2; done) >"$tmp/mem" 2>/dev/null &
+sampler=$!
+timeout 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --images 1 --image-size 512 \
+    --text-len 128 --runs 2 --json "$tmp/mimo_7b.json" || status mimo_7b FAILED
+kill "$sampler" 2>/dev/null
+peak=$(sort -n "$tmp/mem" | tail -1)
+echo "peak GPU memory during the MIMO-7B step: ${peak:-?} MiB"
+
+step "summary"
+python3 - "$tmp" "$out/gpu_check.json" "${peak:-0}" <<'PY'
+import json, os, sys
+tmp, dest, peak = sys.argv[1], sys.argv[2], int(sys.argv[3] or 0)
+def load(name):
+    p = os.path.join(tmp, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+status = dict(line.split() for line in open(os.path.join(tmp, "status"))) if os.path.exists(os.path.join(tmp, "status")) else {}
+result = {
+    "checks": status,
+    "sam_tiny_vs_cpu": load("segment.json.cmp"),
+    "mimo_tiny_vs_pytorch": load("mimo_check.json"),
+    "sam_vit_h_f32": load("sam_f32.json"),
+    "sam_vit_h_bf16_encoder": load("sam_bf16.json"),
+    "llm_7b_bf16": load("llm_7b.json"),
+    "mimo_7b_bf16_step": load("mimo_7b.json"),
+    "mimo_7b_peak_memory_mib": peak,
+}
+json.dump(result, open(dest, "w"), indent=1)
+print(json.dumps(result, indent=1))
+PY
+echo "wrote $out/gpu_check.json and $log"
