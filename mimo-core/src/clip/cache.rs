@@ -231,6 +231,31 @@ impl FeatureCache {
     }
 }
 
+impl FeatureCache {
+    /// The cached features of a batch of images as the `[N, tokens, hidden]` tensor MIMO
+    /// reads (`mimo::ClipInput::Features`); an image that is not cached is an error naming
+    /// its key.
+    pub fn batch<B: burn::tensor::backend::Backend>(
+        &self,
+        keys: &[String],
+        device: &B::Device,
+    ) -> Result<burn::tensor::Tensor<B, 3>, CacheError> {
+        let [t, d] = self.manifest.feature_shape;
+        let mut data = Vec::with_capacity(keys.len() * t * d);
+        for key in keys {
+            let f = self.get(key)?.ok_or_else(|| CacheError::Io {
+                path: self.dir.clone(),
+                message: format!("no cached features for image {key} (run mimo clip-cache)"),
+            })?;
+            data.extend(f);
+        }
+        Ok(burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(data, [keys.len(), t, d]),
+            device,
+        ))
+    }
+}
+
 impl Drop for FeatureCache {
     fn drop(&mut self) {
         // Best effort: an explicit `flush` reports errors.

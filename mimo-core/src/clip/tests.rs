@@ -297,6 +297,16 @@ fn feature_cache_returns_what_the_tower_computes() {
     for (key, values) in &expected {
         assert_eq!(cache.get(key).unwrap().as_ref(), Some(values), "{key}");
     }
+    // As MIMO's CLIP input: one [N, tokens, hidden] tensor, in the order asked for.
+    let keys: Vec<String> = expected.iter().rev().map(|(k, _)| k.clone()).collect();
+    let batch = cache.batch::<B>(&keys, &Default::default()).unwrap();
+    assert_eq!(batch.dims(), [2, 16, 64]);
+    let flat = batch.into_data().to_vec::<f32>().unwrap();
+    assert_eq!(&flat[..16 * 64], expected[1].1.as_slice());
+    let missing = cache
+        .batch::<B>(&["nope".into()], &Default::default())
+        .unwrap_err();
+    assert!(missing.to_string().contains("nope"), "{missing}");
     let mut other = manifest;
     other.config.select.layer = -1;
     assert!(matches!(

@@ -114,6 +114,64 @@ impl<B: Backend> Mimo<B> {
             .map_err(|e| super::MimoError::Input(format!("cannot write {}: {e}", file.display())))
     }
 
+    /// Writes the whole model (every component, burn's parameter names and layouts) as one
+    /// safetensors file, atomically (a temporary file renamed into place).
+    pub fn save_full(&self, path: impl AsRef<Path>) -> Result<(), super::MimoError> {
+        use burn_store::{ModuleSnapshot, SafetensorsStore};
+        let path = path.as_ref();
+        let err =
+            |m: String| super::MimoError::Input(format!("cannot write {}: {m}", path.display()));
+        let tmp = path.with_extension("safetensors.partial");
+        let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
+        self.save_into(&mut store).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+
+    /// Reads a file written by [`Mimo::save_full`] into this model (built from the same
+    /// model file); a missing tensor or one of another shape is an error naming it. The
+    /// trainable set is kept.
+    pub fn load_full(mut self, path: impl AsRef<Path>) -> Result<Self, super::MimoError> {
+        use burn_store::{ApplyError, ModuleSnapshot, SafetensorsStore};
+        let path = path.as_ref();
+        let err = |m: String| super::MimoError::Input(format!("{}: {m}", path.display()));
+        if !path.is_file() {
+            return Err(err("no such file".into()));
+        }
+        let mut store = SafetensorsStore::from_file(path);
+        let result = self.load_from(&mut store).map_err(|e| {
+            err(format!(
+                "does not fit this model (saved from another model file?): {e}"
+            ))
+        })?;
+        if let Some(e) = result.errors.first() {
+            return Err(err(match e {
+                ApplyError::ShapeMismatch {
+                    path,
+                    expected,
+                    found,
+                } => format!(
+                    "does not fit this model (saved from another model file?): `{path}` has \
+                     shape {found:?} in the file but the model expects {expected:?}"
+                ),
+                other => other.to_string(),
+            }));
+        }
+        if !result.missing.is_empty() {
+            let keys: Vec<&str> = result
+                .missing
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .take(8)
+                .collect();
+            return Err(err(format!(
+                "{} tensor(s) missing: {}",
+                result.missing.len(),
+                keys.join(", ")
+            )));
+        }
+        Ok(self)
+    }
+
     /// Loads the new modules (`vp_encoder`, `aligner`, `mm_projector`, `text_hidden_fcs`)
     /// from a file with [`NEW_MODULES`] keys; each must be present with its shape, other
     /// keys are reported unused. The trainable set is kept.

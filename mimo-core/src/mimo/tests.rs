@@ -628,3 +628,57 @@ fn bf16_forward_and_backward() {
     let g: Vec<f32> = g.into_data().convert::<f32>().to_vec().unwrap();
     assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
 }
+
+/// The whole model round-trips through one file; a file of another model is an error that
+/// names the tensor and both shapes.
+#[test]
+fn full_model_round_trip() {
+    let io = read_fixture("mimo/io.safetensors");
+    let model = tiny_model::<TestBackend>(true);
+    let dir = std::env::temp_dir().join(format!("mimo-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mimo.safetensors");
+    model.save_full(&file).unwrap();
+    let fresh = tiny_config(true)
+        .init::<TestBackend>(&Default::default())
+        .unwrap();
+    let back = fresh.load_full(&file).unwrap();
+    let a = model
+        .forward(fixture_input(&io, "prompt_labels"))
+        .unwrap()
+        .loss
+        .into_scalar();
+    let b = back
+        .forward(fixture_input(&io, "prompt_labels"))
+        .unwrap()
+        .loss
+        .into_scalar();
+    assert_eq!(a, b);
+    let mut other = tiny_config(true);
+    other.aligner.as_mut().unwrap().mlp_dim = 48;
+    let e = other
+        .init::<TestBackend>(&Default::default())
+        .unwrap()
+        .load_full(&file)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mlp.fc1") && e.contains("does not fit"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Features computed ahead (the CLIP feature cache) give the same result as the tower.
+#[test]
+fn cached_clip_features_equal_the_tower() {
+    let io = read_fixture("mimo/io.safetensors");
+    let model = tiny_model::<TestBackend>(true);
+    let input = fixture_input::<TestBackend>(&io, "prompt_labels");
+    let features = model.image_features(&input.clip);
+    assert_close("F_img", features.clone(), &io["F_img"], 1e-5);
+    let from_cache = MimoInput {
+        clip: ClipInput::Features(features),
+        ..input.clone()
+    };
+    let a = model.forward(input).unwrap().loss.into_scalar();
+    let b = model.forward(from_cache).unwrap().loss.into_scalar();
+    assert_eq!(a, b);
+}
