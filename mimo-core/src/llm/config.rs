@@ -50,6 +50,44 @@ fn default_theta() -> f64 {
     10000.0
 }
 
+/// Rejects HF config settings whose math is not implemented (see
+/// [`LlamaConfig::from_hf_json`]).
+fn unsupported_hf_fields(v: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    let not_impl = |field: &str, got: &Value, what: &str| {
+        Err(format!(
+            "`{field}` = {got} is not supported ({what}); the model would compute other logits \
+             than transformers"
+        ))
+    };
+    if let Some(s) = v.get("rope_scaling").filter(|s| !s.is_null()) {
+        return not_impl("rope_scaling", s, "only unscaled RoPE is implemented");
+    }
+    if let Some(t) = v
+        .get("rope_parameters")
+        .and_then(|p| p.get("rope_type"))
+        .filter(|t| t.as_str() != Some("default"))
+    {
+        return not_impl(
+            "rope_parameters.rope_type",
+            t,
+            "only unscaled (\"default\") RoPE is implemented",
+        );
+    }
+    for field in ["attention_bias", "mlp_bias"] {
+        if let Some(b) = v.get(field).filter(|b| b.as_bool() == Some(true)) {
+            return not_impl(field, b, "LLaMA projections here have no bias");
+        }
+    }
+    if let Some(a) = v
+        .get("hidden_act")
+        .filter(|a| !matches!(a.as_str(), Some("silu" | "swish")))
+    {
+        return not_impl("hidden_act", a, "the MLP uses SiLU");
+    }
+    Ok(())
+}
+
 impl LlamaConfig {
     fn llama_7b(rms_norm_eps: f64, max_pos: usize) -> Self {
         Self {
@@ -132,8 +170,14 @@ impl LlamaConfig {
     }
 
     /// Parses HF `config.json` text (v4: top-level `rope_theta`; v5: `rope_parameters`).
+    ///
+    /// Settings that change the computation and are not implemented here are errors naming
+    /// the field, never silently dropped: RoPE scaling (`rope_scaling`, or a `rope_type`
+    /// other than `default`), `attention_bias`, `mlp_bias`, and a `hidden_act` other than
+    /// SiLU.
     pub fn from_hf_json(text: &str) -> Result<Self, String> {
         let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        unsupported_hf_fields(&value)?;
         if let Some(obj) = value.as_object_mut()
             && !obj.contains_key("rope_theta")
             && let Some(theta) = obj

@@ -320,3 +320,35 @@ fn causal_lm_loss_is_hf_shifted_mean() {
         Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i64, -100, -100], [1, 3]), &device);
     assert_eq!(causal_lm_loss(logits, none).into_scalar(), 0.0);
 }
+
+/// HF config settings whose math is not implemented are errors naming the field (they used
+/// to load and give wrong logits).
+#[test]
+fn unimplemented_hf_settings_are_errors() {
+    let base = std::fs::read_to_string(fixture("llm/chat/config.json")).unwrap();
+    assert!(LlamaConfig::from_hf_json(&base).is_ok());
+    let with = |key: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(&base).unwrap();
+        v[key] = value;
+        LlamaConfig::from_hf_json(&v.to_string())
+    };
+    let linear = serde_json::json!({"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0});
+    let e = with("rope_parameters", linear).unwrap_err();
+    assert!(
+        e.contains("rope_parameters.rope_type") && e.contains("linear"),
+        "{e}"
+    );
+    let e = with(
+        "rope_scaling",
+        serde_json::json!({"type": "dynamic", "factor": 2.0}),
+    )
+    .unwrap_err();
+    assert!(e.contains("rope_scaling"), "{e}");
+    assert!(with("rope_scaling", serde_json::Value::Null).is_ok());
+    let e = with("attention_bias", serde_json::json!(true)).unwrap_err();
+    assert!(e.contains("attention_bias"), "{e}");
+    let e = with("mlp_bias", serde_json::json!(true)).unwrap_err();
+    assert!(e.contains("mlp_bias"), "{e}");
+    let e = with("hidden_act", serde_json::json!("gelu")).unwrap_err();
+    assert!(e.contains("hidden_act"), "{e}");
+}
