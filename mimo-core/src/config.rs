@@ -75,7 +75,15 @@ pub fn load_ron<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     })?;
     parse_ron(&text).map_err(|message| ConfigError::Parse {
         path: path.to_path_buf(),
-        message,
+        message: if text.trim_start().starts_with('{') {
+            // RON's own message would be "Expected opening `(`".
+            format!(
+                "this is JSON (an HF config.json?), but a RON file is expected here, e.g. \
+                 configs/sam/vit_h.ron or configs/mimo/mimo-7b.ron (RON's message: {message})"
+            )
+        } else {
+            message
+        },
     })
 }
 
@@ -122,5 +130,26 @@ pub trait ModelConfig: DeserializeOwned + Sized {
             name: name.to_string(),
             known: Self::PRESET_NAMES.join(", "),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_where_ron_is_expected_says_so() {
+        let dir = std::env::temp_dir().join(format!("mimo-cfg-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.json");
+        std::fs::write(&file, r#"{"hidden_size": 64}"#).unwrap();
+        let e = load_ron::<crate::sam::SamConfig>(&file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("this is JSON") && e.contains("config.json"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
