@@ -675,3 +675,35 @@ fn infer_rejects_bad_input_clearly() {
     ]);
     fails_with(&o, "configs/sam/vit_b.ron");
 }
+
+#[test]
+fn data_build_that_produces_nothing_fails() {
+    let dir = TempDir::new("empty-build");
+    let ron = dir.path("d.ron");
+    std::fs::write(
+        &ron,
+        r#"(name: "d", seed: 1, sources: [Folder(name: "f", images: "/nonexistent/images",
+            masks: "/nonexistent/masks", modality: "CT", labels: {1: "liver"}, volume_separator: None)],
+            perspectives: [P1], splits: (train: 1.0, val: 0.0, test: 0.0), box_jitter: 0.1,
+            point_share: 0.5, point_mode: Interior)"#,
+    )
+    .unwrap();
+    let o = mimo(&["data", "build", &ron, "--out", &dir.path("out")]);
+    fails_with(&o, "no record");
+    fails_with(&o, "/nonexistent/images");
+    // JSON where a RON model file is expected says so.
+    let o = mimo(&[
+        "segment",
+        "--model",
+        "mimo-core/fixtures/llm/chat/config.json",
+        "--checkpoint",
+        CKPT,
+        "--image",
+        IMAGE,
+        "--point",
+        "5,5",
+        "--out",
+        &dir.path("m.png"),
+    ]);
+    fails_with(&o, "this is JSON");
+}

@@ -25,8 +25,9 @@ use crate::record::{LabeledMask, Perspective, Record, Turn, VisualPrompt};
 use crate::rle::Rle;
 use crate::templates;
 
-/// A data source.
+/// A data source. Misspelt fields are errors (in every variant), never ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Source {
     /// Synthetic phantoms.
     Phantom {
@@ -149,6 +150,7 @@ impl Source {
 
 /// Split shares (summing to 1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Splits {
     /// Training share.
     pub train: f64,
@@ -247,6 +249,13 @@ pub enum BuildError {
     /// could not be written.
     #[error("{0}")]
     Endpoint(String),
+    /// Every input was skipped (or there was none): nothing to write. The message lists
+    /// the reasons.
+    #[error("the build produced no record ({} input(s) skipped){}", skipped.len(), reasons(skipped))]
+    Empty {
+        /// The inputs left out, with their reasons.
+        skipped: Vec<Skipped>,
+    },
     /// Writing the output failed.
     #[error("{path}: {message}")]
     Write {
@@ -255,6 +264,25 @@ pub enum BuildError {
         /// The reason.
         message: String,
     },
+}
+
+fn reasons(skipped: &[Skipped]) -> String {
+    const SHOWN: usize = 5;
+    let mut s: String = skipped
+        .iter()
+        .take(SHOWN)
+        .map(|k| format!("\n  {}: {}", k.path, k.reason))
+        .collect();
+    if skipped.len() > SHOWN {
+        s.push_str(&format!(
+            "\n  ... ({} more in the list)",
+            skipped.len() - SHOWN
+        ));
+    }
+    if skipped.is_empty() {
+        s.push_str(": the sources list no input");
+    }
+    s
 }
 
 impl DatasetConfig {
@@ -1270,6 +1298,11 @@ pub fn build(
             .or_default() += 1;
         *summary.splits.entry(r.split.clone()).or_default() += 1;
     }
+    if records.is_empty() {
+        return Err(BuildError::Empty {
+            skipped: summary.skipped,
+        });
+    }
     let mut text = String::new();
     for r in &records {
         text.push_str(&serde_json::to_string(r).map_err(|e| werr(out, e.to_string()))?);
@@ -1784,10 +1817,14 @@ mod tests {
             intensity: None,
             empty_share: 0.0,
         }];
-        let s = build(&cfg, &tmp("series-out2"), &mut |_, _, _| {}).unwrap();
-        assert_eq!(s.skipped.len(), 1, "{:?}", s.skipped);
-        assert!(s.skipped[0].path.ends_with("B_seg.dcm"));
-        assert!(s.skipped[0].reason.contains("no series"));
+        // Series A has no mask here, so nothing is built: the error carries the report.
+        let skipped = match build(&cfg, &tmp("series-out2"), &mut |_, _, _| {}) {
+            Err(BuildError::Empty { skipped }) => skipped,
+            other => panic!("expected an empty build, got {other:?}"),
+        };
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].path.ends_with("B_seg.dcm"));
+        assert!(skipped[0].reason.contains("no series"));
     }
 
     #[test]
@@ -1853,6 +1890,54 @@ mod tests {
 }
 
 /// Chat-endpoint generation against a local OpenAI-compatible mock server.
+#[cfg(test)]
+mod strictness_tests {
+    use super::DatasetConfig;
+
+    fn parse(text: &str) -> Result<DatasetConfig, String> {
+        mimo_core::config::parse_ron(text)
+    }
+
+    /// A build that produced nothing (a missing input folder) is an error that says why, and
+    /// writes no records file.
+    #[test]
+    fn empty_build_is_an_error() {
+        let out = std::env::temp_dir().join(format!("mimo-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let text = r#"(name: "d", seed: 1, sources: [Folder(name: "f", images: "/nonexistent/images",
+            masks: "/nonexistent/masks", modality: "CT", labels: {1: "liver"}, volume_separator: None)],
+            perspectives: [P1], splits: (train: 1.0, val: 0.0, test: 0.0), box_jitter: 0.1,
+            point_share: 0.5, point_mode: Interior)"#;
+        let cfg = parse(text).unwrap();
+        let e = super::build(&cfg, &out, &mut |_, _, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no record") && e.contains("/nonexistent/images"),
+            "{e}"
+        );
+        assert!(!out.join("records.jsonl").exists());
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    /// A misspelt field inside a source or the splits is an error naming it: ignoring
+    /// `volume_seperator` would put slices of one volume into different splits.
+    #[test]
+    fn misspelt_source_fields_are_errors() {
+        let ok = r#"(name: "d", seed: 1, sources: [Folder(name: "f", images: "i", masks: "m",
+            modality: "CT", labels: {1: "liver"}, volume_separator: Some("_z"))],
+            perspectives: [P1], splits: (train: 1.0, val: 0.0, test: 0.0), box_jitter: 0.1,
+            point_share: 0.5, point_mode: Interior)"#;
+        assert!(parse(ok).is_ok(), "{:?}", parse(ok).err());
+        let bad = ok.replace("volume_separator", "volume_seperator");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.contains("volume_seperator"), "{e}");
+        let bad = ok.replace("test: 0.0", "tset: 0.0");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.contains("tset"), "{e}");
+    }
+}
+
 #[cfg(test)]
 mod endpoint_tests {
     use super::*;
