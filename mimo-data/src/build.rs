@@ -56,7 +56,7 @@ pub enum Source {
         modality: String,
         /// Label value -> structure name; with `threshold`, the single entry's name is used
         /// for voxels above the threshold (probability maps).
-        labels: BTreeMap<u8, String>,
+        labels: BTreeMap<u16, String>,
         /// Foreground threshold for probability-map masks.
         #[serde(default)]
         threshold: Option<f32>,
@@ -108,7 +108,7 @@ pub enum Source {
         masks: PathBuf,
         /// Mask value -> structure name for image masks.
         #[serde(default)]
-        labels: BTreeMap<u8, String>,
+        labels: BTreeMap<u16, String>,
         /// Grey-level mapping; `None`: the file's window, else MR-style percentiles.
         #[serde(default)]
         intensity: Option<crate::nifti_source::Intensity>,
@@ -128,7 +128,7 @@ pub enum Source {
         /// Modality written in records.
         modality: String,
         /// Mask value -> structure name (values not listed are background).
-        labels: BTreeMap<u8, String>,
+        labels: BTreeMap<u16, String>,
         /// Characters of the file stem before this separator form the volume id (e.g.
         /// `case12_slice040` with `"_"` -> `case12`); the whole stem when absent.
         #[serde(default)]
@@ -438,7 +438,7 @@ struct Sample {
 fn read_folder_sample(
     img: &Path,
     masks_dir: &Path,
-    labels: &BTreeMap<u8, String>,
+    labels: &BTreeMap<u16, String>,
     modality: &str,
     sep: Option<&str>,
 ) -> Result<Sample, String> {
@@ -455,15 +455,11 @@ fn read_folder_sample(
     let im = image::open(img)
         .map_err(|e| format!("cannot read image: {e}"))?
         .to_rgb8();
-    let m = image::open(&mask_path)
-        .map_err(|e| format!("cannot read mask {}: {e}", mask_path.display()))?
-        .to_luma8();
-    if m.dimensions() != im.dimensions() {
+    let (mw, mh, m) = read_label_image(&mask_path)?;
+    if (mw, mh) != im.dimensions() {
         return Err(format!(
-            "mask {} is {}x{}, the image {}x{}",
+            "mask {} is {mw}x{mh}, the image {}x{}",
             mask_path.display(),
-            m.width(),
-            m.height(),
             im.width(),
             im.height()
         ));
@@ -474,7 +470,7 @@ fn read_folder_sample(
         .map(|(v, name)| {
             (
                 name.clone(),
-                m.pixels().map(|p| p.0[0] == *v).collect::<Vec<bool>>(),
+                m.iter().map(|p| p == v).collect::<Vec<bool>>(),
             )
         })
         .filter(|(_, mm)| mm.iter().any(|&b| b))
@@ -498,11 +494,51 @@ fn read_folder_sample(
     })
 }
 
+/// A label map as the integers it stores: 8- or 16-bit greyscale (raw values, never
+/// rescaled, so a 16-bit atlas keeps labels such as 37 or 2001), or RGB whose three channels
+/// are equal (grey saved as colour). Colour and floating-point images are errors: their
+/// values are not labels.
+fn read_label_image(path: &Path) -> Result<(u32, u32, Vec<u16>), String> {
+    use image::DynamicImage as D;
+    let img = image::open(path).map_err(|e| format!("cannot read mask {}: {e}", path.display()))?;
+    let (w, h) = (img.width(), img.height());
+    let values: Vec<u16> = match img {
+        D::ImageLuma8(m) => m.into_raw().into_iter().map(u16::from).collect(),
+        D::ImageLuma16(m) => m.into_raw(),
+        D::ImageLumaA8(m) => m.pixels().map(|p| u16::from(p.0[0])).collect(),
+        D::ImageLumaA16(m) => m.pixels().map(|p| p.0[0]).collect(),
+        D::ImageRgb8(m) if m.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]) => {
+            m.pixels().map(|p| u16::from(p.0[0])).collect()
+        }
+        D::ImageRgba8(m) if m.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]) => {
+            m.pixels().map(|p| u16::from(p.0[0])).collect()
+        }
+        D::ImageRgb16(m) if m.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]) => {
+            m.pixels().map(|p| p.0[0]).collect()
+        }
+        D::ImageRgb8(_) | D::ImageRgba8(_) | D::ImageRgb16(_) | D::ImageRgba16(_) => {
+            return Err(format!(
+                "mask {} is a colour image; label maps must be 8- or 16-bit greyscale \
+                 (one integer label per pixel)",
+                path.display()
+            ));
+        }
+        other => {
+            return Err(format!(
+                "mask {} has {:?} pixels; label maps must be 8- or 16-bit integer greyscale",
+                path.display(),
+                other.color()
+            ));
+        }
+    };
+    Ok((w, h, values))
+}
+
 /// One DICOM image and its mask (DICOM-SEG or label image).
 fn read_dicom_sample(
     img: &Path,
     masks_dir: &Path,
-    labels: &BTreeMap<u8, String>,
+    labels: &BTreeMap<u16, String>,
     intensity: Option<crate::nifti_source::Intensity>,
     sep: Option<&str>,
 ) -> Result<Sample, String> {
@@ -534,10 +570,8 @@ fn read_dicom_sample(
         }
         vec![(label.to_lowercase(), m)]
     } else {
-        let m = image::open(&mask_path)
-            .map_err(|e| format!("cannot read mask {}: {e}", mask_path.display()))?
-            .to_luma8();
-        if (m.height() as usize, m.width() as usize) != (d.height, d.width) {
+        let (mw, mh, m) = read_label_image(&mask_path)?;
+        if (mh as usize, mw as usize) != (d.height, d.width) {
             return Err(format!(
                 "mask {} does not have the image's size",
                 mask_path.display()
@@ -548,7 +582,7 @@ fn read_dicom_sample(
             .map(|(v, name)| {
                 (
                     name.clone(),
-                    m.pixels().map(|p| p.0[0] == *v).collect::<Vec<bool>>(),
+                    m.iter().map(|p| p == v).collect::<Vec<bool>>(),
                 )
             })
             .collect()
@@ -776,7 +810,7 @@ fn read_series_samples(
 fn read_nifti_samples(
     img: &Path,
     masks_dir: &Path,
-    labels: &BTreeMap<u8, String>,
+    labels: &BTreeMap<u16, String>,
     threshold: Option<f32>,
     axis: crate::nifti_source::SliceAxis,
     intensity: crate::nifti_source::Intensity,
@@ -1918,6 +1952,62 @@ mod strictness_tests {
         );
         assert!(!out.join("records.jsonl").exists());
         let _ = std::fs::remove_dir_all(&out);
+    }
+
+    /// A 16-bit label map is read as the labels it stores (an AAL-style atlas: 37, 41,
+    /// 2001), not rescaled to zeros; a colour mask is skipped with a clear reason.
+    #[test]
+    fn sixteen_bit_label_maps_keep_their_values() {
+        let root = std::env::temp_dir().join(format!("mimo-labels16-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (img, msk) = (root.join("img"), root.join("msk"));
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::create_dir_all(&msk).unwrap();
+        let (w, h) = (24u32, 16u32);
+        for name in ["a", "b"] {
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 9 + y * 5) as u8]))
+                .save(img.join(format!("{name}.png")))
+                .unwrap();
+        }
+        let labels16 = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(w, h, |x, _| {
+            image::Luma([match x {
+                0..=7 => 37,
+                8..=15 => 41,
+                _ => 2001,
+            }])
+        });
+        labels16.save(msk.join("a.png")).unwrap();
+        image::RgbImage::from_pixel(w, h, image::Rgb([255, 0, 0]))
+            .save(msk.join("b.png"))
+            .unwrap();
+        let text = format!(
+            r#"(name: "d", seed: 1, sources: [Folder(name: "aal", images: "{}", masks: "{}",
+            modality: "MR", labels: {{37: "left hippocampus", 41: "left amygdala", 2001: "precentral gyrus"}},
+            volume_separator: None)], perspectives: [P1], splits: (train: 1.0, val: 0.0, test: 0.0),
+            box_jitter: 0.1, point_share: 0.5, point_mode: Interior)"#,
+            img.display(),
+            msk.display()
+        );
+        let cfg = parse(&text).unwrap();
+        let out = root.join("out");
+        let summary = super::build(&cfg, &out, &mut |_, _, _| {}).unwrap();
+        let records: Vec<crate::record::Record> =
+            crate::record::read_jsonl(out.join("records.jsonl")).unwrap();
+        let labels: std::collections::BTreeSet<&str> = records
+            .iter()
+            .flat_map(|r| r.masks.iter().map(|m| m.label.as_str()))
+            .collect();
+        assert_eq!(
+            labels.into_iter().collect::<Vec<_>>(),
+            vec!["left amygdala", "left hippocampus", "precentral gyrus"]
+        );
+        assert_eq!(summary.skipped.len(), 1, "{:?}", summary.skipped);
+        assert!(
+            summary.skipped[0].reason.contains("colour image"),
+            "{:?}",
+            summary.skipped
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// A misspelt field inside a source or the splits is an error naming it: ignoring

@@ -399,7 +399,7 @@ pub fn write_ct_volumes(
     size: usize,
     depth: usize,
     seed: u64,
-) -> Result<std::collections::BTreeMap<u8, String>, String> {
+) -> Result<std::collections::BTreeMap<u16, String>, String> {
     use ndarray::Array3;
     let mut names: Vec<String> = Vec::new();
     for sub in ["images", "masks"] {
@@ -443,7 +443,7 @@ pub fn write_ct_volumes(
     Ok(names
         .into_iter()
         .enumerate()
-        .map(|(i, n)| (i as u8 + 1, n))
+        .map(|(i, n)| (i as u16 + 1, n))
         .collect())
 }
 
