@@ -116,8 +116,9 @@ pub enum Source {
         #[serde(default)]
         volume_separator: Option<String>,
     },
-    /// A folder of 2D images (PNG/JPEG/BMP/TIFF) with masks of the same file stem whose
-    /// pixel values name structures.
+    /// A folder of 2D images (PNG/JPEG/BMP/TIFF) with masks whose pixel values name
+    /// structures: the mask of `case_001.png` is `case_001.*` in `masks`, or
+    /// `case_001<mask_suffix>.*` (e.g. `_seg`, `_mask`, `_label`).
     Folder {
         /// Source name.
         name: String,
@@ -133,6 +134,10 @@ pub enum Source {
         /// `case12_slice040` with `"_"` -> `case12`); the whole stem when absent.
         #[serde(default)]
         volume_separator: Option<String>,
+        /// Appended to the image's file stem to name its mask (`case_001.png` ->
+        /// `case_001_seg.png` with `"_seg"`); none: the same stem.
+        #[serde(default)]
+        mask_suffix: Option<String>,
     },
 }
 
@@ -441,17 +446,19 @@ fn read_folder_sample(
     labels: &BTreeMap<u16, String>,
     modality: &str,
     sep: Option<&str>,
+    mask_suffix: Option<&str>,
 ) -> Result<Sample, String> {
     let stem = img
         .file_stem()
         .and_then(|s| s.to_str())
         .ok_or("file name is not UTF-8")?
         .to_string();
+    let mask_stem = format!("{stem}{}", mask_suffix.unwrap_or(""));
     let mask_path = std::fs::read_dir(masks_dir)
         .map_err(|e| format!("{}: {e}", masks_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(stem.as_str()))
-        .ok_or_else(|| format!("no mask named {stem}.* in {}", masks_dir.display()))?;
+        .find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(mask_stem.as_str()))
+        .ok_or_else(|| format!("no mask named {mask_stem}.* in {}", masks_dir.display()))?;
     let im = image::open(img)
         .map_err(|e| format!("cannot read image: {e}"))?
         .to_rgb8();
@@ -936,9 +943,27 @@ pub fn build(
             | Source::Nifti { images, .. }
             | Source::Dicom { images, .. } => match std::fs::read_dir(images) {
                 Ok(rd) => {
+                    // Masks that live beside their images (`case_001_seg.png` next to
+                    // `case_001.png`) are not inputs.
+                    let mask_beside = match src {
+                        Source::Folder {
+                            images,
+                            masks,
+                            mask_suffix: Some(suffix),
+                            ..
+                        } if images == masks && !suffix.is_empty() => Some(suffix.as_str()),
+                        _ => None,
+                    };
                     let mut files: Vec<PathBuf> = rd
                         .filter_map(|e| e.ok().map(|e| e.path()))
                         .filter(|p| p.is_file())
+                        .filter(|p| {
+                            mask_beside.is_none_or(|suffix| {
+                                !p.file_stem()
+                                    .and_then(|s| s.to_str())
+                                    .is_some_and(|s| s.ends_with(suffix))
+                            })
+                        })
                         .collect();
                     files.sort();
                     inputs.extend(
@@ -1029,11 +1054,19 @@ pub fn build(
                     labels,
                     modality,
                     volume_separator,
+                    mask_suffix,
                     ..
                 },
                 Some(p),
-            ) => read_folder_sample(p, masks, labels, modality, volume_separator.as_deref())
-                .map(|s| vec![s]),
+            ) => read_folder_sample(
+                p,
+                masks,
+                labels,
+                modality,
+                volume_separator.as_deref(),
+                mask_suffix.as_deref(),
+            )
+            .map(|s| vec![s]),
             (
                 Source::Nifti {
                     masks,
@@ -1553,6 +1586,7 @@ mod tests {
                 modality: "MR".into(),
                 labels: BTreeMap::from([(255, "brain".to_string())]),
                 volume_separator: Some("_".into()),
+                mask_suffix: None,
             }],
             ..phantoms(1)
         };
@@ -2007,6 +2041,49 @@ mod strictness_tests {
             "{:?}",
             summary.skipped
         );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Real folder layouts: masks named `<stem>_seg.png`, in their own folder or beside the
+    /// images (where they are not taken for images).
+    #[test]
+    fn mask_suffix_finds_masks_beside_or_apart() {
+        let root = std::env::temp_dir().join(format!("mimo-suffix-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (apart, beside) = (root.join("apart"), root.join("beside"));
+        for d in [apart.join("img"), apart.join("label"), beside.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let (w, h) = (20u32, 12u32);
+        let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 11 + y) as u8]));
+        let mask = image::GrayImage::from_fn(w, h, |x, _| image::Luma([u8::from(x < 9) * 255]));
+        for k in 0..2 {
+            img.save(apart.join(format!("img/case_{k:03}.png")))
+                .unwrap();
+            mask.save(apart.join(format!("label/case_{k:03}_seg.png")))
+                .unwrap();
+            img.save(beside.join(format!("case_{k:03}.png"))).unwrap();
+            mask.save(beside.join(format!("case_{k:03}_seg.png")))
+                .unwrap();
+        }
+        for (name, images, masks) in [
+            ("apart", apart.join("img"), apart.join("label")),
+            ("beside", beside.clone(), beside.clone()),
+        ] {
+            let text = format!(
+                r#"(name: "d", seed: 1, sources: [Folder(name: "{name}", images: "{}", masks: "{}",
+                modality: "CT", labels: {{255: "lesion"}}, mask_suffix: Some("_seg"))],
+                perspectives: [P1], splits: (train: 1.0, val: 0.0, test: 0.0), box_jitter: 0.1,
+                point_share: 0.5, point_mode: Interior)"#,
+                images.display(),
+                masks.display()
+            );
+            let cfg = parse(&text).unwrap();
+            let out = root.join(format!("out-{name}"));
+            let s = super::build(&cfg, &out, &mut |_, _, _| {}).unwrap();
+            assert!(s.skipped.is_empty(), "{name}: {:?}", s.skipped);
+            assert_eq!(s.images, 2, "{name}");
+        }
         let _ = std::fs::remove_dir_all(&root);
     }
 
