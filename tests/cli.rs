@@ -707,3 +707,28 @@ fn data_build_that_produces_nothing_fails() {
     ]);
     fails_with(&o, "this is JSON");
 }
+
+#[test]
+fn config_smaller_than_its_checkpoint_fails() {
+    let dir = TempDir::new("cut-down");
+    let text = std::fs::read_to_string(root().join("mimo-core/fixtures/sam/tiny_b.ron")).unwrap();
+    let cut = text
+        .replace("depth: 4,", "depth: 2,")
+        .replace("global_attn_indexes: [1, 3]", "global_attn_indexes: [1]");
+    assert_ne!(cut, text);
+    let ron = dir.path("cut.ron");
+    std::fs::write(&ron, cut).unwrap();
+    let o = segment_with(
+        &ron,
+        "mimo-core/fixtures/sam/tiny_b.safetensors",
+        &[
+            "--image",
+            IMAGE,
+            "--point",
+            "5,5",
+            "--out",
+            &dir.path("m.png"),
+        ],
+    );
+    fails_with(&o, "image_encoder.depth");
+}

@@ -315,3 +315,34 @@ fn feature_cache_returns_what_the_tower_computes() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A config with fewer layers than the checkpoint's vision tower is an error naming the
+/// field; the text tower's keys of a full CLIPModel file stay a note.
+#[test]
+fn config_with_fewer_layers_than_the_checkpoint_is_an_error() {
+    let (_, report) = loader::clip::load_clip::<B>(
+        &config("hf_tiny"),
+        fixture("clip/hf_tiny_clipmodel.safetensors"),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(report.unused.iter().any(|k| k.starts_with("text_model.")));
+    for (name, file) in [
+        ("hf_tiny", "clip/hf_tiny_clipmodel.safetensors"),
+        ("open_clip_tiny", "clip/open_clip_tiny.safetensors"),
+    ] {
+        let full = config(name);
+        let layers = full.num_hidden_layers;
+        let cut = ClipVisionConfig {
+            num_hidden_layers: layers - 1,
+            ..full
+        };
+        let e = loader::clip::load_clip::<B>(&cut, fixture(file), &Default::default()).unwrap_err();
+        assert!(matches!(e, LoadError::Unused { .. }), "{file}: {e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("num_hidden_layers") && e.contains(&format!("{layers} layers")),
+            "{file}: {e}"
+        );
+    }
+}

@@ -224,7 +224,37 @@ pub fn load_clip<B: Backend>(
 ) -> Result<(ClipVision<B>, LoadReport), LoadError> {
     let checkpoint = Checkpoint::open(path)?;
     let dialect = ClipDialect::detect(&checkpoint)?;
-    load_checkpoint(config.init(device), &checkpoint, dialect.as_dialect())
+    let (model, report) = load_checkpoint(config.init(device), &checkpoint, dialect.as_dialect())?;
+    // Keys of the vision tower itself must all be used (fewer layers in the config would run
+    // a cut-down tower); the text tower's keys stay a note.
+    let own: Vec<String> = report
+        .unused
+        .iter()
+        .filter(|k| {
+            k.starts_with("vision_model.")
+                || k.starts_with("visual.")
+                || *k == "visual_projection.weight"
+        })
+        .cloned()
+        .collect();
+    if !own.is_empty() {
+        let layers = super::max_layer_index(own.iter(), "vision_model.encoder.layers.")
+            .or_else(|| super::max_layer_index(own.iter(), "visual.transformer.resblocks."));
+        let hint = match layers {
+            Some(max) => format!(
+                " (the checkpoint has {} layers, the config's `num_hidden_layers` is {})",
+                max + 1,
+                config.num_hidden_layers
+            ),
+            None => String::new(),
+        };
+        return Err(LoadError::Unused {
+            path: checkpoint.path().to_path_buf(),
+            keys: own,
+            hint,
+        });
+    }
+    Ok((model, report))
 }
 
 /// The keys and shapes a tower of `config` has in `dialect`'s files (fused tensors once).

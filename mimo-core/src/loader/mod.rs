@@ -71,6 +71,18 @@ pub enum LoadError {
         /// Shape in the file.
         found: Vec<usize>,
     },
+    /// Tensors of the model's own parts that the configuration leaves unused: the config
+    /// disagrees with the checkpoint (e.g. fewer layers), which would silently run a cut-down
+    /// model.
+    #[error("checkpoint {path} does not fit the config: {} of its tensors would be unused: {}{hint}", keys.len(), list(keys))]
+    Unused {
+        /// The file.
+        path: PathBuf,
+        /// The unused file keys.
+        keys: Vec<String>,
+        /// Which config field disagrees, when it can be told.
+        hint: String,
+    },
     /// Any other per-tensor failure.
     #[error("checkpoint {path}: key `{key}`: {message}")]
     Tensor {
@@ -395,6 +407,18 @@ fn torch_leaf<'a>(container: &str, leaf: &'a str) -> &'a str {
         ("Struct:LayerNorm" | "Struct:GroupNorm", "beta") => "bias",
         (_, l) => l,
     }
+}
+
+/// The largest layer index in keys matching `prefix<N>.`, if any.
+pub fn max_layer_index<'a>(keys: impl Iterator<Item = &'a String>, prefix: &str) -> Option<usize> {
+    keys.filter_map(|k| {
+        k.strip_prefix(prefix)?
+            .split('.')
+            .next()?
+            .parse::<usize>()
+            .ok()
+    })
+    .max()
 }
 
 /// Casts every float parameter to f32 (half-precision checkpoints load in their own dtype).

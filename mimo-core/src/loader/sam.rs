@@ -67,7 +67,35 @@ pub fn load<B: Backend>(
     model: Sam<B>,
     path: impl AsRef<Path>,
 ) -> Result<(Sam<B>, LoadReport), LoadError> {
-    load_into(model, path.as_ref(), &DIALECT)
+    let depth = model.image_encoder.blocks.len();
+    let (model, report) = load_into(model, path.as_ref(), &DIALECT)?;
+    // A tensor of SAM's own parts left over means the config describes a smaller model than
+    // the file; other keys (another model's, in a combined file) stay a note.
+    let own: Vec<String> = report
+        .unused
+        .iter()
+        .filter(|k| {
+            ["image_encoder.", "prompt_encoder.", "mask_decoder."]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    if !own.is_empty() {
+        let hint = match super::max_layer_index(own.iter(), "image_encoder.blocks.") {
+            Some(max) => format!(
+                " (the checkpoint has {} encoder blocks, the config's `image_encoder.depth` is {depth})",
+                max + 1
+            ),
+            None => String::new(),
+        };
+        return Err(LoadError::Unused {
+            path: path.as_ref().to_path_buf(),
+            keys: own,
+            hint,
+        });
+    }
+    Ok((model, report))
 }
 
 /// Builds a model of `config` on `device` and loads `path` into it.

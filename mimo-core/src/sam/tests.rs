@@ -556,3 +556,23 @@ fn sharded_safetensors_with_index_load_like_one_file() {
         "{err}"
     );
 }
+
+/// A config with fewer encoder blocks than its checkpoint is an error naming the field (it
+/// used to run a cut-down encoder with a note about unused keys).
+#[test]
+fn config_with_fewer_blocks_than_the_checkpoint_is_an_error() {
+    let mut cfg = SamConfig::load(fixture("sam/tiny_b.ron")).unwrap();
+    cfg.image_encoder.depth = 2;
+    cfg.image_encoder.global_attn_indexes = vec![1];
+    let e =
+        loader::sam::load_sam::<B>(&cfg, fixture("sam/tiny_b.safetensors"), &Default::default())
+            .unwrap_err();
+    assert!(matches!(e, LoadError::Unused { .. }), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("image_encoder.depth")
+            && e.contains("4 encoder blocks")
+            && e.contains("image_encoder.blocks.2"),
+        "{e}"
+    );
+}
