@@ -18,6 +18,7 @@ use crate::loader::sam::load_sam;
 use crate::prompt::PromptTensors;
 use crate::sam::SamConfig;
 use crate::test_util::{Array, TestBackend, assert_close, fixture, read_fixture};
+use crate::tokenizer::IMAGE_TOKEN_INDEX;
 
 type AD = Autodiff<TestBackend>;
 
