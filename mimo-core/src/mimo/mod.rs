@@ -154,7 +154,7 @@ impl MimoModelConfig {
     }
 
     /// A randomly initialised model (components as their configs initialise them, new
-    /// modules as [`Mimo::new_modules`] says), with the trainable set of
+    /// modules as [`Mimo::from_parts`] says), with the trainable set of
     /// [`Mimo::with_trainable_set`]. Load component checkpoints with [`Mimo::from_parts`].
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Mimo<B>, MimoError> {
         self.validate()?;
@@ -254,7 +254,7 @@ pub struct MimoInput<B: Backend> {
     pub sizes: Vec<[usize; 2]>,
     /// Visual prompts in original pixels.
     pub prompts: PromptTensors<B>,
-    /// Token ids `[N, L]`, right-padded, with one [`IMAGE_TOKEN_INDEX`] per row.
+    /// Token ids `[N, L]`, right-padded, with one [`crate::tokenizer::IMAGE_TOKEN_INDEX`] per row.
     pub input_ids: Tensor<B, 2, Int>,
     /// Targets `[N, L]` ([`IGNORE_INDEX`] outside the answers); `None` at inference.
     pub labels: Option<Tensor<B, 2, Int>>,
