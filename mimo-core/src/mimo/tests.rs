@@ -683,3 +683,54 @@ fn cached_clip_features_equal_the_tower() {
     let b = model.forward(from_cache).unwrap().loss.into_scalar();
     assert_eq!(a, b);
 }
+
+/// Batched inference (left-padded rows of different lengths) gives each image the tokens
+/// and masks it gets alone.
+#[test]
+fn batched_answers_equal_single_answers() {
+    let model = tiny_model::<TestBackend>(true);
+    let tok = crate::tokenizer::MimoTokenizer::from_file(fixture("llm/chat")).unwrap();
+    let template = crate::tokenizer::conversation::Template::vicuna_v1();
+    let img = |w: usize, h: usize, k: usize| {
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * k) % 251) as u8).collect();
+        crate::sam::SamImage::new(w, h, rgb).unwrap()
+    };
+    let (a, b) = (img(40, 30, 7), img(24, 36, 13));
+    let pa = [crate::prompt::VisualPrompt::Point {
+        x: 10.0,
+        y: 5.0,
+        positive: true,
+    }];
+    let pb = [crate::prompt::VisualPrompt::Box {
+        x0: 2.0,
+        y0: 3.0,
+        x1: 20.0,
+        y1: 30.0,
+    }];
+    let reqs = [
+        AnswerRequest {
+            image: &a,
+            question: "Where is the lesion in this scan?",
+            prompts: &pa,
+        },
+        AnswerRequest {
+            image: &b,
+            question: "What is it?",
+            prompts: &pb,
+        },
+    ];
+    let gcfg = crate::llm::GenerationConfig {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let batch = model
+        .answer_batch(&tok, &template, &reqs, &gcfg, &mut |_, _| {})
+        .unwrap();
+    for (r, got) in reqs.iter().zip(&batch) {
+        let alone = model
+            .answer(&tok, &template, r.clone(), &gcfg, &mut |_| {})
+            .unwrap();
+        assert_eq!(got.tokens, alone.tokens, "{}", r.question);
+        assert_eq!(got.size, alone.size);
+    }
+}
