@@ -11,6 +11,7 @@ mod overlay;
 mod report;
 mod score;
 mod segment;
+mod train;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Time model components on this machine (see `mimo bench --help`).
     Bench(bench::BenchArgs),
+    /// Train MIMO from an experiment file (or resume a run) on burn-train's learner.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Score(args) => score::run(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

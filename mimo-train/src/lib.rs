@@ -1,5 +1,20 @@
 //! # mimo-train
 //!
-//! Training MIMO with burn-train: learner steps, training metrics, RON experiment files,
-//! checkpoints and resume, multi-device runs. Nothing lives here yet; the work is tracked
-//! in the project's issues.
+//! Training MIMO on burn-train's learner: the train and validation steps
+//! ([`step::MimoTrainer`]), the dashboard metrics ([`metrics`]), RON experiment files with
+//! base/override inheritance ([`experiment`]), the optimiser and DeepSpeed-style schedule
+//! ([`optim`]), step checkpoints of the trained parts with exact resume ([`checkpoint`]),
+//! and the run itself ([`train::train`]).
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod experiment;
+pub mod metrics;
+pub mod optim;
+pub mod renderer;
+pub mod step;
+pub mod train;
+
+pub use experiment::{Experiment, ExperimentError};
+pub use renderer::Display;
+pub use train::{RunInfo, RunOutcome, TrainError, TrainOptions, train};

@@ -44,6 +44,10 @@ pub struct MimoWeights {
     /// [`Mimo::save_trained_parts`] writes them.
     #[serde(default)]
     pub trained: Option<PathBuf>,
+    /// Further trained parameters by burn path ([`Mimo::save_params`]), loaded last: what an
+    /// experiment's `train_also` trained beyond MIMO's set.
+    #[serde(default)]
+    pub extra: Option<PathBuf>,
 }
 
 /// LoRA hyper-parameters of a model file (written to peft's `adapter_config.json` when
@@ -208,6 +212,8 @@ impl MimoConfig {
         }
         self.weights.adapter = Some(adapter);
         self.weights.trained = Some(trained);
+        let extra = dir.join(super::load::EXTRA_FILE);
+        self.weights.extra = extra.is_file().then_some(extra);
         Ok(self)
     }
 
@@ -368,6 +374,15 @@ impl MimoConfig {
                 model = m;
             }
             None => random_parts.push("new modules"),
+        }
+        if let Some(p) = &w.extra {
+            let (m, loaded) = model.load_params(resolve(base, p))?;
+            model = m;
+            // A part whose weights all came from the extra file is no longer random.
+            random_parts.retain(|part| {
+                let prefix = format!("{part}.");
+                !loaded.iter().any(|l| l.starts_with(&prefix))
+            });
         }
         let model = model.with_trainable_set(self.train_token_embeddings);
         let template = Template::by_name(&self.template).unwrap_or_else(Template::vicuna_v1);

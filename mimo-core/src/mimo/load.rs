@@ -230,6 +230,70 @@ impl<B: Backend> Mimo<B> {
     }
 }
 
+/// The file of extra trained parameters inside a MIMO checkpoint directory (present when
+/// an experiment trained more than MIMO's trainable set, e.g. a whole tiny LLM).
+pub const EXTRA_FILE: &str = "extra.safetensors";
+
+impl<B: Backend> Mimo<B> {
+    /// Writes the parameters at the given burn module paths (e.g. `llm.model.layers.0.mlp.
+    /// up_proj.weight`) under those names, in burn's layouts, atomically.
+    pub fn save_params(
+        &self,
+        path: impl AsRef<Path>,
+        paths: &[String],
+    ) -> Result<(), super::MimoError> {
+        use burn_store::{ModuleSnapshot, SafetensorsStore};
+        let path = path.as_ref();
+        let err =
+            |m: String| super::MimoError::Input(format!("cannot write {}: {m}", path.display()));
+        let tmp = path.with_extension("safetensors.partial");
+        let mut store = SafetensorsStore::from_file(&tmp)
+            .with_full_paths(paths.iter().cloned())
+            .overwrite(true);
+        self.save_into(&mut store).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+
+    /// Reads a file written by [`Mimo::save_params`]: every tensor in it must name a
+    /// parameter of this model with the same shape. Returns the paths loaded.
+    pub fn load_params(
+        mut self,
+        path: impl AsRef<Path>,
+    ) -> Result<(Self, Vec<String>), super::MimoError> {
+        use burn_store::{ApplyError, ModuleSnapshot, ModuleStore, SafetensorsStore};
+        let path = path.as_ref();
+        let err = |m: String| super::MimoError::Input(format!("{}: {m}", path.display()));
+        if !path.is_file() {
+            return Err(err("no such file".into()));
+        }
+        let mut store = SafetensorsStore::from_file(path);
+        let keys = store.keys().map_err(|e| err(e.to_string()))?;
+        let mut store = SafetensorsStore::from_file(path)
+            .with_full_paths(keys.iter().cloned())
+            .allow_partial(true);
+        let result = self.load_from(&mut store).map_err(|e| err(e.to_string()))?;
+        if let Some(e) = result.errors.first() {
+            return Err(err(match e {
+                ApplyError::ShapeMismatch {
+                    path,
+                    expected,
+                    found,
+                } => format!(
+                    "`{path}` has shape {found:?} in the file but the model expects {expected:?}"
+                ),
+                other => other.to_string(),
+            }));
+        }
+        if let Some(k) = result.unused.first() {
+            return Err(err(format!(
+                "{} tensor(s) name no parameter of this model, e.g. `{k}`",
+                result.unused.len()
+            )));
+        }
+        Ok((self, result.applied))
+    }
+}
+
 /// Float parameter values by burn path, as f32 in burn's layout.
 struct Collect<B: Backend> {
     path: Vec<String>,

@@ -1,0 +1,614 @@
+//! Experiment files (`experiments/*.ron`): which model, which data, how to optimise, one or
+//! more stages. An experiment may name a `base` file and state only what differs; the two
+//! are merged field by field (nested structures merge, lists and values replace).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why an experiment file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    /// The file could not be read.
+    #[error("cannot read experiment {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid RON, or a field is unknown, missing or of the wrong type.
+    #[error("invalid experiment {path}: {message}")]
+    Parse {
+        /// The file (with its base chain, for an override).
+        path: String,
+        /// The parser's message (names the field).
+        message: String,
+    },
+    /// A field has a value that cannot be trained with.
+    #[error("invalid experiment {path}: field `{field}` {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One training experiment, as resolved from its file (and base).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name of the experiment (run directories are named after it).
+    pub name: String,
+    /// A base experiment this file overrides (relative to this file). Resolved away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<PathBuf>,
+    /// The MIMO model file (`configs/mimo/*.ron`), relative to the experiment file.
+    pub model: PathBuf,
+    /// The data.
+    pub data: DataSpec,
+    /// Batch sizes: the global batch is per-device batch × devices × accumulation.
+    pub batch: BatchSpec,
+    /// The optimiser.
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    /// The learning-rate schedule.
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+    /// Training stages, run in order; the optimiser and schedule restart at each stage.
+    pub stages: Vec<StageSpec>,
+    /// Extra parameters to train beyond MIMO's trainable set: module-path prefixes such
+    /// as `"llm."` (a tiny random LLM has nothing for LoRA to adapt) or
+    /// `"sam.image_encoder."`.
+    #[serde(default)]
+    pub train_also: Vec<String>,
+    /// Train the whole `embed_tokens` and `lm_head` matrices (LISA) instead of leaving
+    /// them frozen.
+    #[serde(default = "yes")]
+    pub train_token_embeddings: bool,
+    /// Checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+    /// Validation.
+    #[serde(default)]
+    pub validation: ValidationSpec,
+    /// Seed of the data order, the new modules' initialisation and dropout.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where the records come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// A built dataset's `records.jsonl` (`mimo data build`), relative to the experiment.
+    #[serde(default)]
+    pub records: Option<PathBuf>,
+    /// Or a dataset config (`configs/data/*.ron`) that is built into the run directory
+    /// first (phantoms build in seconds; real sources are better built once).
+    #[serde(default)]
+    pub build: Option<PathBuf>,
+    /// Share of the MIMOSeg training records used (the paper's 25/50/75/100 % runs); the
+    /// subsets are nested and keep volumes whole.
+    #[serde(default = "one")]
+    pub ratio: f64,
+    /// LLaVA-Med-style VQA conversations (`[{id, image, conversations}]` JSON) mixed in.
+    #[serde(default)]
+    pub vqa: Vec<VqaSpec>,
+    /// Split trained on.
+    #[serde(default = "train_split")]
+    pub train_split: String,
+    /// Split validated on.
+    #[serde(default = "val_split")]
+    pub valid_split: String,
+    /// Longest tokenised conversation; longer ones are cut.
+    #[serde(default = "max_text_len")]
+    pub max_text_len: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn train_split() -> String {
+    "train".into()
+}
+fn val_split() -> String {
+    "val".into()
+}
+fn max_text_len() -> usize {
+    512
+}
+
+/// One VQA file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VqaSpec {
+    /// The JSON file.
+    pub path: PathBuf,
+    /// Folder its `image` fields are relative to (default: the file's folder).
+    #[serde(default)]
+    pub images: Option<PathBuf>,
+    /// Source name in the records.
+    pub source: String,
+}
+
+/// Batch sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Samples per optimiser step over all devices (the paper: 40).
+    pub global: usize,
+    /// Samples per forward pass on one device.
+    pub per_device: usize,
+    /// Devices (data parallel).
+    #[serde(default = "one_usize")]
+    pub devices: usize,
+    /// Gradient accumulation; when absent, `global / (per_device × devices)`.
+    #[serde(default)]
+    pub accumulation: Option<usize>,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+impl BatchSpec {
+    /// Micro-batches per optimiser step, checked against the global batch.
+    pub fn accumulation(&self) -> Result<usize, (String, String)> {
+        let per_step = self.per_device * self.devices;
+        if per_step == 0 {
+            return Err((
+                "batch.per_device".into(),
+                "and `batch.devices` must be at least 1".into(),
+            ));
+        }
+        match self.accumulation {
+            Some(0) => Err(("batch.accumulation".into(), "must be at least 1".into())),
+            Some(a) if a * per_step != self.global => Err((
+                "batch.global".into(),
+                format!(
+                    "is {} but per_device {} × devices {} × accumulation {a} = {}",
+                    self.global,
+                    self.per_device,
+                    self.devices,
+                    a * per_step
+                ),
+            )),
+            Some(a) => Ok(a),
+            None if self.global == 0 || !self.global.is_multiple_of(per_step) => Err((
+                "batch.global".into(),
+                format!(
+                    "{} is not a positive multiple of per_device {} × devices {}",
+                    self.global, self.per_device, self.devices
+                ),
+            )),
+            None => Ok(self.global / per_step),
+        }
+    }
+}
+
+/// AdamW (with `weight_decay: 0` it is Adam, as the paper states).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Adam's β₁.
+    pub beta_1: f32,
+    /// Adam's β₂.
+    pub beta_2: f32,
+    /// Adam's ε.
+    pub epsilon: f32,
+    /// Decoupled weight decay.
+    pub weight_decay: f32,
+    /// Clip the gradients to this global L2 norm (DeepSpeed's `gradient_clipping`);
+    /// `None` = no clipping.
+    pub clip_grad_norm: Option<f64>,
+}
+
+impl Default for OptimizerSpec {
+    /// LISA's `train_ds.py`: `AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0)`,
+    /// `gradient_clipping: 1.0`, with PyTorch's ε 1e-8.
+    fn default() -> Self {
+        Self {
+            lr: 3e-4,
+            beta_1: 0.9,
+            beta_2: 0.95,
+            epsilon: 1e-8,
+            weight_decay: 0.0,
+            clip_grad_norm: Some(1.0),
+        }
+    }
+}
+
+/// Linear warm-up from 0 to the peak, then linear decay to 0 at the stage's last
+/// optimiser step (DeepSpeed's `WarmupDecayLR`), counted in optimiser steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Warm-up optimiser steps (LISA: 100).
+    pub warmup_steps: usize,
+    /// Decay to 0 after the warm-up (false: hold the peak).
+    pub decay: bool,
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        Self {
+            warmup_steps: 100,
+            decay: true,
+        }
+    }
+}
+
+/// One stage of training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Name (shown on the dashboard and in the run directory).
+    pub name: String,
+    /// Epochs over the stage's data.
+    pub epochs: usize,
+    /// Mixing weight of the MIMOSeg records (0 = none).
+    #[serde(default = "one")]
+    pub mimoseg_weight: f64,
+    /// Mixing weight of the VQA conversations (0 = none).
+    #[serde(default)]
+    pub vqa_weight: f64,
+    /// Samples per epoch (default: all records of the groups with a positive weight).
+    #[serde(default)]
+    pub samples_per_epoch: Option<usize>,
+    /// Module-path prefixes frozen in this stage, e.g. `"sam.mask_decoder."` for the VQA
+    /// stage.
+    #[serde(default)]
+    pub freeze: Vec<String>,
+}
+
+/// When checkpoints are written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Every this many optimiser steps (also at the end of each epoch).
+    #[serde(default)]
+    pub every_steps: Option<usize>,
+    /// Checkpoints kept (older ones are deleted).
+    #[serde(default = "two")]
+    pub keep_last: usize,
+}
+
+fn two() -> usize {
+    2
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        Self {
+            every_steps: None,
+            keep_last: 2,
+        }
+    }
+}
+
+/// Validation runs at the end of each epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    /// Samples per validation batch.
+    #[serde(default = "one_usize")]
+    pub batch_size: usize,
+    /// Use at most this many validation records (default: all).
+    #[serde(default)]
+    pub max_samples: Option<usize>,
+}
+
+impl Default for ValidationSpec {
+    fn default() -> Self {
+        Self {
+            batch_size: 1,
+            max_samples: None,
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, ExperimentError> {
+    std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_value(path: &Path, text: &str) -> Result<ron::Value, ExperimentError> {
+    ron::from_str(text).map_err(|e| ExperimentError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn field<'a>(v: &'a ron::Value, name: &str) -> Option<&'a ron::Value> {
+    match v {
+        ron::Value::Map(m) => m
+            .iter()
+            .find(|(k, _)| matches!(k, ron::Value::String(s) if s == name))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// `over` on top of `base`: maps merge key by key, anything else replaces.
+fn merge(base: ron::Value, over: ron::Value) -> ron::Value {
+    match (base, over) {
+        (ron::Value::Map(mut b), ron::Value::Map(o)) => {
+            for (k, v) in o {
+                let merged = match b.remove(&k) {
+                    Some(old) => merge(old, v),
+                    None => v,
+                };
+                b.insert(k, merged);
+            }
+            ron::Value::Map(b)
+        }
+        (ron::Value::Option(Some(b)), ron::Value::Option(Some(o))) => {
+            ron::Value::Option(Some(Box::new(merge(*b, *o))))
+        }
+        (_, o) => o,
+    }
+}
+
+/// Rewrites the relative paths of a value read from `file` so they are relative to
+/// `target_dir` instead (the base's paths stay correct once merged into an override).
+fn rebase_paths(v: &mut ron::Value, from_dir: &Path) {
+    let ron::Value::Map(m) = v else { return };
+    let fix = |s: &mut String| {
+        let p = Path::new(s.as_str());
+        if p.is_relative() {
+            *s = from_dir.join(p).display().to_string();
+        }
+    };
+    let fix_value = |v: &mut ron::Value| match v {
+        ron::Value::String(s) => fix(s),
+        ron::Value::Option(Some(b)) => {
+            if let ron::Value::String(s) = b.as_mut() {
+                fix(s)
+            }
+        }
+        _ => {}
+    };
+    for (k, val) in m.iter_mut() {
+        let ron::Value::String(key) = k else { continue };
+        match key.as_str() {
+            "model" => fix_value(val),
+            "data" => {
+                if let ron::Value::Map(d) = val {
+                    for (k2, v2) in d.iter_mut() {
+                        match k2 {
+                            ron::Value::String(s) if s == "records" || s == "build" => {
+                                fix_value(v2)
+                            }
+                            ron::Value::String(s) if s == "vqa" => {
+                                if let ron::Value::Seq(items) = v2 {
+                                    for it in items {
+                                        if let ron::Value::Map(f) = it {
+                                            for (k3, v3) in f.iter_mut() {
+                                                if matches!(k3, ron::Value::String(s) if s == "path" || s == "images")
+                                                {
+                                                    fix_value(v3);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Experiment {
+    /// Reads an experiment file, merging it over its `base` chain, and checks it. Every
+    /// relative path in the result is relative to the directory of `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ExperimentError> {
+        let path = path.as_ref();
+        let mut chain = vec![path.to_path_buf()];
+        let mut value = parse_value(path, &read(path)?)?;
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        // Walk the base chain: each base's paths are rebased onto `dir`.
+        let mut current = value.clone();
+        let mut current_dir = dir.clone();
+        loop {
+            let b = match field(&current, "base") {
+                Some(ron::Value::String(s)) => s.clone(),
+                Some(ron::Value::Option(Some(inner))) => match inner.as_ref() {
+                    ron::Value::String(s) => s.clone(),
+                    _ => break,
+                },
+                _ => break,
+            };
+            let base_path = current_dir.join(&b);
+            if chain.contains(&base_path) || chain.len() > 16 {
+                return Err(ExperimentError::Invalid {
+                    path: path.to_path_buf(),
+                    field: "base".into(),
+                    message: format!("forms a cycle through {}", base_path.display()),
+                });
+            }
+            let mut base = parse_value(&base_path, &read(&base_path)?)?;
+            let base_dir = base_path.parent().unwrap_or(Path::new("")).to_path_buf();
+            let rel = relative_to(&base_dir, &dir);
+            rebase_paths(&mut base, &rel);
+            chain.push(base_path);
+            current = base.clone();
+            current_dir = base_dir;
+            value = merge(base, value);
+        }
+        if let ron::Value::Map(m) = &mut value {
+            m.remove(&ron::Value::String("base".into()));
+        }
+        let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
+        let exp: Experiment = value.into_rust().map_err(|e| ExperimentError::Parse {
+            path: names.join(" over base "),
+            message: e.to_string(),
+        })?;
+        exp.validate(path)?;
+        Ok(exp)
+    }
+
+    /// Checks values that parse but cannot be trained with.
+    pub fn validate(&self, path: &Path) -> Result<(), ExperimentError> {
+        let bad = |field: &str, message: String| ExperimentError::Invalid {
+            path: path.to_path_buf(),
+            field: field.into(),
+            message,
+        };
+        if self.name.trim().is_empty()
+            || self
+                .name
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(bad(
+                "name",
+                format!(
+                    "`{}` must be non-empty ASCII letters, digits, `-`, `_` or `.`",
+                    self.name
+                ),
+            ));
+        }
+        match (&self.data.records, &self.data.build) {
+            (None, None) => {
+                return Err(bad(
+                    "data",
+                    "needs `records` (a built records.jsonl) or `build` (a dataset config)".into(),
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "data",
+                    "has both `records` and `build`: name one".into(),
+                ));
+            }
+            _ => {}
+        }
+        if !(self.data.ratio > 0.0 && self.data.ratio <= 1.0) {
+            return Err(bad(
+                "data.ratio",
+                format!("is {} but must lie in (0, 1]", self.data.ratio),
+            ));
+        }
+        if self.data.max_text_len < 8 {
+            return Err(bad("data.max_text_len", "must be at least 8".into()));
+        }
+        self.batch
+            .accumulation()
+            .map_err(|(field, message)| bad(&field, message))?;
+        if self.batch.devices != 1 {
+            return Err(bad(
+                "batch.devices",
+                format!(
+                    "is {}: data-parallel training over several devices is not implemented yet \
+                     (use 1 and gradient accumulation)",
+                    self.batch.devices
+                ),
+            ));
+        }
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0 && o.lr <= 1.0) {
+            return Err(bad(
+                "optimizer.lr",
+                format!("is {} but must lie in (0, 1]", o.lr),
+            ));
+        }
+        for (name, b) in [("optimizer.beta_1", o.beta_1), ("optimizer.beta_2", o.beta_2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(bad(name, format!("is {b} but must lie in [0, 1)")));
+            }
+        }
+        if !(o.epsilon > 0.0) {
+            return Err(bad("optimizer.epsilon", "must be positive".into()));
+        }
+        if !(o.weight_decay >= 0.0) {
+            return Err(bad("optimizer.weight_decay", "must be non-negative".into()));
+        }
+        if let Some(c) = o.clip_grad_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(bad(
+                "optimizer.clip_grad_norm",
+                format!("is {c} but must be positive (or None)"),
+            ));
+        }
+        if self.stages.is_empty() {
+            return Err(bad("stages", "is empty: name at least one stage".into()));
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            let f = |n: &str| format!("stages[{i}].{n}");
+            if s.epochs == 0 {
+                return Err(bad(&f("epochs"), "must be at least 1".into()));
+            }
+            for (n, w) in [("mimoseg_weight", s.mimoseg_weight), ("vqa_weight", s.vqa_weight)] {
+                if !(w.is_finite() && w >= 0.0) {
+                    return Err(bad(&f(n), format!("is {w} but must be ≥ 0")));
+                }
+            }
+            if s.mimoseg_weight + s.vqa_weight <= 0.0 {
+                return Err(bad(
+                    &f("mimoseg_weight"),
+                    "and `vqa_weight` are both 0: the stage has no data".into(),
+                ));
+            }
+            if s.vqa_weight > 0.0 && self.data.vqa.is_empty() {
+                return Err(bad(
+                    &f("vqa_weight"),
+                    "is positive but `data.vqa` names no VQA file".into(),
+                ));
+            }
+            if s.samples_per_epoch == Some(0) {
+                return Err(bad(&f("samples_per_epoch"), "must be at least 1".into()));
+            }
+            if let Some(p) = s.freeze.iter().find(|p| p.is_empty()) {
+                return Err(bad(&f("freeze"), format!("has an empty prefix `{p}`")));
+            }
+        }
+        if let Some(p) = self.train_also.iter().find(|p| p.is_empty()) {
+            return Err(bad("train_also", format!("has an empty prefix `{p}`")));
+        }
+        if self.checkpoint.every_steps == Some(0) {
+            return Err(bad("checkpoint.every_steps", "must be at least 1".into()));
+        }
+        if self.checkpoint.keep_last == 0 {
+            return Err(bad("checkpoint.keep_last", "must be at least 1".into()));
+        }
+        if self.validation.batch_size == 0 {
+            return Err(bad("validation.batch_size", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The experiment as RON (what a run directory keeps as `experiment.ron`).
+    pub fn to_ron(&self) -> String {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .expect("an experiment serialises")
+    }
+}
+
+/// `to` expressed relative to `from`... both as given (no canonicalisation): the path that,
+/// joined onto `from`, names `to`'s entries. Falls back to `to` itself.
+fn relative_to(to: &Path, from: &Path) -> PathBuf {
+    // Files are resolved by joining onto the experiment's directory, so an absolute base
+    // directory works everywhere; a relative one is kept relative when it extends `from`.
+    match to.strip_prefix(from) {
+        Ok(rest) => rest.to_path_buf(),
+        Err(_) => std::path::absolute(to).unwrap_or_else(|_| to.to_path_buf()),
+    }
+}

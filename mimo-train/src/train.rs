@@ -1,0 +1,1037 @@
+//! Running an experiment: the run directory, the data of each stage, the model with its
+//! trainable set, burn-train's learner with MIMO's strategy (accumulation, global-norm
+//! clipping, a schedule counted in optimiser steps, step checkpoints and exact resume).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder, Progress};
+use burn::data::dataset::Dataset;
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, Optimizer};
+use burn::prelude::*;
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::{IterationSpeedMetric, ItemLazy, LearningRateMetric};
+use burn::train::{
+    EventProcessorTraining, Learner, LearnerEvent, LearningComponentsMarker, SupervisedTraining,
+    SupervisedLearningStrategy, TrainLoader, TrainingComponents, TrainingItem, TrainingModel,
+    TrainingStrategy, ValidLoader,
+};
+use mimo_core::mimo::{MimoBuild, MimoConfig};
+use mimo_data::batch::{MimoBatch, MimoBatcher, RecordsDataset, Sample};
+use mimo_data::mix::MixedDataset;
+use mimo_data::record::Record;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, TrainState};
+use crate::experiment::{Experiment, ExperimentError, StageSpec};
+use crate::metrics::{MimoMetric, MimoMetricKind};
+use crate::optim::{SnapshotHandle, Snapshotting, WarmupDecay};
+use crate::renderer::{Display, renderer};
+use crate::step::{MimoStepStats, MimoTrainer, average_and_clip};
+
+/// The optimiser of a MIMO run.
+pub type MimoOptimizer<B> = Snapshotting<OptimizerAdaptor<AdamW, MimoTrainer<B>, B>>;
+/// burn-train's components of a MIMO run.
+pub type MimoComponents<B> =
+    LearningComponentsMarker<B, WarmupDecay, MimoTrainer<B>, MimoOptimizer<B>>;
+type OptimRecord<B> = <MimoOptimizer<B> as Optimizer<MimoTrainer<B>, B>>::Record;
+
+/// Why a run could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The experiment file is wrong.
+    #[error(transparent)]
+    Experiment(#[from] ExperimentError),
+    /// Anything else, with what and where.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Other(e.to_string())
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The run directory: created (must not exist yet), or, with `resume`, an earlier
+    /// run's directory to continue.
+    pub run_dir: PathBuf,
+    /// Continue the run in `run_dir` from its newest checkpoint.
+    pub resume: bool,
+    /// How progress is shown.
+    pub display: Display,
+    /// Stop after this many optimiser steps in this process (tests, time-boxed runs);
+    /// the run can be resumed.
+    pub max_steps: Option<usize>,
+    /// Stop after this much wall time; a checkpoint is written first.
+    pub max_seconds: Option<f64>,
+}
+
+/// What `run.json` records (what `mimo report` and `mimo eval` read).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunInfo {
+    /// The experiment's name.
+    pub experiment: String,
+    /// The model file.
+    pub model: PathBuf,
+    /// The records trained on.
+    pub records: PathBuf,
+    /// Share of MIMOSeg training records used.
+    pub data_ratio: f64,
+    /// Whether the model has the aligner.
+    pub aligner: bool,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Whether every stage ran to its end.
+    pub finished: bool,
+    /// Training samples per stage (after the ratio subset and mixing).
+    pub samples: Vec<usize>,
+    /// The final trained parts (a checkpoint directory for `mimo infer --checkpoint`).
+    pub final_checkpoint: Option<PathBuf>,
+    /// Wall-clock seconds spent training (all processes of the run).
+    pub seconds: f64,
+}
+
+/// The result of [`train`].
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// What `run.json` says.
+    pub info: RunInfo,
+}
+
+/// The resolved experiment file inside a run directory.
+pub const EXPERIMENT_FILE: &str = "experiment.ron";
+/// The run summary.
+pub const RUN_FILE: &str = "run.json";
+/// Per-optimiser-step training metrics.
+pub const TRAIN_CSV: &str = "train.csv";
+/// Per-epoch validation metrics.
+pub const VALID_CSV: &str = "valid.csv";
+/// The final checkpoint directory.
+pub const FINAL_DIR: &str = "final";
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Gives every parameter an id derived from its module path, so optimiser state saved by
+/// one process (keyed by id) finds its parameters in another.
+struct PathIds {
+    path: Vec<String>,
+}
+
+impl<B: Backend> ModuleMapper<B> for PathIds {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.id = ParamId::from(fnv(&self.path.join(".")));
+        param
+    }
+}
+
+/// Sets `require_grad` on parameters whose path starts with one of `prefixes`.
+struct GradByPrefix<'a> {
+    path: Vec<String>,
+    prefixes: &'a [String],
+    require: bool,
+    hits: usize,
+}
+
+impl<B: Backend> ModuleMapper<B> for GradByPrefix<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let p = self.path.join(".");
+        if self.prefixes.iter().any(|x| p.starts_with(x.as_str())) {
+            self.hits += 1;
+            param.set_require_grad(self.require)
+        } else {
+            param
+        }
+    }
+}
+
+/// Paths of the parameters that require a gradient.
+struct TrainedPaths {
+    path: Vec<String>,
+    found: Vec<String>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for TrainedPaths {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if param.val().is_require_grad() {
+            self.found.push(self.path.join("."));
+        }
+    }
+}
+
+/// Module paths of the parameters of `m` that train.
+pub fn trained_paths<B: Backend, M: Module<B>>(m: &M) -> Vec<String> {
+    let mut v = TrainedPaths {
+        path: Vec::new(),
+        found: Vec::new(),
+    };
+    m.visit(&mut v);
+    v.found
+}
+
+fn set_grad<B: Backend, M: Module<B>>(
+    m: M,
+    prefixes: &[String],
+    require: bool,
+    field: &str,
+) -> Result<M, TrainError> {
+    let mut mapper = GradByPrefix {
+        path: Vec::new(),
+        prefixes,
+        require,
+        hits: 0,
+    };
+    let m = m.map(&mut mapper);
+    if !prefixes.is_empty() && mapper.hits == 0 {
+        return Err(TrainError::Other(format!(
+            "experiment field `{field}`: no parameter path starts with {prefixes:?} \
+             (paths look like `llm.model.layers.0.self_attn.q_proj.weight`)"
+        )));
+    }
+    Ok(m)
+}
+
+/// The data batcher for a built model.
+pub fn batcher_for<B: Backend>(build: &MimoBuild<B>, max_text_len: usize) -> Result<MimoBatcher, TrainError> {
+    let tokenizer = build.tokenizer.clone().ok_or_else(|| {
+        other("the model file names no tokenizer and the LLM folder has no tokenizer.json: set `tokenizer`")
+    })?;
+    let m = &build.model;
+    Ok(MimoBatcher {
+        tokenizer,
+        template: build.template.clone(),
+        clip: m.clip.preprocess.clone(),
+        clip_size: m.clip.image_size,
+        sam_size: m.sam.image_encoder.img_size,
+        sam_mean: m.sam.pixel_mean,
+        sam_std: m.sam.pixel_std,
+        max_text_len,
+    })
+}
+
+/// The resolved inputs of a run.
+struct Prepared {
+    exp: Experiment,
+    records_path: PathBuf,
+    mimoseg_train: Vec<Record>,
+    records_root: PathBuf,
+    vqa: Vec<(Vec<Record>, PathBuf)>,
+    valid: Vec<Record>,
+}
+
+fn prepare(exp: Experiment, exp_dir: &Path, run_dir: &Path) -> Result<Prepared, TrainError> {
+    let records_path = match (&exp.data.records, &exp.data.build) {
+        (Some(r), _) => exp_dir.join(r),
+        (None, Some(cfg)) => {
+            let out = run_dir.join("data");
+            let records = out.join("records.jsonl");
+            if !records.is_file() {
+                let cfg_path = exp_dir.join(cfg);
+                let dc = mimo_data::build::DatasetConfig::load(&cfg_path).map_err(other)?;
+                mimo_data::build::build(&dc, &out, &mut |_, _, _| {}).map_err(other)?;
+            }
+            records
+        }
+        (None, None) => unreachable!("validated"),
+    };
+    let root = records_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let all: Vec<Record> = mimo_data::record::read_jsonl(&records_path)
+        .map_err(other)?;
+    let mimoseg_train: Vec<Record> = all
+        .iter()
+        .filter(|r| r.split == exp.data.train_split)
+        .filter(|r| {
+            exp.data.ratio >= 1.0 || mimo_data::build::in_ratio(r, exp.data.ratio, exp.seed)
+        })
+        .cloned()
+        .collect();
+    let mut valid: Vec<Record> = all
+        .into_iter()
+        .filter(|r| r.split == exp.data.valid_split)
+        .collect();
+    if let Some(n) = exp.validation.max_samples {
+        valid.truncate(n);
+    }
+    let mut vqa = Vec::new();
+    for v in &exp.data.vqa {
+        let path = exp_dir.join(&v.path);
+        let (records, _skipped) =
+            mimo_data::mix::read_llava_vqa(&path, &v.source).map_err(other)?;
+        let images = match &v.images {
+            Some(i) => exp_dir.join(i),
+            None => path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        };
+        vqa.push((records, images));
+    }
+    Ok(Prepared {
+        exp,
+        records_path,
+        mimoseg_train,
+        records_root: root,
+        vqa,
+        valid,
+    })
+}
+
+fn stage_dataset(
+    p: &Prepared,
+    stage_index: usize,
+    stage: &StageSpec,
+) -> Result<MixedDataset<RecordsDataset>, TrainError> {
+    let mut groups = vec![RecordsDataset::from_records(
+        p.mimoseg_train.clone(),
+        p.records_root.clone(),
+    )];
+    let mut weights = vec![stage.mimoseg_weight];
+    for (records, root) in &p.vqa {
+        groups.push(RecordsDataset::from_records(records.clone(), root.clone()));
+        weights.push(stage.vqa_weight / p.vqa.len() as f64);
+    }
+    let natural: usize = groups
+        .iter()
+        .zip(&weights)
+        .filter(|(_, w)| **w > 0.0)
+        .map(|(g, _)| g.len())
+        .sum();
+    let len = stage.samples_per_epoch.unwrap_or(natural);
+    if natural == 0 {
+        return Err(other(format!(
+            "stage `{}`: no training records (split `{}` of {} after the {} ratio subset{})",
+            stage.name,
+            p.exp.data.train_split,
+            p.records_path.display(),
+            p.exp.data.ratio,
+            if p.vqa.is_empty() { "" } else { ", and the VQA files" }
+        )));
+    }
+    MixedDataset::new(groups, &weights, len, p.exp.seed ^ (stage_index as u64 + 1) * 0x9E37)
+        .map_err(|e| other(format!("stage `{}`: {e}", stage.name)))
+}
+
+/// A seeded permutation of `0..n` (xorshift; same for every platform).
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut s = seed ^ 0x2545F4914F6CDD1D;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Everything MIMO's strategy needs for one stage.
+struct StageRun<B: AutodiffBackend> {
+    stage_index: usize,
+    stage: StageSpec,
+    dataset: Arc<MixedDataset<RecordsDataset>>,
+    batcher: MimoBatcher,
+    device: B::Device,
+    per_device: usize,
+    accumulation: usize,
+    clip: Option<f64>,
+    seed: u64,
+    run_dir: PathBuf,
+    keep_last: usize,
+    every_steps: Option<usize>,
+    saved_paths: Vec<String>,
+    snapshot: SnapshotHandle,
+    start: TrainState,
+    max_steps: Option<usize>,
+    deadline: Option<Instant>,
+    /// Filled by the strategy.
+    result: Mutex<StageResult>,
+    _b: std::marker::PhantomData<B>,
+}
+
+#[derive(Default)]
+struct StageResult {
+    error: Option<String>,
+    state: Option<TrainState>,
+    stopped_early: bool,
+}
+
+fn append(path: &Path, header: &str, line: &str) -> Result<(), String> {
+    let new = !path.is_file();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if new {
+        writeln!(f, "{header}").map_err(|e| e.to_string())?;
+    }
+    writeln!(f, "{line}").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+const TRAIN_HEADER: &str =
+    "stage,epoch,step,lr,loss,ce,bce,dice,token_accuracy,mask_iou,grad_norm,seconds";
+const VALID_HEADER: &str = "stage,epoch,step,loss,ce,bce,dice,token_accuracy,mask_iou";
+
+fn add(a: &mut MimoStepStats, b: &MimoStepStats) {
+    let n = b.batch_size as f64;
+    a.loss += b.loss * n;
+    a.ce += b.ce * n;
+    a.bce += b.bce * n;
+    a.dice += b.dice * n;
+    a.correct_tokens += b.correct_tokens;
+    a.tokens += b.tokens;
+    a.intersection += b.intersection;
+    a.union += b.union;
+    a.batch_size += b.batch_size;
+}
+
+fn row(s: &MimoStepStats) -> String {
+    let n = s.batch_size.max(1) as f64;
+    let pct = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.4}", 100.0 * a / b)
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "{:.6},{:.6},{:.6},{:.6},{},{}",
+        s.loss / n,
+        s.ce / n,
+        s.bce / n,
+        s.dice / n,
+        pct(s.correct_tokens, s.tokens),
+        pct(s.intersection, s.union)
+    )
+}
+
+impl<B: AutodiffBackend> StageRun<B> {
+    fn fail(&self, e: String) {
+        let mut r = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        if r.error.is_none() {
+            r.error = Some(e);
+        }
+    }
+
+    fn save(&self, learner_model: &MimoTrainer<B>, state: TrainState) -> Result<(), String> {
+        let record: Option<OptimRecord<B>> = self.snapshot.take();
+        let paths = &self.saved_paths;
+        checkpoint::save(&self.run_dir, &state, self.keep_last, |tmp| {
+            learner_model
+                .mimo
+                .save_params(tmp.join(checkpoint::PARAMS_FILE), paths)
+                .map_err(|e| e.to_string())?;
+            if let Some(record) = record {
+                BinFileRecorder::<FullPrecisionSettings>::new()
+                    .record(record, tmp.join(checkpoint::OPTIMIZER_FILE))
+                    .map_err(|e| format!("cannot write the optimiser state: {e}"))?;
+            }
+            Ok(())
+        })
+        .map(|_| ())
+    }
+}
+
+impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for StageRun<B> {
+    fn fit(
+        &self,
+        components: TrainingComponents<MimoComponents<B>>,
+        mut learner: Learner<MimoComponents<B>>,
+        _train: TrainLoader<MimoComponents<B>>,
+        valid: ValidLoader<MimoComponents<B>>,
+        _starting_epoch: usize,
+    ) -> (
+        TrainingModel<MimoComponents<B>>,
+        burn::train::SupervisedTrainingEventProcessor<MimoComponents<B>>,
+    ) {
+        let mut processor = components.event_processor;
+        let interrupter = components.interrupter;
+        let epochs = self.stage.epochs;
+        let n = self.dataset.len();
+        let micro_per_epoch = n / self.per_device;
+        let steps_per_epoch = micro_per_epoch / self.accumulation;
+        let mut state = self.start;
+        let mut steps_here = 0usize;
+        let started = Instant::now();
+        let train_csv = self.run_dir.join(TRAIN_CSV);
+        let valid_csv = self.run_dir.join(VALID_CSV);
+        'epochs: while state.epoch <= epochs {
+            let epoch = state.epoch;
+            let order = permutation(
+                n,
+                self.seed ^ fnv(&format!("order/{}/{epoch}", self.stage_index)),
+            );
+            let global = Progress {
+                items_processed: epoch,
+                items_total: epochs,
+            };
+            while state.step_in_epoch < steps_per_epoch {
+                if interrupter.should_stop() {
+                    break 'epochs;
+                }
+                if self.max_steps.is_some_and(|m| steps_here >= m)
+                    || self.deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    let mut r = self.result.lock().unwrap_or_else(|e| e.into_inner());
+                    r.stopped_early = true;
+                    break 'epochs;
+                }
+                let t0 = Instant::now();
+                // Dropout and other randomness depend only on the step: a resumed run draws
+                // the same numbers as an uninterrupted one.
+                B::seed(
+                    &self.device,
+                    self.seed ^ fnv(&format!("step/{}/{}", self.stage_index, state.stage_step)),
+                );
+                let mut accumulator = GradientsAccumulator::<MimoTrainer<B>>::new();
+                let mut stats = MimoStepStats::default();
+                let lr_next = {
+                    learner.lr_step();
+                    learner.lr_current()
+                };
+                for k in 0..self.accumulation {
+                    let micro = state.step_in_epoch * self.accumulation + k;
+                    let items: Vec<Sample> = order
+                        [micro * self.per_device..(micro + 1) * self.per_device]
+                        .iter()
+                        .filter_map(|&i| self.dataset.get(i))
+                        .collect();
+                    let batch: MimoBatch<B> =
+                        burn::data::dataloader::batcher::Batcher::batch(&self.batcher, items, &self.device);
+                    if let Some((id, why)) = batch.skipped.first() {
+                        self.fail(format!("training sample {id} could not be read: {why}"));
+                        break 'epochs;
+                    }
+                    let model = learner.model();
+                    let out = match model.try_step(&batch) {
+                        Ok(o) => o,
+                        Err(e) => {
+                            self.fail(format!("training step on {:?}: {e}", batch.ids));
+                            break 'epochs;
+                        }
+                    };
+                    accumulator.accumulate(&model, out.grads);
+                    add(&mut stats, &out.item.clone().sync());
+                    let item = TrainingItem::new(
+                        out.item,
+                        Progress {
+                            items_processed: micro + 1,
+                            items_total: steps_per_epoch * self.accumulation,
+                        },
+                        global.clone(),
+                        Some(state.stage_step * self.accumulation + k + 1),
+                        Some(lr_next),
+                    );
+                    processor.process_train(LearnerEvent::ProcessedItem(item));
+                }
+                let last_of_epoch = state.step_in_epoch + 1 == steps_per_epoch;
+                let due = self
+                    .every_steps
+                    .is_some_and(|e| (state.global_step + 1).is_multiple_of(e));
+                // Stopping early (step budget, time budget) writes a checkpoint first.
+                let time_up = self.deadline.is_some_and(|d| Instant::now() >= d)
+                    || self.max_steps.is_some_and(|m| steps_here + 1 >= m);
+                if due || last_of_epoch || time_up {
+                    self.snapshot.request();
+                }
+                let (grads, norm) = average_and_clip::<B, _>(
+                    &learner.model(),
+                    accumulator.grads(),
+                    self.accumulation,
+                    self.clip,
+                );
+                learner.optimizer_step(grads);
+                state.step_in_epoch += 1;
+                state.stage_step += 1;
+                state.global_step += 1;
+                steps_here += 1;
+                let line = format!(
+                    "{},{epoch},{},{lr_next:.8e},{},{norm:.6},{:.3}",
+                    self.stage.name,
+                    state.global_step,
+                    row(&stats),
+                    t0.elapsed().as_secs_f64()
+                );
+                if let Err(e) = append(&train_csv, TRAIN_HEADER, &line) {
+                    self.fail(e);
+                    break 'epochs;
+                }
+                if (due || time_up) && !last_of_epoch {
+                    if let Err(e) = self.save(&learner.model(), state) {
+                        self.fail(e);
+                        break 'epochs;
+                    }
+                }
+            }
+            if state.step_in_epoch < steps_per_epoch {
+                break;
+            }
+            processor.process_train(LearnerEvent::EndEpoch(epoch));
+            // Validation on the inner (non-autodiff) model.
+            let model = learner.model().valid();
+            let mut it = valid.iter();
+            let mut vstats = MimoStepStats::default();
+            let mut i = 0;
+            while let Some(batch) = it.next() {
+                i += 1;
+                if let Some((id, why)) = batch.skipped.first() {
+                    self.fail(format!("validation sample {id} could not be read: {why}"));
+                    break 'epochs;
+                }
+                match model.forward_batch(&batch) {
+                    Ok((_, report)) => {
+                        add(&mut vstats, &report.clone().sync());
+                        let item =
+                            TrainingItem::new(report, it.progress(), global.clone(), Some(i), None);
+                        processor.process_valid(LearnerEvent::ProcessedItem(item));
+                    }
+                    Err(e) => {
+                        self.fail(format!("validation step on {:?}: {e}", batch.ids));
+                        break 'epochs;
+                    }
+                }
+            }
+            processor.process_valid(LearnerEvent::EndEpoch(epoch));
+            if vstats.batch_size > 0 {
+                let line = format!(
+                    "{},{epoch},{},{}",
+                    self.stage.name,
+                    state.global_step,
+                    row(&vstats)
+                );
+                if let Err(e) = append(&valid_csv, VALID_HEADER, &line) {
+                    self.fail(e);
+                    break;
+                }
+            }
+            state.epoch += 1;
+            state.step_in_epoch = 0;
+            state.epoch_done = true;
+            if let Err(e) = self.save(&learner.model(), state) {
+                self.fail(e);
+                break;
+            }
+            state.epoch_done = false;
+        }
+        let _ = started;
+        {
+            let mut r = self.result.lock().unwrap_or_else(|e| e.into_inner());
+            r.state = Some(state);
+        }
+        (learner.model(), processor)
+    }
+}
+
+/// Runs (or resumes) an experiment. Returns where the run is and what it did.
+pub fn train<B: AutodiffBackend>(
+    experiment_path: Option<&Path>,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<RunOutcome, TrainError> {
+    let run_dir = options.run_dir.clone();
+    let t_start = Instant::now();
+    // The experiment: from its file for a new run, from the run directory on resume.
+    let (exp, exp_dir, resume_from) = if options.resume {
+        let f = run_dir.join(EXPERIMENT_FILE);
+        if !f.is_file() {
+            return Err(other(format!(
+                "{} is not a run directory ({} is missing)",
+                run_dir.display(),
+                f.display()
+            )));
+        }
+        let exp = Experiment::load(&f)?;
+        let latest = checkpoint::list(&run_dir).pop();
+        (exp, run_dir.clone(), latest)
+    } else {
+        let path = experiment_path.ok_or_else(|| other("no experiment file given"))?;
+        let exp = Experiment::load(path)?;
+        if run_dir.exists()
+            && std::fs::read_dir(&run_dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(other(format!(
+                "run directory {} already exists and is not empty: runs never overwrite \
+                 each other (pass --resume to continue it)",
+                run_dir.display()
+            )));
+        }
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        (absolutize(exp, &dir), dir, None)
+    };
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| other(format!("cannot create {}: {e}", run_dir.display())))?;
+    if !options.resume {
+        mimo_core::fsutil::write_atomic(&run_dir.join(EXPERIMENT_FILE), exp.to_ron().as_bytes())
+            .map_err(other)?;
+    }
+    let accumulation = exp
+        .batch
+        .accumulation()
+        .map_err(|(f, m)| other(format!("experiment field `{f}` {m}")))?;
+    let prepared = prepare(exp.clone(), &exp_dir, &run_dir)?;
+
+    // The model: seeded, so random parts (a tiny model's components) are the same in a
+    // resumed process.
+    B::seed(device, exp.seed);
+    let model_path = exp_dir.join(&exp.model);
+    let config = MimoConfig::load(&model_path).map_err(other)?;
+    let base = model_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let build = config.build::<B>(&base, device).map_err(other)?;
+    let batcher = batcher_for(&build, exp.data.max_text_len)?;
+    let lora = config.lora.to_peft();
+    let aligner = build.model.aligner.is_some();
+    let mimo = build
+        .model
+        .clone()
+        .with_trainable_set(exp.train_token_embeddings);
+    let mimo = set_grad(mimo, &exp.train_also, true, "train_also")?;
+    let mut mimo = mimo.map(&mut PathIds { path: Vec::new() });
+    let saved_paths = trained_paths(&mimo);
+
+    let mut state = TrainState {
+        stage: 0,
+        epoch: 1,
+        step_in_epoch: 0,
+        stage_step: 0,
+        global_step: 0,
+        epoch_done: false,
+    };
+    let mut optim_record: Option<OptimRecord<B>> = None;
+    if let Some((_, dir)) = &resume_from {
+        state = checkpoint::read_state(dir).map_err(other)?;
+        let (m, _) = mimo
+            .load_params(dir.join(checkpoint::PARAMS_FILE))
+            .map_err(other)?;
+        mimo = m;
+        let opt = dir.join(format!("{}.bin", checkpoint::OPTIMIZER_FILE));
+        if opt.is_file() {
+            optim_record = Some(
+                BinFileRecorder::<FullPrecisionSettings>::new()
+                    .load(dir.join(checkpoint::OPTIMIZER_FILE), device)
+                    .map_err(|e| other(format!("{}: {e}", opt.display())))?,
+            );
+        }
+        // Drop metric rows written after the checkpoint (the resumed run writes them again).
+        for (file, col) in [(TRAIN_CSV, 2), (VALID_CSV, 2)] {
+            truncate_csv(&run_dir.join(file), col, state.global_step).map_err(other)?;
+        }
+    }
+
+    let mut samples = Vec::new();
+    let mut stopped_early = false;
+    let start_stage = state.stage;
+    for (si, stage) in exp.stages.iter().enumerate() {
+        let dataset = Arc::new(stage_dataset(&prepared, si, stage)?);
+        samples.push(dataset.len());
+        if si < start_stage {
+            continue;
+        }
+        if state.epoch > stage.epochs {
+            // The checkpoint closed this stage: the next one starts fresh.
+            state = TrainState {
+                stage: si + 1,
+                epoch: 1,
+                step_in_epoch: 0,
+                stage_step: 0,
+                global_step: state.global_step,
+                epoch_done: false,
+            };
+            optim_record = None;
+            continue;
+        }
+        state.stage = si;
+        let steps_per_epoch = dataset.len() / exp.batch.per_device / accumulation;
+        if steps_per_epoch == 0 {
+            return Err(other(format!(
+                "stage `{}` has {} samples, fewer than one global batch of {}",
+                stage.name,
+                dataset.len(),
+                exp.batch.global
+            )));
+        }
+        // This stage's trainable set: the run's, minus the stage's frozen prefixes.
+        let staged = set_grad(
+            set_grad(
+                mimo.clone().with_trainable_set(exp.train_token_embeddings),
+                &exp.train_also,
+                true,
+                "train_also",
+            )?,
+            &stage.freeze,
+            false,
+            &format!("stages[{si}].freeze"),
+        )?;
+        let trainer = MimoTrainer { mimo: staged };
+        let optim = AdamWConfig::new()
+            .with_beta_1(exp.optimizer.beta_1)
+            .with_beta_2(exp.optimizer.beta_2)
+            .with_epsilon(exp.optimizer.epsilon)
+            .with_weight_decay(exp.optimizer.weight_decay)
+            .init::<B, MimoTrainer<B>>();
+        let (optim, snapshot) = Snapshotting::new(optim);
+        let scheduler = WarmupDecay {
+            peak: exp.optimizer.lr,
+            warmup: exp.schedule.warmup_steps,
+            total: steps_per_epoch * stage.epochs,
+            decay: exp.schedule.decay,
+            step: 0,
+        };
+        let mut learner = Learner::new(trainer, optim, scheduler);
+        if let Some(r) = optim_record.take() {
+            learner.load_optim(r);
+        }
+        learner.load_scheduler(state.stage_step);
+
+        let valid_loader: Arc<dyn DataLoader<B::InnerBackend, MimoBatch<B::InnerBackend>>> =
+            DataLoaderBuilder::new(batcher.clone())
+                .batch_size(exp.validation.batch_size)
+                .set_device(device.clone())
+                .build(RecordsDataset::from_records(
+                    prepared.valid.clone(),
+                    prepared.records_root.clone(),
+                ));
+        let train_loader: Arc<dyn DataLoader<B, MimoBatch<B>>> =
+            DataLoaderBuilder::new(batcher.clone())
+                .batch_size(exp.batch.per_device)
+                .set_device(device.clone())
+                .build(RecordsDataset::from_records(Vec::new(), PathBuf::new()));
+        let strategy = Arc::new(StageRun::<B> {
+            stage_index: si,
+            stage: stage.clone(),
+            dataset: dataset.clone(),
+            batcher: batcher.clone(),
+            device: device.clone(),
+            per_device: exp.batch.per_device,
+            accumulation,
+            clip: exp.optimizer.clip_grad_norm,
+            seed: exp.seed,
+            run_dir: run_dir.clone(),
+            keep_last: exp.checkpoint.keep_last,
+            every_steps: exp.checkpoint.every_steps,
+            saved_paths: saved_paths.clone(),
+            snapshot,
+            start: state,
+            max_steps: options.max_steps,
+            deadline: options
+                .max_seconds
+                .map(|s| t_start + std::time::Duration::from_secs_f64(s)),
+            result: Mutex::new(StageResult::default()),
+            _b: std::marker::PhantomData,
+        });
+        let interrupter = burn::train::Interrupter::new();
+        let mut training = SupervisedTraining::new(
+            run_dir.join("dashboard").join(&stage.name),
+            train_loader,
+            valid_loader,
+        )
+        .with_interrupter(interrupter.clone())
+        .with_application_logger(None)
+        .renderer(RendererBox(renderer(
+            options.display,
+            10,
+            &format!("[{}] ", stage.name),
+            &interrupter,
+        )))
+        .metric_train_numeric(LearningRateMetric::new())
+        .metric_train_numeric(IterationSpeedMetric::new())
+        .num_epochs(stage.epochs)
+        .with_training_strategy(TrainingStrategy::Custom(strategy.clone()));
+        for kind in MimoMetricKind::ALL {
+            training = training
+                .metric_train_numeric(MimoMetric::new(kind))
+                .metric_valid_numeric(MimoMetric::new(kind));
+        }
+        let result = training.launch(learner);
+        let r = std::mem::take(&mut *strategy.result.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(e) = r.error {
+            return Err(other(e));
+        }
+        mimo = <MimoTrainer<B> as AutodiffModule<B>>::from_inner(result.model).mimo;
+        state = r.state.unwrap_or(state);
+        if r.stopped_early || state.epoch <= stage.epochs {
+            stopped_early = true;
+            break;
+        }
+        state = TrainState {
+            stage: si + 1,
+            epoch: 1,
+            step_in_epoch: 0,
+            stage_step: 0,
+            global_step: state.global_step,
+            epoch_done: false,
+        };
+    }
+
+    let finished = !stopped_early;
+    let final_dir = run_dir.join(FINAL_DIR);
+    let mut final_checkpoint = None;
+    if finished {
+        let tmp = run_dir.join(".final.partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        mimo.save_checkpoint(&tmp, &lora).map_err(other)?;
+        let extra: Vec<String> = saved_paths
+            .iter()
+            .filter(|p| !mimo_core::mimo::load::is_trained_part(p) && !p.contains(".lora_"))
+            .cloned()
+            .collect();
+        if !extra.is_empty() {
+            mimo.save_params(tmp.join(mimo_core::mimo::load::EXTRA_FILE), &extra)
+                .map_err(other)?;
+        }
+        let _ = std::fs::remove_dir_all(&final_dir);
+        std::fs::rename(&tmp, &final_dir).map_err(other)?;
+        final_checkpoint = Some(final_dir);
+    }
+    let previous = read_run_info(&run_dir).map(|i| i.seconds).unwrap_or(0.0);
+    let info = RunInfo {
+        experiment: exp.name.clone(),
+        model: model_path,
+        records: prepared.records_path.clone(),
+        data_ratio: exp.data.ratio,
+        aligner,
+        steps: state.global_step,
+        finished,
+        samples,
+        final_checkpoint,
+        seconds: previous + t_start.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&info).expect("run info serialises");
+    mimo_core::fsutil::write_atomic(&run_dir.join(RUN_FILE), json.as_bytes()).map_err(other)?;
+    Ok(RunOutcome { run_dir, info })
+}
+
+/// Reads a run directory's `run.json`.
+pub fn read_run_info(run_dir: &Path) -> Option<RunInfo> {
+    let text = std::fs::read_to_string(run_dir.join(RUN_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn truncate_csv(path: &Path, step_col: usize, max_step: usize) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let keep = i == 0
+            || line
+                .split(',')
+                .nth(step_col)
+                .and_then(|s| s.parse::<usize>().ok())
+                .is_some_and(|s| s <= max_step);
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    mimo_core::fsutil::write_atomic(path, out.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// Makes the experiment's paths absolute (a run directory's copy works from anywhere).
+fn absolutize(mut exp: Experiment, dir: &Path) -> Experiment {
+    let abs = |p: &Path| std::path::absolute(dir.join(p)).unwrap_or_else(|_| dir.join(p));
+    exp.model = abs(&exp.model);
+    exp.data.records = exp.data.records.as_deref().map(abs);
+    exp.data.build = exp.data.build.as_deref().map(abs);
+    for v in &mut exp.data.vqa {
+        v.path = abs(&v.path);
+        v.images = v.images.as_deref().map(abs);
+    }
+    exp.base = None;
+    exp
+}
+
+struct RendererBox(Box<dyn burn::train::renderer::MetricsRenderer>);
+
+impl burn::train::renderer::MetricsRendererTraining for RendererBox {
+    fn update_train(&mut self, state: burn::train::renderer::MetricState) {
+        self.0.update_train(state)
+    }
+    fn update_valid(&mut self, state: burn::train::renderer::MetricState) {
+        self.0.update_valid(state)
+    }
+    fn render_train(
+        &mut self,
+        item: burn::train::renderer::TrainingProgress,
+        p: Vec<burn::train::renderer::ProgressType>,
+    ) {
+        self.0.render_train(item, p)
+    }
+    fn render_valid(
+        &mut self,
+        item: burn::train::renderer::TrainingProgress,
+        p: Vec<burn::train::renderer::ProgressType>,
+    ) {
+        self.0.render_valid(item, p)
+    }
+    fn on_train_end(
+        &mut self,
+        summary: Option<burn::train::LearnerSummary>,
+    ) -> Result<(), Box<dyn core::error::Error>> {
+        self.0.on_train_end(summary)
+    }
+}
+
+impl burn::train::renderer::MetricsRendererEvaluation for RendererBox {
+    fn update_test(
+        &mut self,
+        name: burn::train::renderer::EvaluationName,
+        state: burn::train::renderer::MetricState,
+    ) {
+        self.0.update_test(name, state)
+    }
+    fn render_test(
+        &mut self,
+        item: burn::train::renderer::EvaluationProgress,
+        p: Vec<burn::train::renderer::ProgressType>,
+    ) {
+        self.0.render_test(item, p)
+    }
+}
+
+impl burn::train::renderer::MetricsRenderer for RendererBox {
+    fn manual_close(&mut self) {
+        self.0.manual_close()
+    }
+    fn register_metric(&mut self, definition: burn::train::metric::MetricDefinition) {
+        self.0.register_metric(definition)
+    }
+}

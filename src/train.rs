@@ -1,0 +1,120 @@
+//! `mimo train`: run or resume an experiment on burn-train's learner.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use mimo_train::{Display, TrainOptions};
+
+use crate::backend;
+
+/// Arguments of `mimo train`.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+An experiment file (experiments/*.ron) names the model file, the data, the batch sizes, the
+optimiser, the schedule and the stages; an override file names a `base` and only what differs.
+Each run gets its own directory (default runs/<name>-<time>) holding experiment.ron (resolved),
+run.json, train.csv (one row per optimiser step), valid.csv (one row per epoch), dashboard/
+(burn's metric logs), checkpoints/step-N/ (trained parameters, optimiser state, position) and,
+at the end, final/ (peft adapter + trained parts: `mimo infer --checkpoint RUN/final`).
+
+Progress: burn's terminal dashboard when stdout is a terminal (built with feature `tui`),
+log lines on stderr otherwise. Ctrl-C or a crash loses at most the steps since the last
+checkpoint: `mimo train --resume RUN_DIR` continues exactly where it stopped.
+
+Examples:
+  mimo train experiments/tiny_phantom.ron
+  mimo train experiments/tiny_phantom.ron --out runs/try1 --minutes 5
+  mimo train --resume runs/try1")]
+pub struct TrainArgs {
+    /// The experiment file (not needed with --resume).
+    #[arg(value_name = "EXPERIMENT.ron", required_unless_present = "resume")]
+    experiment: Option<PathBuf>,
+    /// Continue this run directory from its newest checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    /// The run directory (must not exist yet). Default: runs/<name>-<YYYYmmdd-HHMMSS>.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Stop after this many optimiser steps (the run can be resumed).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Stop after this many minutes, writing a checkpoint first (the run can be resumed).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Plain log lines even on a terminal.
+    #[arg(long)]
+    no_dashboard: bool,
+}
+
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86400;
+    let (h, m, s) = ((secs % 86400) / 3600, (secs % 3600) / 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}{mo:02}{d:02}-{h:02}{m:02}{s:02}")
+}
+
+/// Runs `mimo train`.
+pub fn run(args: TrainArgs) -> Result<(), String> {
+    let (run_dir, resume) = match (&args.resume, &args.out, &args.experiment) {
+        (Some(dir), _, _) => (dir.clone(), true),
+        (None, Some(out), _) => (out.clone(), false),
+        (None, None, Some(exp)) => {
+            let e = mimo_train::Experiment::load(exp).map_err(|e| e.to_string())?;
+            (
+                PathBuf::from("runs").join(format!("{}-{}", e.name, timestamp())),
+                false,
+            )
+        }
+        (None, None, None) => return Err("name an experiment file or --resume RUN_DIR".into()),
+    };
+    let options = TrainOptions {
+        run_dir,
+        resume,
+        display: if args.no_dashboard {
+            Display::Log
+        } else {
+            Display::Auto
+        },
+        max_steps: args.max_steps,
+        max_seconds: args.minutes.map(|m| m * 60.0),
+    };
+    eprintln!(
+        "{} {} on {}",
+        if resume { "resuming" } else { "training into" },
+        options.run_dir.display(),
+        backend::NAME
+    );
+    let device = backend::device();
+    let out = mimo_train::train::<burn::backend::Autodiff<backend::Backend>>(
+        args.experiment.as_deref(),
+        &options,
+        &device,
+    )
+    .map_err(|e| e.to_string())?;
+    let i = &out.info;
+    println!(
+        "{} after {} optimiser steps ({:.0} s): {}",
+        if i.finished { "finished" } else { "stopped" },
+        i.steps,
+        i.seconds,
+        out.run_dir.display()
+    );
+    match &i.final_checkpoint {
+        Some(f) => println!("trained parts: {} (mimo infer --checkpoint {})", f.display(), f.display()),
+        None => println!("continue with: mimo train --resume {}", out.run_dir.display()),
+    }
+    Ok(())
+}
