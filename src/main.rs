@@ -4,10 +4,12 @@ mod backend;
 mod bench;
 mod clip_cache;
 mod data;
+mod eval;
 mod generate;
 mod heldout;
 mod infer;
 mod overlay;
+mod quickstart;
 mod report;
 mod score;
 mod segment;
@@ -52,6 +54,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Train MIMO from an experiment file (or resume a run) on burn-train's learner.
     Train(train::TrainArgs),
+    /// Evaluate a trained run or checkpoint on a split: predictions and the paper's tables.
+    Eval(eval::EvalArgs),
+    /// The whole loop on a CPU in minutes: phantom data, training mimo-tiny, evaluation
+    /// before and after, curves and overlays.
+    Quickstart(quickstart::QuickstartArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Quickstart(args) => quickstart::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

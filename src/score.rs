@@ -77,20 +77,23 @@ pub fn run(args: ScoreArgs) -> Result<(), String> {
         eprintln!("note: {unknown} prediction(s) have ids that are not in the records; ignored");
     }
     let s = score(&records, &preds, args.split.as_deref(), &meteor).map_err(|e| e.to_string())?;
-    let md = markdown(&s);
-    let json = serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?;
+    write_tables(&s, &args.out)?;
+    Ok(())
+}
+
+/// Writes `tables.md`, `tables.csv` and `scores.json` into `out` and prints the tables.
+pub fn write_tables(s: &mimo_bench::eval::Scores, out: &std::path::Path) -> Result<(), String> {
+    let md = markdown(s);
+    let json = serde_json::to_string_pretty(s).map_err(|e| e.to_string())?;
     for (name, text) in [
         ("tables.md", md.as_str()),
-        ("tables.csv", &csv(&s)),
+        ("tables.csv", &csv(s)),
         ("scores.json", &json),
     ] {
-        let path = args.out.join(name);
+        let path = out.join(name);
         write_atomic(&path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     print!("{md}");
-    eprintln!(
-        "wrote {}/tables.md, tables.csv, scores.json",
-        args.out.display()
-    );
+    eprintln!("wrote {}/tables.md, tables.csv, scores.json", out.display());
     Ok(())
 }

@@ -113,8 +113,15 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         out.run_dir.display()
     );
     match &i.final_checkpoint {
-        Some(f) => println!("trained parts: {} (mimo infer --checkpoint {})", f.display(), f.display()),
-        None => println!("continue with: mimo train --resume {}", out.run_dir.display()),
+        Some(f) => println!(
+            "trained parts: {} (mimo infer --checkpoint {})",
+            f.display(),
+            f.display()
+        ),
+        None => println!(
+            "continue with: mimo train --resume {}",
+            out.run_dir.display()
+        ),
     }
     Ok(())
 }

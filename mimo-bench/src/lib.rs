@@ -16,4 +16,5 @@ pub mod heldout;
 pub mod metrics;
 pub mod perf;
 pub mod plot;
+pub mod predict;
 pub mod report;

@@ -48,6 +48,10 @@ pub struct Experiment {
     pub base: Option<PathBuf>,
     /// The MIMO model file (`configs/mimo/*.ron`), relative to the experiment file.
     pub model: PathBuf,
+    /// Overrides the model file's `aligner` switch (`Some(false)`: the paper's "w/o
+    /// Aligner" ablation on the same model file).
+    #[serde(default)]
+    pub aligner: Option<bool>,
     /// The data.
     pub data: DataSpec,
     /// Batch sizes: the global batch is per-device batch × devices × accumulation.
@@ -529,15 +533,18 @@ impl Experiment {
                 format!("is {} but must lie in (0, 1]", o.lr),
             ));
         }
-        for (name, b) in [("optimizer.beta_1", o.beta_1), ("optimizer.beta_2", o.beta_2)] {
+        for (name, b) in [
+            ("optimizer.beta_1", o.beta_1),
+            ("optimizer.beta_2", o.beta_2),
+        ] {
             if !(0.0..1.0).contains(&b) {
                 return Err(bad(name, format!("is {b} but must lie in [0, 1)")));
             }
         }
-        if !(o.epsilon > 0.0) {
+        if o.epsilon.is_nan() || o.epsilon <= 0.0 {
             return Err(bad("optimizer.epsilon", "must be positive".into()));
         }
-        if !(o.weight_decay >= 0.0) {
+        if o.weight_decay.is_nan() || o.weight_decay < 0.0 {
             return Err(bad("optimizer.weight_decay", "must be non-negative".into()));
         }
         if let Some(c) = o.clip_grad_norm
@@ -556,7 +563,10 @@ impl Experiment {
             if s.epochs == 0 {
                 return Err(bad(&f("epochs"), "must be at least 1".into()));
             }
-            for (n, w) in [("mimoseg_weight", s.mimoseg_weight), ("vqa_weight", s.vqa_weight)] {
+            for (n, w) in [
+                ("mimoseg_weight", s.mimoseg_weight),
+                ("vqa_weight", s.vqa_weight),
+            ] {
                 if !(w.is_finite() && w >= 0.0) {
                     return Err(bad(&f(n), format!("is {w} but must be ≥ 0")));
                 }

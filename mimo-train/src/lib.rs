@@ -18,3 +18,6 @@ pub mod train;
 pub use experiment::{Experiment, ExperimentError};
 pub use renderer::Display;
 pub use train::{RunInfo, RunOutcome, TrainError, TrainOptions, train};
+
+#[cfg(test)]
+mod tests;

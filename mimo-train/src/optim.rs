@@ -1,11 +1,11 @@
 //! The optimiser and learning-rate schedule of MIMO's training.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
 use burn::optim::lr_scheduler::LrScheduler;
+use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 /// DeepSpeed's `WarmupDecayLR` with linear warm-up, stepped once per optimiser step:
@@ -87,9 +87,7 @@ impl SnapshotHandle {
     /// The state taken after the requested step, if any.
     pub fn take<R: 'static>(&self) -> Option<R> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        slot.take()
-            .and_then(|b| b.downcast::<R>().ok())
-            .map(|b| *b)
+        slot.take().and_then(|b| b.downcast::<R>().ok()).map(|b| *b)
     }
 }
 

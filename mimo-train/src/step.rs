@@ -6,8 +6,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{Adaptor, ItemLazy};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use mimo_core::tokenizer::IGNORE_INDEX;
 use mimo_core::mimo::{Mimo, MimoError, MimoOutput};
+use mimo_core::tokenizer::IGNORE_INDEX;
 use mimo_data::batch::MimoBatch;
 
 /// MIMO as a burn-train model (the step traits live here, beside the training code).
@@ -50,6 +50,18 @@ pub struct MimoStepStats {
     pub union: f64,
     /// Samples in the batch.
     pub batch_size: usize,
+}
+
+impl MimoStepStats {
+    /// Next-token accuracy on answer tokens in %, if any were counted.
+    pub fn token_accuracy(&self) -> Option<f64> {
+        (self.tokens > 0.0).then(|| 100.0 * self.correct_tokens / self.tokens)
+    }
+
+    /// Mask IoU (Σ intersection / Σ union) in %, if any mask was counted.
+    pub fn mask_iou(&self) -> Option<f64> {
+        (self.union > 0.0).then(|| 100.0 * self.intersection / self.union)
+    }
 }
 
 impl<B: Backend> ItemLazy for MimoStepOutput<B> {

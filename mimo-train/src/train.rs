@@ -15,11 +15,11 @@ use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::metric::{IterationSpeedMetric, ItemLazy, LearningRateMetric};
+use burn::train::metric::{ItemLazy, IterationSpeedMetric, LearningRateMetric};
 use burn::train::{
-    EventProcessorTraining, Learner, LearnerEvent, LearningComponentsMarker, SupervisedTraining,
-    SupervisedLearningStrategy, TrainLoader, TrainingComponents, TrainingItem, TrainingModel,
-    TrainingStrategy, ValidLoader,
+    EventProcessorTraining, Learner, LearnerEvent, LearningComponentsMarker,
+    SupervisedLearningStrategy, SupervisedTraining, TrainLoader, TrainingComponents, TrainingItem,
+    TrainingModel, TrainingStrategy, ValidLoader,
 };
 use mimo_core::mimo::{MimoBuild, MimoConfig};
 use mimo_data::batch::{MimoBatch, MimoBatcher, RecordsDataset, Sample};
@@ -225,7 +225,10 @@ fn set_grad<B: Backend, M: Module<B>>(
 }
 
 /// The data batcher for a built model.
-pub fn batcher_for<B: Backend>(build: &MimoBuild<B>, max_text_len: usize) -> Result<MimoBatcher, TrainError> {
+pub fn batcher_for<B: Backend>(
+    build: &MimoBuild<B>,
+    max_text_len: usize,
+) -> Result<MimoBatcher, TrainError> {
     let tokenizer = build.tokenizer.clone().ok_or_else(|| {
         other("the model file names no tokenizer and the LLM folder has no tokenizer.json: set `tokenizer`")
     })?;
@@ -271,8 +274,7 @@ fn prepare(exp: Experiment, exp_dir: &Path, run_dir: &Path) -> Result<Prepared, 
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let all: Vec<Record> = mimo_data::record::read_jsonl(&records_path)
-        .map_err(other)?;
+    let all: Vec<Record> = mimo_data::record::read_jsonl(&records_path).map_err(other)?;
     let mimoseg_train: Vec<Record> = all
         .iter()
         .filter(|r| r.split == exp.data.train_split)
@@ -337,11 +339,20 @@ fn stage_dataset(
             p.exp.data.train_split,
             p.records_path.display(),
             p.exp.data.ratio,
-            if p.vqa.is_empty() { "" } else { ", and the VQA files" }
+            if p.vqa.is_empty() {
+                ""
+            } else {
+                ", and the VQA files"
+            }
         )));
     }
-    MixedDataset::new(groups, &weights, len, p.exp.seed ^ (stage_index as u64 + 1) * 0x9E37)
-        .map_err(|e| other(format!("stage `{}`: {e}", stage.name)))
+    MixedDataset::new(
+        groups,
+        &weights,
+        len,
+        p.exp.seed ^ ((stage_index as u64 + 1) * 0x9E37),
+    )
+    .map_err(|e| other(format!("stage `{}`: {e}", stage.name)))
 }
 
 /// A seeded permutation of `0..n` (xorshift; same for every platform).
@@ -533,8 +544,11 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                         .iter()
                         .filter_map(|&i| self.dataset.get(i))
                         .collect();
-                    let batch: MimoBatch<B> =
-                        burn::data::dataloader::batcher::Batcher::batch(&self.batcher, items, &self.device);
+                    let batch: MimoBatch<B> = burn::data::dataloader::batcher::Batcher::batch(
+                        &self.batcher,
+                        items,
+                        &self.device,
+                    );
                     if let Some((id, why)) = batch.skipped.first() {
                         self.fail(format!("training sample {id} could not be read: {why}"));
                         break 'epochs;
@@ -593,11 +607,12 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                     self.fail(e);
                     break 'epochs;
                 }
-                if (due || time_up) && !last_of_epoch {
-                    if let Err(e) = self.save(&learner.model(), state) {
-                        self.fail(e);
-                        break 'epochs;
-                    }
+                if (due || time_up)
+                    && !last_of_epoch
+                    && let Err(e) = self.save(&learner.model(), state)
+                {
+                    self.fail(e);
+                    break 'epochs;
                 }
             }
             if state.step_in_epoch < steps_per_epoch {
@@ -713,7 +728,10 @@ pub fn train<B: AutodiffBackend>(
     // resumed process.
     B::seed(device, exp.seed);
     let model_path = exp_dir.join(&exp.model);
-    let config = MimoConfig::load(&model_path).map_err(other)?;
+    let mut config = MimoConfig::load(&model_path).map_err(other)?;
+    if let Some(a) = exp.aligner {
+        config.aligner = a;
+    }
     let base = model_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let build = config.build::<B>(&base, device).map_err(other)?;
     let batcher = batcher_for(&build, exp.data.max_text_len)?;
@@ -1034,4 +1052,40 @@ impl burn::train::renderer::MetricsRenderer for RendererBox {
     fn register_metric(&mut self, definition: burn::train::metric::MetricDefinition) {
         self.0.register_metric(definition)
     }
+}
+
+/// Teacher-forced evaluation: the mean losses, next-token accuracy on answer tokens and
+/// mask IoU of `model` over `records` (images relative to `root`), `batch` at a time.
+pub fn teacher_forced<B: Backend>(
+    model: &mimo_core::mimo::Mimo<B>,
+    batcher: &MimoBatcher,
+    records: Vec<Record>,
+    root: PathBuf,
+    batch: usize,
+    device: &B::Device,
+) -> Result<MimoStepStats, String> {
+    let trainer = MimoTrainer {
+        mimo: model.clone(),
+    };
+    let ds = RecordsDataset::from_records(records, root);
+    let mut total = MimoStepStats::default();
+    let n = ds.len();
+    for start in (0..n).step_by(batch.max(1)) {
+        let items: Vec<Sample> = (start..(start + batch.max(1)).min(n))
+            .filter_map(|i| ds.get(i))
+            .collect();
+        let b: MimoBatch<B> =
+            burn::data::dataloader::batcher::Batcher::batch(batcher, items, device);
+        if let Some((id, why)) = b.skipped.first() {
+            return Err(format!("record {id}: {why}"));
+        }
+        let (_, report) = trainer.forward_batch(&b).map_err(|e| e.to_string())?;
+        add(&mut total, &report.sync());
+    }
+    let k = total.batch_size.max(1) as f64;
+    total.loss /= k;
+    total.ce /= k;
+    total.bce /= k;
+    total.dice /= k;
+    Ok(total)
 }

@@ -1,0 +1,364 @@
+//! Tests of the training crate (one binary: `cargo test -p mimo-train`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+
+use crate::experiment::Experiment;
+use crate::step::{MimoTrainer, average_and_clip};
+use crate::train::{TrainOptions, batcher_for, trained_paths};
+
+type B = Autodiff<Flex>;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mimo-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn every_experiment_file_parses_and_resolves() {
+    let dir = repo().join("experiments");
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "ron") {
+            let exp = Experiment::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            // Paths resolve against the experiment's folder.
+            assert!(
+                dir.join(&exp.model).is_file(),
+                "{}: model file",
+                p.display()
+            );
+            names.push(exp.name.clone());
+        }
+    }
+    names.sort();
+    for n in [
+        "mimo_data_25",
+        "mimo_data_50",
+        "mimo_data_75",
+        "mimo_full",
+        "mimo_no_aligner",
+        "tiny_phantom",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
+    // Overrides change only what they name.
+    let full = Experiment::load(dir.join("mimo_full.ron")).unwrap();
+    let no_al = Experiment::load(dir.join("mimo_no_aligner.ron")).unwrap();
+    assert_eq!(no_al.aligner, Some(false));
+    assert_eq!(no_al.data, full.data);
+    assert_eq!(no_al.stages, full.stages);
+    let d25 = Experiment::load(dir.join("mimo_data_25.ron")).unwrap();
+    assert_eq!(d25.data.ratio, 0.25);
+    assert_eq!(d25.data.vqa, full.data.vqa);
+    assert_eq!(d25.batch, full.batch);
+    assert_eq!(full.batch.accumulation(), Ok(20));
+    assert_eq!(full.stages[1].freeze, vec!["sam.mask_decoder.".to_string()]);
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn bad_experiments_are_rejected_naming_the_field_and_file() {
+    let dir = scratch("bad-exp");
+    let base = repo().join("experiments/tiny_phantom.ron");
+    let base = base.display();
+    let cases = [
+        (
+            format!("(name: \"x\", base: Some(\"{base}\"), learning_rate: 1.0)"),
+            "learning_rate",
+        ),
+        (
+            format!("(name: \"x\", base: Some(\"{base}\"), batch: (global: 10, per_device: 4))"),
+            "batch.global",
+        ),
+        (
+            format!(
+                "(name: \"x\", base: Some(\"{base}\"), batch: (global: 8, per_device: 2, accumulation: Some(3)))"
+            ),
+            "batch.global",
+        ),
+        (
+            format!("(name: \"x\", base: Some(\"{base}\"), data: (ratio: 1.5))"),
+            "data.ratio",
+        ),
+        (
+            format!("(name: \"x\", base: Some(\"{base}\"), stages: [(name: \"s\", epochs: 0)])"),
+            "stages[0].epochs",
+        ),
+        (
+            format!(
+                "(name: \"x\", base: Some(\"{base}\"), stages: [(name: \"s\", epochs: 1, vqa_weight: 1.0)])"
+            ),
+            "stages[0].vqa_weight",
+        ),
+        (
+            format!("(name: \"x\", base: Some(\"{base}\"), optimizer: (lr: 0.0))"),
+            "optimizer.lr",
+        ),
+        (format!("(name: \"a b\", base: Some(\"{base}\"))"), "name"),
+    ];
+    for (i, (text, field)) in cases.iter().enumerate() {
+        let p = write(&dir, &format!("bad{i}.ron"), text);
+        let e = Experiment::load(&p).expect_err(text).to_string();
+        assert!(e.contains(field), "{text}\n -> {e}");
+        assert!(e.contains(&format!("bad{i}.ron")), "{e}");
+    }
+    // A base cycle.
+    let a = write(&dir, "a.ron", "(name: \"a\", base: Some(\"b.ron\"))");
+    write(&dir, "b.ron", "(name: \"b\", base: Some(\"a.ron\"))");
+    let e = Experiment::load(&a).unwrap_err().to_string();
+    assert!(e.contains("cycle"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Float parameter values by module path.
+struct Values {
+    path: Vec<String>,
+    out: BTreeMap<String, Vec<f32>>,
+}
+
+impl<Bk: Backend> ModuleVisitor<Bk> for Values {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<Bk, D>>) {
+        let v = p
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap();
+        self.out.insert(self.path.join("."), v);
+    }
+}
+
+/// Gradient values by module path.
+struct GradValues<'a> {
+    path: Vec<String>,
+    grads: &'a GradientsParams,
+    out: BTreeMap<String, Vec<f32>>,
+}
+
+impl ModuleVisitor<B> for GradValues<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<Flex, D>(p.id) {
+            let v = g.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            self.out.insert(self.path.join("."), v);
+        }
+    }
+}
+
+fn values<Bk: Backend, M: Module<Bk>>(m: &M) -> BTreeMap<String, Vec<f32>> {
+    let mut v = Values {
+        path: Vec::new(),
+        out: BTreeMap::new(),
+    };
+    m.visit(&mut v);
+    v.out
+}
+
+fn phantom_records(dir: &Path) -> PathBuf {
+    let cfg =
+        mimo_data::build::DatasetConfig::load(&repo().join("configs/data/quickstart.ron")).unwrap();
+    mimo_data::build::build(&cfg, dir, &mut |_, _, _| {}).unwrap();
+    dir.join("records.jsonl")
+}
+
+#[test]
+fn one_step_changes_exactly_the_trainable_parameters() {
+    let dir = scratch("one-step");
+    let records = phantom_records(&dir.join("data"));
+    let device = Default::default();
+    let cfg_path = repo().join("configs/mimo/mimo-tiny.ron");
+    let cfg = mimo_core::mimo::MimoConfig::load(&cfg_path).unwrap();
+    let build = cfg.build::<B>(cfg_path.parent().unwrap(), &device).unwrap();
+    let batcher = batcher_for(&build, 160).unwrap();
+    let trainer = MimoTrainer {
+        mimo: build.model.clone().with_trainable_set(true),
+    };
+    let trainable: std::collections::BTreeSet<String> =
+        trained_paths(&trainer).into_iter().collect();
+    // MIMO's set: no CLIP, no SAM encoders, no LLM base weight other than the token rows.
+    assert!(trainable.iter().any(|p| p.starts_with("mimo.aligner.")));
+    assert!(trainable.iter().any(|p| p.contains(".lora_b.")));
+    assert!(trainable.contains("mimo.sam.mask_decoder.iou_token.weight"));
+    assert!(!trainable.iter().any(|p| p.starts_with("mimo.clip.")));
+    assert!(
+        !trainable
+            .iter()
+            .any(|p| p.starts_with("mimo.sam.image_encoder."))
+    );
+    assert!(!trainable.contains("mimo.llm.model.layers.0.self_attn.q_proj.weight"));
+    assert!(!trainable.contains("mimo.vp_encoder.pe_gaussian"));
+
+    let ds = mimo_data::batch::RecordsDataset::open(&records, Some("train")).unwrap();
+    // One sample of each perspective's kind is enough: the first two records.
+    let items: Vec<_> = (0..2)
+        .map(|i| burn::data::dataset::Dataset::get(&ds, i).unwrap())
+        .collect();
+    let batch: mimo_data::batch::MimoBatch<B> =
+        burn::data::dataloader::batcher::Batcher::batch(&batcher, items, &device);
+    let before = values(&trainer);
+    let out = trainer.try_step(&batch).unwrap();
+    // Global-norm clipping (torch.nn.utils.clip_grad_norm_): one coefficient
+    // max / (norm + 1e-6) for every tensor, from the norm over all of them.
+    let raw = |g: &GradientsParams| -> BTreeMap<String, Vec<f32>> {
+        let mut v = GradValues {
+            path: Vec::new(),
+            grads: g,
+            out: BTreeMap::new(),
+        };
+        trainer.visit(&mut v);
+        v.out
+    };
+    let before_clip = raw(&out.grads);
+    let expected: f64 = before_clip
+        .values()
+        .flatten()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    let (grads, norm) = average_and_clip::<B, _>(&trainer, out.grads, 1, Some(1.0));
+    assert!(
+        (norm - expected).abs() < 1e-4 * expected,
+        "{norm} vs {expected}"
+    );
+    assert!(norm > 1.0, "the test needs clipping to happen: norm {norm}");
+    let coef = 1.0 / (norm + 1e-6);
+    let clipped = raw(&grads);
+    assert_eq!(clipped.len(), before_clip.len());
+    for (k, g) in &before_clip {
+        for (a, b) in g.iter().zip(&clipped[k]) {
+            assert!((f64::from(*a) * coef - f64::from(*b)).abs() < 1e-6, "{k}");
+        }
+    }
+    // Averaging over accumulated micro-batches divides by their count before the norm.
+    let (grads, half) = average_and_clip::<B, _>(&trainer, grads, 2, None);
+    assert!((half - 0.5).abs() < 1e-4, "{half}");
+    let mut optim = AdamWConfig::new().init::<B, MimoTrainer<B>>();
+    let trainer = optim.step(1e-3, trainer, grads);
+    let after = values(&trainer);
+    let changed: std::collections::BTreeSet<String> = before
+        .iter()
+        .filter(|(k, v)| after[*k] != **v)
+        .map(|(k, _)| k.clone())
+        .collect();
+    // SAM's IoU head is in the trained set (the mask decoder trains whole, as in LISA) but
+    // MIMO's loss does not use its output, so it gets no gradient and stays put.
+    let missing: Vec<_> = trainable
+        .difference(&changed)
+        .filter(|p| !p.starts_with("mimo.sam.mask_decoder.iou_prediction_head."))
+        .collect();
+    let extra: Vec<_> = changed.difference(&trainable).collect();
+    // Every trainable tensor moved (AdamW moves any tensor with a non-zero gradient), and
+    // no frozen tensor did.
+    assert!(extra.is_empty(), "frozen parameters changed: {extra:?}");
+    assert!(
+        missing.is_empty(),
+        "trainable parameters unchanged: {missing:?}"
+    );
+    let _ = trainer.valid();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The tensors of the newest checkpoint, by name (the file's key order is not fixed).
+fn params_file(run: &Path) -> BTreeMap<String, Vec<u8>> {
+    let (_, dir) = crate::checkpoint::list(run).pop().expect("a checkpoint");
+    let bytes = std::fs::read(dir.join(crate::checkpoint::PARAMS_FILE)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.data().to_vec()))
+        .collect()
+}
+
+fn tiny_experiment(dir: &Path, records: &Path) -> PathBuf {
+    let base = repo().join("experiments/tiny_phantom.ron");
+    write(
+        dir,
+        "exp.ron",
+        &format!(
+            "(name: \"resume\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
+             stages: [(name: \"g\", epochs: 2, samples_per_epoch: Some(16))], \
+             validation: (batch_size: 4, max_samples: Some(4)), \
+             checkpoint: (every_steps: Some(2), keep_last: 2))",
+            base.display(),
+            records.display()
+        ),
+    )
+}
+
+#[test]
+fn resumed_run_ends_with_the_parameters_of_an_uninterrupted_one() {
+    let dir = scratch("resume");
+    let records = phantom_records(&dir.join("data"));
+    let exp = tiny_experiment(&dir, &records);
+    let device = Default::default();
+    let opts = |run: &str, resume: bool, max_steps: Option<usize>| TrainOptions {
+        run_dir: dir.join(run),
+        resume,
+        display: crate::Display::Quiet,
+        max_steps,
+        max_seconds: None,
+    };
+    // 16 samples / 4 per step = 4 steps per epoch, 2 epochs.
+    let full = crate::train::<B>(Some(&exp), &opts("full", false, None), &device).unwrap();
+    assert!(full.info.finished);
+    assert_eq!(full.info.steps, 8);
+    // Interrupted after 3 steps (mid-epoch, after the step-2 checkpoint and one more step
+    // that the checkpoint does not hold), then resumed twice.
+    let part = crate::train::<B>(Some(&exp), &opts("part", false, Some(3)), &device).unwrap();
+    assert!(!part.info.finished);
+    assert_eq!(part.info.steps, 3);
+    let part = crate::train::<B>(None, &opts("part", true, Some(3)), &device).unwrap();
+    assert_eq!(part.info.steps, 6);
+    let part = crate::train::<B>(None, &opts("part", true, None), &device).unwrap();
+    assert!(part.info.finished);
+    assert_eq!(part.info.steps, 8);
+    let (a, b) = (
+        params_file(&dir.join("full")),
+        params_file(&dir.join("part")),
+    );
+    assert!(!a.is_empty());
+    assert!(a == b, "checkpoint parameters differ");
+    let a = std::fs::read(dir.join("full/final/trained.safetensors")).unwrap();
+    let b = std::fs::read(dir.join("part/final/trained.safetensors")).unwrap();
+    assert!(a == b, "final trained parts differ");
+    // The metric rows of the resumed run continue the step count without duplicates.
+    let csv = std::fs::read_to_string(dir.join("part/train.csv")).unwrap();
+    let steps: Vec<usize> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    // A new run never overwrites an earlier one.
+    let e = crate::train::<B>(Some(&exp), &opts("full", false, None), &device).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,194 @@
+//! `mimo eval`: run a trained MIMO over a split, write the predictions and the paper's
+//! tables.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use mimo_bench::eval::{MeteorMode, Prediction, score};
+use mimo_core::llm::GenerationConfig;
+use mimo_core::mimo::{MimoBuild, MimoConfig};
+use mimo_data::record::{Record, read_jsonl};
+
+use crate::backend::{self, Backend};
+
+/// Arguments of `mimo eval`.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+TARGET is a run directory (`mimo train` wrote run.json and final/) or a checkpoint directory
+(adapter/ + trained.safetensors, e.g. RUN/final or RUN/checkpoints/step-N; then --config names
+the model file). The model answers each record's first question with greedy decoding; OUT gets
+predictions.jsonl (what `mimo score` reads: the answer with its <p>..</p><SEG> markup and one
+COCO-RLE mask per <SEG>), then tables.md, tables.csv and scores.json.
+
+Long splits can be interrupted: run the same command again and the records already in
+predictions.jsonl are skipped.
+
+Examples:
+  mimo eval runs/tiny_phantom-20261129-120000 --split test --out out/eval-tiny
+  mimo eval runs/mimo_full/final --config configs/mimo/mimo-7b.ron \\
+      --records data/heldout/records.jsonl --out out/eval-heldout")]
+pub struct EvalArgs {
+    /// A run directory or a checkpoint directory.
+    #[arg(value_name = "TARGET")]
+    target: PathBuf,
+    /// The model file (default: the run's).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Records to evaluate (default: the run's records).
+    #[arg(long, value_name = "FILE")]
+    records: Option<PathBuf>,
+    /// Only records of this split (default: test).
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Records answered together.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Most tokens generated per answer.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Evaluate only the first N records of the split.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+/// A model ready to answer, and where its records are.
+pub struct Loaded {
+    /// The model, tokenizer and template.
+    pub build: MimoBuild<Backend>,
+    /// Default records (the run's).
+    pub records: Option<PathBuf>,
+}
+
+/// Builds the model of a run directory or checkpoint directory.
+pub fn load(target: &Path, config: Option<&Path>) -> Result<Loaded, String> {
+    let (model_path, checkpoint, records) = match mimo_train::train::read_run_info(target) {
+        Some(info) => {
+            let ck = info.final_checkpoint.clone().ok_or_else(|| {
+                format!(
+                    "run {} has not finished (no final/): `mimo train --resume {}` first, or \
+                     evaluate a checkpoint: {}/checkpoints/step-N --config MODEL",
+                    target.display(),
+                    target.display(),
+                    target.display()
+                )
+            })?;
+            (
+                config.map(Path::to_path_buf).unwrap_or(info.model),
+                ck,
+                Some(info.records),
+            )
+        }
+        None => {
+            let config = config.ok_or_else(|| {
+                format!(
+                    "{} has no run.json: pass --config MODEL.ron for a checkpoint directory",
+                    target.display()
+                )
+            })?;
+            (config.to_path_buf(), target.to_path_buf(), None)
+        }
+    };
+    let mut cfg = MimoConfig::load(&model_path).map_err(|e| e.to_string())?;
+    let params = checkpoint.join(mimo_train::checkpoint::PARAMS_FILE);
+    if params.is_file() {
+        // A training checkpoint: parameters by burn path.
+        cfg.weights.extra = Some(params);
+    } else {
+        cfg = cfg
+            .with_checkpoint(&checkpoint)
+            .map_err(|e| e.to_string())?;
+    }
+    let base = model_path.parent().unwrap_or(Path::new("."));
+    let build = cfg
+        .build::<Backend>(base, &backend::device())
+        .map_err(|e| e.to_string())?;
+    Ok(Loaded { build, records })
+}
+
+/// Predicts `records` into `out/predictions.jsonl` with a progress bar.
+pub fn predict_into(
+    build: &MimoBuild<Backend>,
+    records: &[Record],
+    root: &Path,
+    out: &Path,
+    batch: usize,
+    max_new_tokens: usize,
+) -> Result<Vec<Prediction>, String> {
+    let tok = build
+        .tokenizer
+        .as_ref()
+        .ok_or("the model has no tokenizer")?;
+    let cfg = GenerationConfig {
+        max_new_tokens,
+        eos_token_id: vec![tok.ids().eos],
+        pad_token_id: tok.ids().pad(),
+        ..Default::default()
+    };
+    let path = out.join("predictions.jsonl");
+    let bar = ProgressBar::new(records.len() as u64).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("answering");
+    mimo_bench::predict::predict(
+        &build.model,
+        tok,
+        &build.template,
+        records,
+        root,
+        &cfg,
+        batch,
+        &path,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    read_jsonl(&path).map_err(|e| e.to_string())
+}
+
+/// Runs `mimo eval`.
+pub fn run(args: EvalArgs) -> Result<(), String> {
+    let loaded = load(&args.target, args.config.as_deref())?;
+    let records_path = args
+        .records
+        .clone()
+        .or(loaded.records.clone())
+        .ok_or("name the records to evaluate with --records")?;
+    let all: Vec<Record> = read_jsonl(&records_path).map_err(|e| e.to_string())?;
+    let mut records: Vec<Record> = all.into_iter().filter(|r| r.split == args.split).collect();
+    if let Some(n) = args.limit {
+        records.truncate(n);
+    }
+    if records.is_empty() {
+        return Err(format!(
+            "no records of split `{}` in {}",
+            args.split,
+            records_path.display()
+        ));
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let root = records_path.parent().unwrap_or(Path::new("."));
+    eprintln!(
+        "evaluating {} on {} `{}` records of {}",
+        args.target.display(),
+        records.len(),
+        args.split,
+        records_path.display()
+    );
+    let preds = predict_into(
+        &loaded.build,
+        &records,
+        root,
+        &args.out,
+        args.batch,
+        args.max_new_tokens,
+    )?;
+    let s =
+        score(&records, &preds, Some(&args.split), &MeteorMode::Off).map_err(|e| e.to_string())?;
+    crate::score::write_tables(&s, &args.out)
+}
