@@ -38,7 +38,7 @@ pub struct QuickstartArgs {
     #[arg(long, default_value = "out/quickstart", value_name = "DIR")]
     out: PathBuf,
     /// Training epochs over the phantom training split.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// Stop training after this many minutes (the evaluation then uses the last checkpoint).
     #[arg(long)]
@@ -339,21 +339,25 @@ fn read_csv(path: &Path) -> Vec<BTreeMap<String, f64>> {
 fn curves(run: &Path, out: &Path) -> Result<(), String> {
     let train = read_csv(&run.join(mimo_train::train::TRAIN_CSV));
     let valid = read_csv(&run.join(mimo_train::train::VALID_CSV));
-    let bins = 16usize;
-    let per = train.len().div_ceil(bins).max(1);
+    // Training rows averaged per epoch, plotted at the epoch's last step (where the
+    // validation point of that epoch sits).
     let binned = |key: &str| -> Vec<(f64, f64)> {
-        train
-            .chunks(per)
-            .filter_map(|c| {
-                let v: Vec<(f64, f64)> = c
-                    .iter()
-                    .filter_map(|r| Some((r.get("step")?.to_owned(), r.get(key)?.to_owned())))
-                    .collect();
-                (!v.is_empty()).then(|| {
-                    let x = v.last().map(|p| p.0).unwrap_or(0.0);
-                    (x, v.iter().map(|p| p.1).sum::<f64>() / v.len() as f64)
-                })
-            })
+        let mut out: Vec<(f64, f64, f64, usize)> = Vec::new(); // epoch, last step, sum, n
+        for r in &train {
+            let (Some(e), Some(x), Some(v)) = (r.get("epoch"), r.get("step"), r.get(key)) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some(last) if last.0 == *e => {
+                    last.1 = *x;
+                    last.2 += v;
+                    last.3 += 1;
+                }
+                _ => out.push((*e, *x, *v, 1)),
+            }
+        }
+        out.into_iter()
+            .map(|(_, x, s, n)| (x, s / n as f64))
             .collect()
     };
     let val = |key: &str| -> Vec<(f64, f64)> {

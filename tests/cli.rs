@@ -732,3 +732,125 @@ fn config_smaller_than_its_checkpoint_fails() {
     );
     fails_with(&o, "image_encoder.depth");
 }
+
+/// The trained parameters of a run's final checkpoint (adapter + trained parts + extra), by
+/// file and tensor name.
+fn final_tensors(run: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let dir = Path::new(run).join("final");
+    for f in [
+        "trained.safetensors",
+        "extra.safetensors",
+        "adapter/adapter_model.safetensors",
+    ] {
+        let Ok(bytes) = std::fs::read(dir.join(f)) else {
+            continue;
+        };
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (k, v) in st.tensors() {
+            out.insert(format!("{f}:{k}"), v.data().to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn training_resumed_after_sigkill_equals_an_uninterrupted_run() {
+    let dir = TempDir::new("train-kill");
+    let data = dir.path("data");
+    let o = mimo(&[
+        "data",
+        "build",
+        "configs/data/quickstart.ron",
+        "--out",
+        &data,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let exp = dir.path("exp.ron");
+    std::fs::write(
+        &exp,
+        format!(
+            "(name: \"kill\", base: Some(\"{}\"), data: (records: Some(\"{}/records.jsonl\"), build: None), \
+             stages: [(name: \"g\", epochs: 3, samples_per_epoch: Some(24))], \
+             validation: (batch_size: 4, max_samples: Some(4)), \
+             checkpoint: (every_steps: Some(2), keep_last: 2))",
+            root().join("experiments/tiny_phantom.ron").display(),
+            data
+        ),
+    )
+    .unwrap();
+    let (killed, fresh) = (dir.path("killed"), dir.path("fresh"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mimo"))
+        .args(["train", &exp, "--out", &killed, "--no-dashboard"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill (SIGKILL) once step 5 is logged: the newest checkpoint is step 4, so the resumed
+    // run must redo step 5 (18 steps in all).
+    let csv = Path::new(&killed).join("train.csv");
+    let logged = || {
+        std::fs::read_to_string(&csv)
+            .map(|t| t.lines().count().saturating_sub(1))
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while logged() < 5 && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let steps = std::fs::read_to_string(Path::new(&killed).join("train.csv"))
+        .map(|t| t.lines().count().saturating_sub(1))
+        .unwrap_or(0);
+    println!("killed after {steps} optimiser steps");
+    assert!(
+        !Path::new(&killed).join("final").exists(),
+        "the run finished before the kill; the test needs a slower kill point"
+    );
+    let o = mimo(&["train", "--resume", &killed, "--no-dashboard"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mimo(&["train", &exp, "--out", &fresh, "--no-dashboard"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (final_tensors(&killed), final_tensors(&fresh));
+    assert!(a.len() > 10, "{} tensors", a.len());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let differ: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
+    assert!(differ.is_empty(), "resumed run differs in {differ:?}");
+    // The metric log has each step once.
+    let csv = std::fs::read_to_string(Path::new(&killed).join("train.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 18);
+}
+
+#[test]
+fn train_rejects_bad_experiments_and_existing_runs() {
+    let dir = TempDir::new("train-bad");
+    let exp = dir.path("bad.ron");
+    std::fs::write(
+        &exp,
+        format!(
+            "(name: \"bad\", base: Some(\"{}\"), batch: (global: 10, per_device: 4))",
+            root().join("experiments/tiny_phantom.ron").display()
+        ),
+    )
+    .unwrap();
+    let o = mimo(&["train", &exp, "--out", &dir.path("run")]);
+    fails_with(&o, "batch.global");
+    fails_with(&o, "bad.ron");
+    assert!(
+        !Path::new(&dir.path("run")).exists(),
+        "no run directory for a bad file"
+    );
+    std::fs::create_dir_all(dir.path("taken")).unwrap();
+    std::fs::write(dir.path("taken/x"), "earlier run").unwrap();
+    let o = mimo(&[
+        "train",
+        "experiments/tiny_phantom.ron",
+        "--out",
+        &dir.path("taken"),
+    ]);
+    fails_with(&o, "already exists");
+    let o = mimo(&["train", "--resume", &dir.path("nothing")]);
+    fails_with(&o, "not a run directory");
+}

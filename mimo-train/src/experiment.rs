@@ -52,6 +52,9 @@ pub struct Experiment {
     /// Aligner" ablation on the same model file).
     #[serde(default)]
     pub aligner: Option<bool>,
+    /// Overrides the model file's loss weights (CE, mask BCE, mask Dice).
+    #[serde(default)]
+    pub loss: Option<mimo_core::mimo::LossWeights>,
     /// The data.
     pub data: DataSpec,
     /// Batch sizes: the global batch is per-device batch × devices × accumulation.

@@ -172,10 +172,11 @@ impl<B: Backend> ModuleMapper<B> for GradByPrefix<'_> {
     }
 }
 
-/// Paths of the parameters that require a gradient.
+/// Paths of the parameters that require a gradient (or of all, with `all`).
 struct TrainedPaths {
     path: Vec<String>,
     found: Vec<String>,
+    all: bool,
 }
 
 impl<B: Backend> ModuleVisitor<B> for TrainedPaths {
@@ -186,7 +187,7 @@ impl<B: Backend> ModuleVisitor<B> for TrainedPaths {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if param.val().is_require_grad() {
+        if self.all || param.val().is_require_grad() {
             self.found.push(self.path.join("."));
         }
     }
@@ -197,6 +198,18 @@ pub fn trained_paths<B: Backend, M: Module<B>>(m: &M) -> Vec<String> {
     let mut v = TrainedPaths {
         path: Vec::new(),
         found: Vec::new(),
+        all: false,
+    };
+    m.visit(&mut v);
+    v.found
+}
+
+/// Module paths of every parameter of `m`.
+pub fn all_paths<B: Backend, M: Module<B>>(m: &M) -> Vec<String> {
+    let mut v = TrainedPaths {
+        path: Vec::new(),
+        found: Vec::new(),
+        all: true,
     };
     m.visit(&mut v);
     v.found
@@ -732,6 +745,9 @@ pub fn train<B: AutodiffBackend>(
     if let Some(a) = exp.aligner {
         config.aligner = a;
     }
+    if let Some(l) = exp.loss {
+        config.loss = l;
+    }
     let base = model_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let build = config.build::<B>(&base, device).map_err(other)?;
     let batcher = batcher_for(&build, exp.data.max_text_len)?;
@@ -743,7 +759,21 @@ pub fn train<B: AutodiffBackend>(
         .with_trainable_set(exp.train_token_embeddings);
     let mimo = set_grad(mimo, &exp.train_also, true, "train_also")?;
     let mut mimo = mimo.map(&mut PathIds { path: Vec::new() });
-    let saved_paths = trained_paths(&mimo);
+    // What checkpoints and final/ hold: the trained parameters, and the components that
+    // had no weights file (randomly initialised, e.g. a tiny model's towers) so that the
+    // model can be rebuilt exactly for evaluation and inference.
+    let mut saved_paths = trained_paths(&mimo);
+    let random: Vec<String> = build
+        .random_parts
+        .iter()
+        .filter(|p| ["clip", "sam", "llm"].contains(p))
+        .map(|p| format!("{p}."))
+        .collect();
+    for p in all_paths(&mimo) {
+        if random.iter().any(|r| p.starts_with(r.as_str())) && !saved_paths.contains(&p) {
+            saved_paths.push(p);
+        }
+    }
 
     let mut state = TrainState {
         stage: 0,

@@ -292,6 +292,11 @@ pub fn is_trainable(path: &str, train_token_embeddings: bool) -> bool {
     if path == "vp_encoder.pe_gaussian" {
         return false;
     }
+    if path.starts_with("sam.mask_decoder.iou_prediction_head.") {
+        // Its output (the predicted IoU) is not in MIMO's loss: no gradient ever reaches it
+        // (LISA lists it as trainable; PyTorch's AdamW skips it since its grad stays None).
+        return false;
+    }
     if load::is_new_module(path) || path.starts_with("sam.mask_decoder.") {
         return true;
     }
@@ -381,6 +386,10 @@ impl<B: Backend> Mimo<B> {
         self.sam.image_encoder = freeze(self.sam.image_encoder);
         self.sam.prompt_encoder = freeze(self.sam.prompt_encoder);
         self.sam.mask_decoder = unfreeze(self.sam.mask_decoder);
+        // The IoU head gets no gradient from MIMO's loss: frozen, it holds no optimiser
+        // state (PyTorch's AdamW skips it in LISA since its grad stays None).
+        self.sam.mask_decoder.iou_prediction_head =
+            freeze(self.sam.mask_decoder.iou_prediction_head);
         let mut llm = freeze(self.llm);
         for (_, _, p) in llm.projections_mut() {
             p.lora_a = p.lora_a.take().map(unfreeze);
