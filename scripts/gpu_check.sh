@@ -15,7 +15,9 @@
 #   2. SAM ViT-H image encoder per image, f32 and bf16;
 #   3. Vicuna-7B-shaped LLM in bf16: 512-token prefill and decode tokens/s at batch 1;
 #   4. a MIMO-7B-shaped LoRA training step in bf16 (forward, backward, AdamW) with peak GPU
-#      memory sampled by nvidia-smi.
+#      memory sampled by nvidia-smi;
+#   5. `mimo train` on CUDA: 40 optimiser steps of experiments/tiny_phantom.ron (the
+#      quickstart's run: learner, accumulation, clipping, a checkpoint), seconds per step.
 # Weights are random: timings do not depend on them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -104,6 +106,19 @@ kill "$sampler" 2>/dev/null
 peak=$(sort -n "$tmp/mem" | tail -1)
 echo "peak GPU memory during the MIMO-7B step: ${peak:-?} MiB"
 
+step "mimo train on CUDA: 40 optimiser steps of the tiny phantom experiment"
+timeout 120 "$bin" train experiments/tiny_phantom.ron --out "$tmp/train" --max-steps 40 --no-dashboard \
+    && status train ok || status train FAILED
+python3 - "$tmp/train/train.csv" "$tmp/train.json" <<'PY' || true
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+secs = sorted(float(r["seconds"]) for r in rows[5:])
+res = {"steps": len(rows), "median_seconds_per_step": secs[len(secs) // 2] if secs else None,
+       "first_loss": float(rows[0]["loss"]), "last_loss": float(rows[-1]["loss"])}
+print(res)
+json.dump(res, open(sys.argv[2], "w"))
+PY
+
 step "summary"
 python3 - "$tmp" "$out/gpu_check.json" "${peak:-0}" <<'PY'
 import json, os, sys
@@ -121,6 +136,7 @@ result = {
     "llm_7b_bf16": load("llm_7b.json"),
     "mimo_7b_bf16_step": load("mimo_7b.json"),
     "mimo_7b_peak_memory_mib": peak,
+    "train_tiny_cuda": load("train.json"),
 }
 json.dump(result, open(dest, "w"), indent=1)
 print(json.dumps(result, indent=1))

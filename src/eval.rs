@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mimo_bench::eval::{MeteorMode, Prediction, score};
+use mimo_core::fsutil::write_atomic;
 use mimo_core::llm::GenerationConfig;
 use mimo_core::mimo::{MimoBuild, MimoConfig};
 use mimo_data::record::{Record, read_jsonl};
@@ -20,6 +21,9 @@ TARGET is a run directory (`mimo train` wrote run.json and final/) or a checkpoi
 the model file). The model answers each record's first question with greedy decoding; OUT gets
 predictions.jsonl (what `mimo score` reads: the answer with its <p>..</p><SEG> markup and one
 COCO-RLE mask per <SEG>), then tables.md, tables.csv and scores.json.
+
+For a run directory, OUT also gets run.json (the run's name, data ratio and aligner switch), so
+`mimo report OUT1 OUT2 ...` compares evaluated runs (Figure 5 over the data-ratio runs).
 
 Long splits can be interrupted: run the same command again and the records already in
 predictions.jsonl are skipped.
@@ -61,11 +65,14 @@ pub struct Loaded {
     pub build: MimoBuild<Backend>,
     /// Default records (the run's).
     pub records: Option<PathBuf>,
+    /// The run's summary, when the target is a run directory.
+    pub run: Option<mimo_train::RunInfo>,
 }
 
 /// Builds the model of a run directory or checkpoint directory.
 pub fn load(target: &Path, config: Option<&Path>) -> Result<Loaded, String> {
-    let (model_path, checkpoint, records) = match mimo_train::train::read_run_info(target) {
+    let run = mimo_train::train::read_run_info(target);
+    let (model_path, checkpoint, records) = match run.clone() {
         Some(info) => {
             let ck = info.final_checkpoint.clone().ok_or_else(|| {
                 format!(
@@ -92,6 +99,7 @@ pub fn load(target: &Path, config: Option<&Path>) -> Result<Loaded, String> {
             (config.to_path_buf(), target.to_path_buf(), None)
         }
     };
+    let checkpoint = std::path::absolute(&checkpoint).map_err(|e| e.to_string())?;
     let mut cfg = MimoConfig::load(&model_path).map_err(|e| e.to_string())?;
     let params = checkpoint.join(mimo_train::checkpoint::PARAMS_FILE);
     if params.is_file() {
@@ -106,7 +114,11 @@ pub fn load(target: &Path, config: Option<&Path>) -> Result<Loaded, String> {
     let build = cfg
         .build::<Backend>(base, &backend::device())
         .map_err(|e| e.to_string())?;
-    Ok(Loaded { build, records })
+    Ok(Loaded {
+        build,
+        records,
+        run,
+    })
 }
 
 /// Predicts `records` into `out/predictions.jsonl` with a progress bar.
@@ -190,5 +202,26 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     )?;
     let s =
         score(&records, &preds, Some(&args.split), &MeteorMode::Off).map_err(|e| e.to_string())?;
+    if let Some(info) = &loaded.run {
+        // What `mimo report` reads beside scores.json: the run's name and data ratio.
+        let name = if info.aligner {
+            info.experiment.clone()
+        } else {
+            format!("{} (w/o aligner)", info.experiment)
+        };
+        let json = serde_json::json!({
+            "name": name,
+            "data_ratio": info.data_ratio,
+            "aligner": info.aligner,
+            "steps": info.steps,
+        });
+        write_atomic(
+            &args.out.join("run.json"),
+            serde_json::to_string_pretty(&json)
+                .map_err(|e| e.to_string())?
+                .as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
     crate::score::write_tables(&s, &args.out)
 }

@@ -242,7 +242,7 @@ pub fn run(args: QuickstartArgs) -> Result<(), String> {
             after_tf.mask_iou(),
         ),
         (
-            "loss (teacher forced)".into(),
+            "loss (teacher forced; the model file's weights)".into(),
             Some(before_tf.loss),
             Some(after_tf.loss),
         ),

@@ -854,3 +854,98 @@ fn train_rejects_bad_experiments_and_existing_runs() {
     let o = mimo(&["train", "--resume", &dir.path("nothing")]);
     fails_with(&o, "not a run directory");
 }
+
+#[test]
+fn eval_tables_equal_scoring_its_predictions_by_hand() {
+    let dir = TempDir::new("eval-score");
+    let data = dir.path("data");
+    let o = mimo(&[
+        "data",
+        "build",
+        "configs/data/quickstart.ron",
+        "--out",
+        &data,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Six test records in a file of their own (images stay relative to the data folder).
+    let all = std::fs::read_to_string(Path::new(&data).join("records.jsonl")).unwrap();
+    let six: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("\"split\":\"test\""))
+        .take(6)
+        .collect();
+    assert_eq!(six.len(), 6);
+    let records = Path::new(&data).join("six.jsonl");
+    std::fs::write(&records, six.join("\n") + "\n").unwrap();
+    let exp = dir.path("exp.ron");
+    std::fs::write(
+        &exp,
+        format!(
+            "(name: \"tiny_eval\", base: Some(\"{}\"), data: (records: Some(\"{}/records.jsonl\"), build: None), \
+             stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(8))], \
+             validation: (batch_size: 4, max_samples: Some(4)))",
+            root().join("experiments/tiny_phantom.ron").display(),
+            data
+        ),
+    )
+    .unwrap();
+    let run = dir.path("run");
+    let o = mimo(&["train", &exp, "--out", &run, "--no-dashboard"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ev, sc) = (dir.path("eval"), dir.path("score"));
+    let records = records.display().to_string();
+    let o = mimo(&[
+        "eval",
+        &run,
+        "--records",
+        &records,
+        "--split",
+        "test",
+        "--out",
+        &ev,
+        "--max-new-tokens",
+        "24",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let preds = Path::new(&ev).join("predictions.jsonl");
+    assert_eq!(std::fs::read_to_string(&preds).unwrap().lines().count(), 6);
+    let o = mimo(&[
+        "score",
+        "--predictions",
+        &preds.display().to_string(),
+        "--records",
+        &records,
+        "--split",
+        "test",
+        "--out",
+        &sc,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["scores.json", "tables.md", "tables.csv"] {
+        assert_eq!(
+            std::fs::read_to_string(Path::new(&ev).join(f)).unwrap(),
+            std::fs::read_to_string(Path::new(&sc).join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // The run's name and data ratio travel to the report.
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(&ev).join("run.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["name"], "tiny_eval");
+    assert_eq!(info["data_ratio"], 1.0);
+    // A second eval skips what is done (resumable) and gives the same file.
+    let before = std::fs::read_to_string(&preds).unwrap();
+    let o = mimo(&[
+        "eval",
+        &run,
+        "--records",
+        &records,
+        "--split",
+        "test",
+        "--out",
+        &ev,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&preds).unwrap(), before);
+}

@@ -114,35 +114,3 @@ pub fn cast_module<B: Backend, M: burn::module::Module<B>>(
     }
     module.map(&mut CastTo(dtype))
 }
-
-/// Scaled dot-product attention `softmax(q·kᵀ·scale)·v` on `[B, H, N, d]` tensors (no mask,
-/// no bias; `scale` `None` = `1/√d`). Uses burn's attention op, except when a gradient is
-/// being tracked: there it writes the product out (matmul, softmax, matmul), because burn
-/// 0.21's autodiff keeps growing its graph across training steps when the op without mask
-/// or bias sits on a tracked path (step time rose from 0.17 s to 3 s over 180 steps when
-/// SAM's or CLIP's encoder trained).
-pub fn sdpa<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    scale: Option<f64>,
-) -> Tensor<B, 4> {
-    if q.is_require_grad() || k.is_require_grad() || v.is_require_grad() {
-        let d = q.dims()[3];
-        let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
-        let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
-        burn::tensor::activation::softmax(scores, 3).matmul(v)
-    } else {
-        burn::tensor::module::attention(
-            q,
-            k,
-            v,
-            None,
-            None,
-            burn::tensor::ops::AttentionModuleOptions {
-                scale,
-                ..Default::default()
-            },
-        )
-    }
-}

@@ -526,6 +526,9 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                 items_processed: epoch,
                 items_total: epochs,
             };
+            // Iterations counted from where this process started the epoch (burn's speed
+            // metric divides them by the time since the epoch's first item).
+            let first_micro = state.step_in_epoch * self.accumulation;
             while state.step_in_epoch < steps_per_epoch {
                 if interrupter.should_stop() {
                     break 'epochs;
@@ -583,7 +586,7 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                             items_total: steps_per_epoch * self.accumulation,
                         },
                         global.clone(),
-                        Some(state.stage_step * self.accumulation + k + 1),
+                        Some(micro + 1 - first_micro),
                         Some(lr_next),
                     );
                     processor.process_train(LearnerEvent::ProcessedItem(item));
@@ -693,7 +696,9 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
     device: &B::Device,
 ) -> Result<RunOutcome, TrainError> {
-    let run_dir = options.run_dir.clone();
+    // Absolute, so the paths run.json records work from any working directory.
+    let run_dir = std::path::absolute(&options.run_dir)
+        .map_err(|e| other(format!("{}: {e}", options.run_dir.display())))?;
     let t_start = Instant::now();
     // The experiment: from its file for a new run, from the run directory on resume.
     let (exp, exp_dir, resume_from) = if options.resume {

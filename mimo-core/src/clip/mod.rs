@@ -20,6 +20,8 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 /// Class token, patch embedding and learned positions (`embeddings.*`).
 #[derive(Module, Debug)]
@@ -220,7 +222,7 @@ impl<B: Backend> ClipAttention<B> {
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
         // Default scale: 1 / sqrt(head_dim), as in CLIP.
-        let out = crate::nn::sdpa(q, k, v, None);
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([b, n, d]))
     }

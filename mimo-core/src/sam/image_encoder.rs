@@ -7,6 +7,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor};
 
 use super::config::ImageEncoderViTConfig;
@@ -106,11 +108,16 @@ impl<B: Backend> Attention<B> {
             _ => (q * scale, k),
         };
         let d = q.dims()[2];
-        let out = crate::nn::sdpa(
+        let out = attention(
             q.reshape([b, heads, n, d]),
             k.reshape([b, heads, n, d]),
             v,
-            Some(1.0),
+            None,
+            None,
+            AttentionModuleOptions {
+                scale: Some(1.0),
+                ..Default::default()
+            },
         );
         let out = out
             .reshape([b, heads, h, w, hd])
