@@ -754,9 +754,9 @@ fn final_tensors(run: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
     out
 }
 
-#[test]
-fn training_resumed_after_sigkill_equals_an_uninterrupted_run() {
-    let dir = TempDir::new("train-kill");
+/// Builds the phantom dataset into `dir/data` and writes `dir/exp.ron`: tiny_phantom on it,
+/// with `rest` (more experiment fields) overriding.
+fn tiny_experiment(dir: &TempDir, name: &str, rest: &str) -> (String, String) {
     let data = dir.path("data");
     let o = mimo(&[
         "data",
@@ -770,15 +770,24 @@ fn training_resumed_after_sigkill_equals_an_uninterrupted_run() {
     std::fs::write(
         &exp,
         format!(
-            "(name: \"kill\", base: Some(\"{}\"), data: (records: Some(\"{}/records.jsonl\"), build: None), \
-             stages: [(name: \"g\", epochs: 3, samples_per_epoch: Some(24))], \
-             validation: (batch_size: 4, max_samples: Some(4)), \
-             checkpoint: (every_steps: Some(2), keep_last: 2))",
+            "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{data}/records.jsonl\"), build: None), \
+             validation: (batch_size: 4, max_samples: Some(4)), {rest})",
             root().join("experiments/tiny_phantom.ron").display(),
-            data
         ),
     )
     .unwrap();
+    (data, exp)
+}
+
+#[test]
+fn training_resumed_after_sigkill_equals_an_uninterrupted_run() {
+    let dir = TempDir::new("train-kill");
+    let (_, exp) = tiny_experiment(
+        &dir,
+        "kill",
+        "stages: [(name: \"g\", epochs: 3, samples_per_epoch: Some(24))], \
+         checkpoint: (every_steps: Some(2), keep_last: 2)",
+    );
     let (killed, fresh) = (dir.path("killed"), dir.path("fresh"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_mimo"))
         .args(["train", &exp, "--out", &killed, "--no-dashboard"])
@@ -858,15 +867,11 @@ fn train_rejects_bad_experiments_and_existing_runs() {
 #[test]
 fn eval_tables_equal_scoring_its_predictions_by_hand() {
     let dir = TempDir::new("eval-score");
-    let data = dir.path("data");
-    let o = mimo(&[
-        "data",
-        "build",
-        "configs/data/quickstart.ron",
-        "--out",
-        &data,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (data, exp) = tiny_experiment(
+        &dir,
+        "tiny_eval",
+        "stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(8))]",
+    );
     // Six test records in a file of their own (images stay relative to the data folder).
     let all = std::fs::read_to_string(Path::new(&data).join("records.jsonl")).unwrap();
     let six: Vec<&str> = all
@@ -877,18 +882,6 @@ fn eval_tables_equal_scoring_its_predictions_by_hand() {
     assert_eq!(six.len(), 6);
     let records = Path::new(&data).join("six.jsonl");
     std::fs::write(&records, six.join("\n") + "\n").unwrap();
-    let exp = dir.path("exp.ron");
-    std::fs::write(
-        &exp,
-        format!(
-            "(name: \"tiny_eval\", base: Some(\"{}\"), data: (records: Some(\"{}/records.jsonl\"), build: None), \
-             stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(8))], \
-             validation: (batch_size: 4, max_samples: Some(4)))",
-            root().join("experiments/tiny_phantom.ron").display(),
-            data
-        ),
-    )
-    .unwrap();
     let run = dir.path("run");
     let o = mimo(&["train", &exp, "--out", &run, "--no-dashboard"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -22,23 +22,7 @@ use crate::eval::{PredMask, Prediction};
 
 /// A record's visual prompts as the model takes them.
 pub fn record_prompts(r: &Record) -> Vec<VisualPrompt> {
-    r.prompts
-        .iter()
-        .filter_map(|p| match (p.kind.as_str(), p.coords.as_slice()) {
-            ("point", [x, y]) => Some(VisualPrompt::Point {
-                x: *x,
-                y: *y,
-                positive: p.label != Some(0),
-            }),
-            ("box", [x0, y0, x1, y1]) => Some(VisualPrompt::Box {
-                x0: *x0,
-                y0: *y0,
-                x1: *x1,
-                y1: *y1,
-            }),
-            _ => None,
-        })
-        .collect()
+    r.prompts.iter().filter_map(|p| p.to_model()).collect()
 }
 
 /// Ids already in a predictions file; a last line cut short by a crash is removed.

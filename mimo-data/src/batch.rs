@@ -169,24 +169,7 @@ impl<B: Backend> MimoBatch<B> {
         let prompts: Vec<Vec<Vp>> = self
             .prompts
             .iter()
-            .map(|ps| {
-                ps.iter()
-                    .filter_map(|p| match (p.kind.as_str(), p.coords.as_slice()) {
-                        ("point", [x, y]) => Some(Vp::Point {
-                            x: *x,
-                            y: *y,
-                            positive: p.label != Some(0),
-                        }),
-                        ("box", [x0, y0, x1, y1]) => Some(Vp::Box {
-                            x0: *x0,
-                            y0: *y0,
-                            x1: *x1,
-                            y1: *y1,
-                        }),
-                        _ => None,
-                    })
-                    .collect()
-            })
+            .map(|ps| ps.iter().filter_map(|p| p.to_model()).collect())
             .collect();
         let mask: Vec<bool> = self
             .attention_mask

@@ -69,6 +69,28 @@ pub struct VisualPrompt {
     pub label: Option<u8>,
 }
 
+impl VisualPrompt {
+    /// The prompt as the model takes it; `None` for an unknown kind or a wrong number of
+    /// coordinates.
+    pub fn to_model(&self) -> Option<mimo_core::prompt::VisualPrompt> {
+        use mimo_core::prompt::VisualPrompt as Vp;
+        match (self.kind.as_str(), self.coords.as_slice()) {
+            ("point", [x, y]) => Some(Vp::Point {
+                x: *x,
+                y: *y,
+                positive: self.label != Some(0),
+            }),
+            ("box", [x0, y0, x1, y1]) => Some(Vp::Box {
+                x0: *x0,
+                y0: *y0,
+                x1: *x1,
+                y1: *y1,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// One conversation turn (LLaVA's `{"from", "value"}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {

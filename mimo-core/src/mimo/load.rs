@@ -131,7 +131,7 @@ impl<B: Backend> Mimo<B> {
     /// model file); a missing tensor or one of another shape is an error naming it. The
     /// trainable set is kept.
     pub fn load_full(mut self, path: impl AsRef<Path>) -> Result<Self, super::MimoError> {
-        use burn_store::{ApplyError, ModuleSnapshot, SafetensorsStore};
+        use burn_store::{ModuleSnapshot, SafetensorsStore};
         let path = path.as_ref();
         let err = |m: String| super::MimoError::Input(format!("{}: {m}", path.display()));
         if !path.is_file() {
@@ -144,17 +144,10 @@ impl<B: Backend> Mimo<B> {
             ))
         })?;
         if let Some(e) = result.errors.first() {
-            return Err(err(match e {
-                ApplyError::ShapeMismatch {
-                    path,
-                    expected,
-                    found,
-                } => format!(
-                    "does not fit this model (saved from another model file?): `{path}` has \
-                     shape {found:?} in the file but the model expects {expected:?}"
-                ),
-                other => other.to_string(),
-            }));
+            return Err(err(format!(
+                "does not fit this model (saved from another model file?): {}",
+                apply_error(e)
+            )));
         }
         if !result.missing.is_empty() {
             let keys: Vec<&str> = result
@@ -230,6 +223,18 @@ impl<B: Backend> Mimo<B> {
     }
 }
 
+/// A tensor burn-store could not apply, in words (a shape mismatch names both shapes).
+fn apply_error(e: &burn_store::ApplyError) -> String {
+    match e {
+        burn_store::ApplyError::ShapeMismatch {
+            path,
+            expected,
+            found,
+        } => format!("`{path}` has shape {found:?} in the file but the model expects {expected:?}"),
+        other => other.to_string(),
+    }
+}
+
 /// The file of extra trained parameters inside a MIMO checkpoint directory (present when
 /// an experiment trained more than MIMO's trainable set, e.g. a whole tiny LLM).
 pub const EXTRA_FILE: &str = "extra.safetensors";
@@ -260,7 +265,7 @@ impl<B: Backend> Mimo<B> {
         mut self,
         path: impl AsRef<Path>,
     ) -> Result<(Self, Vec<String>), super::MimoError> {
-        use burn_store::{ApplyError, ModuleSnapshot, ModuleStore, SafetensorsStore};
+        use burn_store::{ModuleSnapshot, ModuleStore, SafetensorsStore};
         let path = path.as_ref();
         let err = |m: String| super::MimoError::Input(format!("{}: {m}", path.display()));
         if !path.is_file() {
@@ -273,16 +278,7 @@ impl<B: Backend> Mimo<B> {
             .allow_partial(true);
         let result = self.load_from(&mut store).map_err(|e| err(e.to_string()))?;
         if let Some(e) = result.errors.first() {
-            return Err(err(match e {
-                ApplyError::ShapeMismatch {
-                    path,
-                    expected,
-                    found,
-                } => format!(
-                    "`{path}` has shape {found:?} in the file but the model expects {expected:?}"
-                ),
-                other => other.to_string(),
-            }));
+            return Err(err(apply_error(e)));
         }
         if let Some(k) = result.unused.first() {
             return Err(err(format!(
