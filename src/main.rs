@@ -32,6 +32,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole loop on a CPU in minutes: phantom data, training mimo-tiny, evaluation
+    /// before and after, curves and overlays.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Train MIMO from an experiment file (or resume a run) on burn-train's learner.
+    Train(train::TrainArgs),
+    /// Evaluate a trained run or checkpoint on a split: predictions and the paper's tables.
+    Eval(eval::EvalArgs),
     /// Segment an image with Segment Anything from point and/or box prompts.
     Segment(segment::SegmentArgs),
     /// Precompute CLIP image features of a folder into a feature cache.
@@ -52,13 +59,6 @@ enum Command {
     Report(report::ReportArgs),
     /// Time model components on this machine (see `mimo bench --help`).
     Bench(bench::BenchArgs),
-    /// Train MIMO from an experiment file (or resume a run) on burn-train's learner.
-    Train(train::TrainArgs),
-    /// Evaluate a trained run or checkpoint on a split: predictions and the paper's tables.
-    Eval(eval::EvalArgs),
-    /// The whole loop on a CPU in minutes: phantom data, training mimo-tiny, evaluation
-    /// before and after, curves and overlays.
-    Quickstart(quickstart::QuickstartArgs),
 }
 
 fn main() -> ExitCode {
