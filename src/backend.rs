@@ -27,6 +27,28 @@ pub fn device() -> burn::tensor::Device<Backend> {
     Default::default()
 }
 
+/// The devices with these indices (CUDA: GPU `i`; wgpu: discrete GPU `i`; the CPU backend
+/// has one device, so every index names it: several "devices" there share the cores, which
+/// is how the data-parallel path is tested without GPUs).
+pub fn devices(indices: &[usize]) -> Vec<burn::tensor::Device<Backend>> {
+    indices.iter().map(|&i| device_at(i)).collect()
+}
+
+#[cfg(feature = "cuda")]
+fn device_at(i: usize) -> burn::tensor::Device<Backend> {
+    burn::backend::cuda::CudaDevice::new(i)
+}
+
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+fn device_at(i: usize) -> burn::tensor::Device<Backend> {
+    burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
+}
+
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+fn device_at(_: usize) -> burn::tensor::Device<Backend> {
+    Default::default()
+}
+
 /// Says on stderr which checkpoint is being loaded, as which model, on which backend.
 pub fn announce_load(checkpoint: &std::path::Path, model: &str) {
     eprintln!("loading {} ({model}) on {NAME}", checkpoint.display());

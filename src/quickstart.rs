@@ -175,7 +175,7 @@ pub fn run(args: QuickstartArgs) -> Result<(), String> {
             max_steps: None,
             max_seconds: args.minutes.map(|m| m * 60.0),
         },
-        &device,
+        std::slice::from_ref(&device),
     )
     .map_err(|e| e.to_string())?;
     eprintln!(

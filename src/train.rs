@@ -24,7 +24,8 @@ checkpoint: `mimo train --resume RUN_DIR` continues exactly where it stopped.
 Examples:
   mimo train experiments/tiny_phantom.ron
   mimo train experiments/tiny_phantom.ron --out runs/try1 --minutes 5
-  mimo train --resume runs/try1")]
+  mimo train --resume runs/try1
+  mimo train experiments/mimo_full.ron --devices 0,1,2,3   (with batch.devices: 4)")]
 pub struct TrainArgs {
     /// The experiment file (not needed with --resume).
     #[arg(value_name = "EXPERIMENT.ron", required_unless_present = "resume")]
@@ -44,6 +45,10 @@ pub struct TrainArgs {
     /// Plain log lines even on a terminal.
     #[arg(long)]
     no_dashboard: bool,
+    /// Device indices for data-parallel training, e.g. 0,1,2,3 (as many as the experiment's
+    /// `batch.devices`; default 0..devices). The first holds the optimiser.
+    #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
+    devices: Vec<usize>,
 }
 
 fn timestamp() -> String {
@@ -97,11 +102,31 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         options.run_dir.display(),
         backend::NAME
     );
-    let device = backend::device();
+    let exp = match (&args.experiment, resume) {
+        (Some(e), false) => mimo_train::Experiment::load(e),
+        _ => {
+            let f = options.run_dir.join(mimo_train::train::EXPERIMENT_FILE);
+            if !f.is_file() {
+                return Err(format!(
+                    "{} is not a run directory ({} is missing)",
+                    options.run_dir.display(),
+                    f.display()
+                ));
+            }
+            mimo_train::Experiment::load(f)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let indices: Vec<usize> = if args.devices.is_empty() {
+        (0..exp.batch.devices).collect()
+    } else {
+        args.devices.clone()
+    };
+    let devices = backend::devices(&indices);
     let out = mimo_train::train::<burn::backend::Autodiff<backend::Backend>>(
         args.experiment.as_deref(),
         &options,
-        &device,
+        &devices,
     )
     .map_err(|e| e.to_string())?;
     let i = &out.info;

@@ -519,16 +519,6 @@ impl Experiment {
         self.batch
             .accumulation()
             .map_err(|(field, message)| bad(&field, message))?;
-        if self.batch.devices != 1 {
-            return Err(bad(
-                "batch.devices",
-                format!(
-                    "is {}: data-parallel training over several devices is not implemented yet \
-                     (use 1 and gradient accumulation)",
-                    self.batch.devices
-                ),
-            ));
-        }
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0 && o.lr <= 1.0) {
             return Err(bad(

@@ -14,6 +14,14 @@ use crate::train::{TrainOptions, batcher_for, trained_paths};
 
 type B = Autodiff<Flex>;
 
+/// Tests that draw random numbers hold this: the backend's seed is process-wide, so a test
+/// seeding and building a model while another draws would see other numbers.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -191,6 +199,7 @@ fn phantom_records(dir: &Path) -> PathBuf {
 
 #[test]
 fn one_step_changes_exactly_the_trainable_parameters() {
+    let _rng = rng_lock();
     let dir = scratch("one-step");
     let records = phantom_records(&dir.join("data"));
     let device = Default::default();
@@ -315,6 +324,7 @@ fn tiny_experiment(dir: &Path, records: &Path) -> PathBuf {
 
 #[test]
 fn resumed_run_ends_with_the_parameters_of_an_uninterrupted_one() {
+    let _rng = rng_lock();
     let dir = scratch("resume");
     let records = phantom_records(&dir.join("data"));
     let exp = tiny_experiment(&dir, &records);
@@ -327,17 +337,17 @@ fn resumed_run_ends_with_the_parameters_of_an_uninterrupted_one() {
         max_seconds: None,
     };
     // 16 samples / 4 per step = 4 steps per epoch, 2 epochs.
-    let full = crate::train::<B>(Some(&exp), &opts("full", false, None), &device).unwrap();
+    let full = crate::train::<B>(Some(&exp), &opts("full", false, None), &[device]).unwrap();
     assert!(full.info.finished);
     assert_eq!(full.info.steps, 8);
     // Interrupted after 3 steps (mid-epoch, after the step-2 checkpoint and one more step
     // that the checkpoint does not hold), then resumed twice.
-    let part = crate::train::<B>(Some(&exp), &opts("part", false, Some(3)), &device).unwrap();
+    let part = crate::train::<B>(Some(&exp), &opts("part", false, Some(3)), &[device]).unwrap();
     assert!(!part.info.finished);
     assert_eq!(part.info.steps, 3);
-    let part = crate::train::<B>(None, &opts("part", true, Some(3)), &device).unwrap();
+    let part = crate::train::<B>(None, &opts("part", true, Some(3)), &[device]).unwrap();
     assert_eq!(part.info.steps, 6);
-    let part = crate::train::<B>(None, &opts("part", true, None), &device).unwrap();
+    let part = crate::train::<B>(None, &opts("part", true, None), &[device]).unwrap();
     assert!(part.info.finished);
     assert_eq!(part.info.steps, 8);
     let (a, b) = (
@@ -358,7 +368,80 @@ fn resumed_run_ends_with_the_parameters_of_an_uninterrupted_one() {
         .collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
     // A new run never overwrites an earlier one.
-    let e = crate::train::<B>(Some(&exp), &opts("full", false, None), &device).unwrap_err();
+    let e = crate::train::<B>(Some(&exp), &opts("full", false, None), &[device]).unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every tensor of a run's final trained parts and extra parameters, as f32.
+fn final_values(run: &Path) -> BTreeMap<String, Vec<f32>> {
+    let mut out = BTreeMap::new();
+    for f in ["trained.safetensors", "extra.safetensors"] {
+        let Ok(bytes) = std::fs::read(run.join("final").join(f)) else {
+            continue;
+        };
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (k, v) in st.tensors() {
+            let vals = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            out.insert(format!("{f}:{k}"), vals);
+        }
+    }
+    out
+}
+
+#[test]
+fn two_devices_train_like_accumulation_on_one() {
+    let _rng = rng_lock();
+    let dir = scratch("devices");
+    let records = phantom_records(&dir.join("data"));
+    let base = repo().join("experiments/tiny_phantom.ron");
+    let exp = |name: &str, batch: &str| {
+        write(
+            &dir,
+            &format!("{name}.ron"),
+            &format!(
+                "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
+                 stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(16))], \
+                 validation: (batch_size: 4, max_samples: Some(4)), batch: {batch})",
+                base.display(),
+                records.display()
+            ),
+        )
+    };
+    let one = exp("one", "(global: 4, per_device: 2, devices: 1)");
+    let two = exp("two", "(global: 4, per_device: 2, devices: 2)");
+    let device: burn::tensor::Device<B> = Default::default();
+    let opts = |run: &str| TrainOptions {
+        run_dir: dir.join(run),
+        resume: false,
+        display: crate::Display::Quiet,
+        max_steps: None,
+        max_seconds: None,
+    };
+    // The device count must match the experiment.
+    let e = crate::train::<B>(Some(&two), &opts("bad"), &[device]).unwrap_err();
+    assert!(e.to_string().contains("batch.devices"), "{e}");
+    // One device, 2 micro-batches accumulated, against two devices with one micro-batch
+    // each: the same samples per step, the same averaged gradient.
+    let a = crate::train::<B>(Some(&one), &opts("one"), &[device]).unwrap();
+    let b = crate::train::<B>(Some(&two), &opts("two"), &[device, device]).unwrap();
+    assert_eq!((a.info.steps, b.info.steps), (4, 4));
+    let (va, vb) = (
+        final_values(&dir.join("one")),
+        final_values(&dir.join("two")),
+    );
+    assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
+    let mut worst = 0f32;
+    for (k, x) in &va {
+        for (p, q) in x.iter().zip(&vb[k]) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    println!("two devices vs accumulation: max |diff| {worst:e}");
+    assert!(worst <= 1e-5, "parameters differ by {worst}");
     let _ = std::fs::remove_dir_all(&dir);
 }

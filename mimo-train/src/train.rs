@@ -391,7 +391,9 @@ struct StageRun<B: AutodiffBackend> {
     stage: StageSpec,
     dataset: Arc<MixedDataset<RecordsDataset>>,
     batcher: MimoBatcher,
-    device: B::Device,
+    /// Devices, the first one holding the optimiser (data parallel: each runs its share of
+    /// every micro-batch on its own copy of the model).
+    devices: Vec<B::Device>,
     per_device: usize,
     accumulation: usize,
     clip: Option<f64>,
@@ -509,7 +511,8 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
         let interrupter = components.interrupter;
         let epochs = self.stage.epochs;
         let n = self.dataset.len();
-        let micro_per_epoch = n / self.per_device;
+        let ndev = self.devices.len();
+        let micro_per_epoch = n / (self.per_device * ndev);
         let steps_per_epoch = micro_per_epoch / self.accumulation;
         let mut state = self.start;
         let mut steps_here = 0usize;
@@ -544,7 +547,7 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                 // Dropout and other randomness depend only on the step: a resumed run draws
                 // the same numbers as an uninterrupted one.
                 B::seed(
-                    &self.device,
+                    &self.devices[0],
                     self.seed ^ fnv(&format!("step/{}/{}", self.stage_index, state.stage_step)),
                 );
                 let mut accumulator = GradientsAccumulator::<MimoTrainer<B>>::new();
@@ -555,41 +558,80 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                 };
                 for k in 0..self.accumulation {
                     let micro = state.step_in_epoch * self.accumulation + k;
-                    let items: Vec<Sample> = order
-                        [micro * self.per_device..(micro + 1) * self.per_device]
-                        .iter()
-                        .filter_map(|&i| self.dataset.get(i))
-                        .collect();
-                    let batch: MimoBatch<B> = burn::data::dataloader::batcher::Batcher::batch(
-                        &self.batcher,
-                        items,
-                        &self.device,
-                    );
-                    if let Some((id, why)) = batch.skipped.first() {
-                        self.fail(format!("training sample {id} could not be read: {why}"));
-                        break 'epochs;
-                    }
+                    let span = self.per_device * ndev;
                     let model = learner.model();
-                    let out = match model.try_step(&batch) {
-                        Ok(o) => o,
-                        Err(e) => {
-                            self.fail(format!("training step on {:?}: {e}", batch.ids));
-                            break 'epochs;
-                        }
-                    };
-                    accumulator.accumulate(&model, out.grads);
-                    add(&mut stats, &out.item.clone().sync());
-                    let item = TrainingItem::new(
-                        out.item,
-                        Progress {
-                            items_processed: micro + 1,
-                            items_total: steps_per_epoch * self.accumulation,
-                        },
-                        global.clone(),
-                        Some(micro + 1 - first_micro),
-                        Some(lr_next),
-                    );
-                    processor.process_train(LearnerEvent::ProcessedItem(item));
+                    // One share of the micro-batch per device, run side by side; gradients
+                    // come back to the first device.
+                    let results: Vec<Result<_, String>> = std::thread::scope(|scope| {
+                        let handles: Vec<_> = self
+                            .devices
+                            .iter()
+                            .enumerate()
+                            .map(|(d, device)| {
+                                let idx = &order[micro * span + d * self.per_device
+                                    ..micro * span + (d + 1) * self.per_device];
+                                let model = &model;
+                                scope.spawn(move || {
+                                    let items: Vec<Sample> =
+                                        idx.iter().filter_map(|&i| self.dataset.get(i)).collect();
+                                    let batch: MimoBatch<B> =
+                                        burn::data::dataloader::batcher::Batcher::batch(
+                                            &self.batcher,
+                                            items,
+                                            device,
+                                        );
+                                    if let Some((id, why)) = batch.skipped.first() {
+                                        return Err(format!(
+                                            "training sample {id} could not be read: {why}"
+                                        ));
+                                    }
+                                    let replica = if d == 0 {
+                                        model.clone()
+                                    } else {
+                                        model.clone().fork(device)
+                                    };
+                                    let out = replica.try_step(&batch).map_err(|e| {
+                                        format!("training step on {:?}: {e}", batch.ids)
+                                    })?;
+                                    let grads = if d == 0 {
+                                        out.grads
+                                    } else {
+                                        out.grads.to_device(&self.devices[0], &replica)
+                                    };
+                                    Ok((grads, out.item))
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| {
+                                h.join()
+                                    .unwrap_or_else(|_| Err("a device's step panicked".into()))
+                            })
+                            .collect()
+                    });
+                    for r in results {
+                        let (grads, item) = match r {
+                            Ok(x) => x,
+                            Err(e) => {
+                                self.fail(e);
+                                break 'epochs;
+                            }
+                        };
+                        accumulator.accumulate(&model, grads);
+                        add(&mut stats, &item.clone().sync());
+                        let item = TrainingItem::new(
+                            item,
+                            Progress {
+                                items_processed: micro + 1,
+                                items_total: steps_per_epoch * self.accumulation,
+                            },
+                            global.clone(),
+                            Some(micro + 1 - first_micro),
+                            Some(lr_next),
+                        );
+                        processor.process_train(LearnerEvent::ProcessedItem(item));
+                    }
                 }
                 let last_of_epoch = state.step_in_epoch + 1 == steps_per_epoch;
                 let due = self
@@ -604,7 +646,7 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                 let (grads, norm) = average_and_clip::<B, _>(
                     &learner.model(),
                     accumulator.grads(),
-                    self.accumulation,
+                    self.accumulation * ndev,
                     self.clip,
                 );
                 learner.optimizer_step(grads);
@@ -690,11 +732,16 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
     }
 }
 
-/// Runs (or resumes) an experiment. Returns where the run is and what it did.
+/// Runs (or resumes) an experiment on `devices` (as many as the experiment's
+/// `batch.devices`; the first holds the optimiser). Returns where the run is and what it did.
+///
+/// Randomness (a random component's initialisation, dropout) comes from the backend's seed,
+/// which is process-wide: run one training per process, or none beside other code that draws
+/// random numbers, to get reproducible runs.
 pub fn train<B: AutodiffBackend>(
     experiment_path: Option<&Path>,
     options: &TrainOptions,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<RunOutcome, TrainError> {
     // Absolute, so the paths run.json records work from any working directory.
     let run_dir = std::path::absolute(&options.run_dir)
@@ -740,6 +787,14 @@ pub fn train<B: AutodiffBackend>(
         .batch
         .accumulation()
         .map_err(|(f, m)| other(format!("experiment field `{f}` {m}")))?;
+    if devices.len() != exp.batch.devices {
+        return Err(other(format!(
+            "experiment field `batch.devices` is {} but {} device(s) were given (--devices)",
+            exp.batch.devices,
+            devices.len()
+        )));
+    }
+    let device = &devices[0];
     let prepared = prepare(exp.clone(), &exp_dir, &run_dir)?;
 
     // The model: seeded, so random parts (a tiny model's components) are the same in a
@@ -832,7 +887,8 @@ pub fn train<B: AutodiffBackend>(
             continue;
         }
         state.stage = si;
-        let steps_per_epoch = dataset.len() / exp.batch.per_device / accumulation;
+        let steps_per_epoch =
+            dataset.len() / (exp.batch.per_device * exp.batch.devices) / accumulation;
         if steps_per_epoch == 0 {
             return Err(other(format!(
                 "stage `{}` has {} samples, fewer than one global batch of {}",
@@ -892,7 +948,7 @@ pub fn train<B: AutodiffBackend>(
             stage: stage.clone(),
             dataset: dataset.clone(),
             batcher: batcher.clone(),
-            device: device.clone(),
+            devices: devices.to_vec(),
             per_device: exp.batch.per_device,
             accumulation,
             clip: exp.optimizer.clip_grad_norm,
