@@ -11,8 +11,10 @@ pub mod checkpoint;
 pub mod experiment;
 pub mod metrics;
 pub mod optim;
+pub mod params;
 pub mod renderer;
 pub mod step;
+mod strategy;
 pub mod train;
 
 pub use experiment::{Experiment, ExperimentError};

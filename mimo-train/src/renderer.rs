@@ -197,3 +197,61 @@ fn tui_or_log(_: usize, _: &str, interrupter: &Interrupter) -> Box<dyn MetricsRe
 fn tui_or_log(every: usize, prefix: &str, _: &Interrupter) -> Box<dyn MetricsRenderer> {
     Box::new(LogRenderer::new(Box::new(std::io::stderr()), every, prefix))
 }
+
+/// A boxed renderer as a renderer (burn's builder takes one by value).
+pub struct RendererBox(pub Box<dyn burn::train::renderer::MetricsRenderer>);
+
+impl burn::train::renderer::MetricsRendererTraining for RendererBox {
+    fn update_train(&mut self, state: burn::train::renderer::MetricState) {
+        self.0.update_train(state)
+    }
+    fn update_valid(&mut self, state: burn::train::renderer::MetricState) {
+        self.0.update_valid(state)
+    }
+    fn render_train(
+        &mut self,
+        item: burn::train::renderer::TrainingProgress,
+        p: Vec<burn::train::renderer::ProgressType>,
+    ) {
+        self.0.render_train(item, p)
+    }
+    fn render_valid(
+        &mut self,
+        item: burn::train::renderer::TrainingProgress,
+        p: Vec<burn::train::renderer::ProgressType>,
+    ) {
+        self.0.render_valid(item, p)
+    }
+    fn on_train_end(
+        &mut self,
+        summary: Option<burn::train::LearnerSummary>,
+    ) -> Result<(), Box<dyn core::error::Error>> {
+        self.0.on_train_end(summary)
+    }
+}
+
+impl burn::train::renderer::MetricsRendererEvaluation for RendererBox {
+    fn update_test(
+        &mut self,
+        name: burn::train::renderer::EvaluationName,
+        state: burn::train::renderer::MetricState,
+    ) {
+        self.0.update_test(name, state)
+    }
+    fn render_test(
+        &mut self,
+        item: burn::train::renderer::EvaluationProgress,
+        p: Vec<burn::train::renderer::ProgressType>,
+    ) {
+        self.0.render_test(item, p)
+    }
+}
+
+impl burn::train::renderer::MetricsRenderer for RendererBox {
+    fn manual_close(&mut self) {
+        self.0.manual_close()
+    }
+    fn register_metric(&mut self, definition: burn::train::metric::MetricDefinition) {
+        self.0.register_metric(definition)
+    }
+}

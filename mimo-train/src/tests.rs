@@ -9,8 +9,9 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 
 use crate::experiment::Experiment;
+use crate::params::trained_paths;
 use crate::step::{MimoTrainer, average_and_clip};
-use crate::train::{TrainOptions, batcher_for, trained_paths};
+use crate::train::{TrainOptions, batcher_for};
 
 type B = Autodiff<Flex>;
 

@@ -1,0 +1,393 @@
+//! MIMO's training strategy on burn-train's learner: the optimiser-step loop (micro-batches
+//! over devices, accumulation, global-norm clipping, one scheduler step per optimiser step,
+//! per-step seeds), validation, metric rows and checkpoints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::data::dataloader::Progress;
+use burn::data::dataset::Dataset;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::GradientsAccumulator;
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::ItemLazy;
+use burn::train::{
+    EventProcessorTraining, Learner, LearnerEvent, SupervisedLearningStrategy, TrainLoader,
+    TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
+};
+use mimo_data::batch::{MimoBatch, MimoBatcher, RecordsDataset, Sample};
+use mimo_data::mix::MixedDataset;
+
+use crate::checkpoint::{self, TrainState};
+use crate::experiment::StageSpec;
+use crate::optim::SnapshotHandle;
+use crate::params::fnv;
+use crate::step::{MimoStepStats, MimoTrainer, average_and_clip};
+use crate::train::{MimoComponents, OptimRecord, TRAIN_CSV, VALID_CSV};
+
+/// A seeded permutation of `0..n` (xorshift; same for every platform).
+pub(crate) fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut s = seed ^ 0x2545F4914F6CDD1D;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Everything MIMO's strategy needs for one stage.
+pub(crate) struct StageRun<B: AutodiffBackend> {
+    pub(crate) stage_index: usize,
+    pub(crate) stage: StageSpec,
+    pub(crate) dataset: Arc<MixedDataset<RecordsDataset>>,
+    pub(crate) batcher: MimoBatcher,
+    /// Devices, the first one holding the optimiser (data parallel: each runs its share of
+    /// every micro-batch on its own copy of the model).
+    pub(crate) devices: Vec<B::Device>,
+    pub(crate) per_device: usize,
+    pub(crate) accumulation: usize,
+    pub(crate) clip: Option<f64>,
+    pub(crate) seed: u64,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) keep_last: usize,
+    pub(crate) every_steps: Option<usize>,
+    pub(crate) saved_paths: Vec<String>,
+    pub(crate) snapshot: SnapshotHandle,
+    pub(crate) start: TrainState,
+    pub(crate) max_steps: Option<usize>,
+    pub(crate) deadline: Option<Instant>,
+    /// Filled by the strategy.
+    pub(crate) result: Mutex<StageResult>,
+    pub(crate) _b: std::marker::PhantomData<B>,
+}
+
+#[derive(Default)]
+pub(crate) struct StageResult {
+    pub(crate) error: Option<String>,
+    pub(crate) state: Option<TrainState>,
+    pub(crate) stopped_early: bool,
+}
+
+fn append(path: &Path, header: &str, line: &str) -> Result<(), String> {
+    let new = !path.is_file();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if new {
+        writeln!(f, "{header}").map_err(|e| e.to_string())?;
+    }
+    writeln!(f, "{line}").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+const TRAIN_HEADER: &str =
+    "stage,epoch,step,lr,loss,ce,bce,dice,token_accuracy,mask_iou,grad_norm,seconds";
+const VALID_HEADER: &str = "stage,epoch,step,loss,ce,bce,dice,token_accuracy,mask_iou";
+
+pub(crate) fn add(a: &mut MimoStepStats, b: &MimoStepStats) {
+    let n = b.batch_size as f64;
+    a.loss += b.loss * n;
+    a.ce += b.ce * n;
+    a.bce += b.bce * n;
+    a.dice += b.dice * n;
+    a.correct_tokens += b.correct_tokens;
+    a.tokens += b.tokens;
+    a.intersection += b.intersection;
+    a.union += b.union;
+    a.batch_size += b.batch_size;
+}
+
+fn row(s: &MimoStepStats) -> String {
+    let n = s.batch_size.max(1) as f64;
+    let pct = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.4}", 100.0 * a / b)
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "{:.6},{:.6},{:.6},{:.6},{},{}",
+        s.loss / n,
+        s.ce / n,
+        s.bce / n,
+        s.dice / n,
+        pct(s.correct_tokens, s.tokens),
+        pct(s.intersection, s.union)
+    )
+}
+
+impl<B: AutodiffBackend> StageRun<B> {
+    fn fail(&self, e: String) {
+        let mut r = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        if r.error.is_none() {
+            r.error = Some(e);
+        }
+    }
+
+    fn save(&self, learner_model: &MimoTrainer<B>, state: TrainState) -> Result<(), String> {
+        let record: Option<OptimRecord<B>> = self.snapshot.take();
+        let paths = &self.saved_paths;
+        checkpoint::save(&self.run_dir, &state, self.keep_last, |tmp| {
+            learner_model
+                .mimo
+                .save_params(tmp.join(checkpoint::PARAMS_FILE), paths)
+                .map_err(|e| e.to_string())?;
+            if let Some(record) = record {
+                BinFileRecorder::<FullPrecisionSettings>::new()
+                    .record(record, tmp.join(checkpoint::OPTIMIZER_FILE))
+                    .map_err(|e| format!("cannot write the optimiser state: {e}"))?;
+            }
+            Ok(())
+        })
+        .map(|_| ())
+    }
+}
+
+impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for StageRun<B> {
+    fn fit(
+        &self,
+        components: TrainingComponents<MimoComponents<B>>,
+        mut learner: Learner<MimoComponents<B>>,
+        _train: TrainLoader<MimoComponents<B>>,
+        valid: ValidLoader<MimoComponents<B>>,
+        _starting_epoch: usize,
+    ) -> (
+        TrainingModel<MimoComponents<B>>,
+        burn::train::SupervisedTrainingEventProcessor<MimoComponents<B>>,
+    ) {
+        let mut processor = components.event_processor;
+        let interrupter = components.interrupter;
+        let epochs = self.stage.epochs;
+        let n = self.dataset.len();
+        let ndev = self.devices.len();
+        let micro_per_epoch = n / (self.per_device * ndev);
+        let steps_per_epoch = micro_per_epoch / self.accumulation;
+        let mut state = self.start;
+        let mut steps_here = 0usize;
+        let started = Instant::now();
+        let train_csv = self.run_dir.join(TRAIN_CSV);
+        let valid_csv = self.run_dir.join(VALID_CSV);
+        'epochs: while state.epoch <= epochs {
+            let epoch = state.epoch;
+            let order = permutation(
+                n,
+                self.seed ^ fnv(&format!("order/{}/{epoch}", self.stage_index)),
+            );
+            let global = Progress {
+                items_processed: epoch,
+                items_total: epochs,
+            };
+            // Iterations counted from where this process started the epoch (burn's speed
+            // metric divides them by the time since the epoch's first item).
+            let first_micro = state.step_in_epoch * self.accumulation;
+            while state.step_in_epoch < steps_per_epoch {
+                if interrupter.should_stop() {
+                    break 'epochs;
+                }
+                if self.max_steps.is_some_and(|m| steps_here >= m)
+                    || self.deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    let mut r = self.result.lock().unwrap_or_else(|e| e.into_inner());
+                    r.stopped_early = true;
+                    break 'epochs;
+                }
+                let t0 = Instant::now();
+                // Dropout and other randomness depend only on the step: a resumed run draws
+                // the same numbers as an uninterrupted one.
+                B::seed(
+                    &self.devices[0],
+                    self.seed ^ fnv(&format!("step/{}/{}", self.stage_index, state.stage_step)),
+                );
+                let mut accumulator = GradientsAccumulator::<MimoTrainer<B>>::new();
+                let mut stats = MimoStepStats::default();
+                let lr_next = {
+                    learner.lr_step();
+                    learner.lr_current()
+                };
+                for k in 0..self.accumulation {
+                    let micro = state.step_in_epoch * self.accumulation + k;
+                    let span = self.per_device * ndev;
+                    let model = learner.model();
+                    // One share of the micro-batch per device, run side by side; gradients
+                    // come back to the first device.
+                    let results: Vec<Result<_, String>> = std::thread::scope(|scope| {
+                        let handles: Vec<_> = self
+                            .devices
+                            .iter()
+                            .enumerate()
+                            .map(|(d, device)| {
+                                let idx = &order[micro * span + d * self.per_device
+                                    ..micro * span + (d + 1) * self.per_device];
+                                let model = &model;
+                                scope.spawn(move || {
+                                    let items: Vec<Sample> =
+                                        idx.iter().filter_map(|&i| self.dataset.get(i)).collect();
+                                    let batch: MimoBatch<B> =
+                                        burn::data::dataloader::batcher::Batcher::batch(
+                                            &self.batcher,
+                                            items,
+                                            device,
+                                        );
+                                    if let Some((id, why)) = batch.skipped.first() {
+                                        return Err(format!(
+                                            "training sample {id} could not be read: {why}"
+                                        ));
+                                    }
+                                    let replica = if d == 0 {
+                                        model.clone()
+                                    } else {
+                                        model.clone().fork(device)
+                                    };
+                                    let out = replica.try_step(&batch).map_err(|e| {
+                                        format!("training step on {:?}: {e}", batch.ids)
+                                    })?;
+                                    let grads = if d == 0 {
+                                        out.grads
+                                    } else {
+                                        out.grads.to_device(&self.devices[0], &replica)
+                                    };
+                                    Ok((grads, out.item))
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| {
+                                h.join()
+                                    .unwrap_or_else(|_| Err("a device's step panicked".into()))
+                            })
+                            .collect()
+                    });
+                    for r in results {
+                        let (grads, item) = match r {
+                            Ok(x) => x,
+                            Err(e) => {
+                                self.fail(e);
+                                break 'epochs;
+                            }
+                        };
+                        accumulator.accumulate(&model, grads);
+                        add(&mut stats, &item.clone().sync());
+                        let item = TrainingItem::new(
+                            item,
+                            Progress {
+                                items_processed: micro + 1,
+                                items_total: steps_per_epoch * self.accumulation,
+                            },
+                            global.clone(),
+                            Some(micro + 1 - first_micro),
+                            Some(lr_next),
+                        );
+                        processor.process_train(LearnerEvent::ProcessedItem(item));
+                    }
+                }
+                let last_of_epoch = state.step_in_epoch + 1 == steps_per_epoch;
+                let due = self
+                    .every_steps
+                    .is_some_and(|e| (state.global_step + 1).is_multiple_of(e));
+                // Stopping early (step budget, time budget) writes a checkpoint first.
+                let time_up = self.deadline.is_some_and(|d| Instant::now() >= d)
+                    || self.max_steps.is_some_and(|m| steps_here + 1 >= m);
+                if due || last_of_epoch || time_up {
+                    self.snapshot.request();
+                }
+                let (grads, norm) = average_and_clip::<B, _>(
+                    &learner.model(),
+                    accumulator.grads(),
+                    self.accumulation * ndev,
+                    self.clip,
+                );
+                learner.optimizer_step(grads);
+                state.step_in_epoch += 1;
+                state.stage_step += 1;
+                state.global_step += 1;
+                steps_here += 1;
+                let line = format!(
+                    "{},{epoch},{},{lr_next:.8e},{},{norm:.6},{:.3}",
+                    self.stage.name,
+                    state.global_step,
+                    row(&stats),
+                    t0.elapsed().as_secs_f64()
+                );
+                if let Err(e) = append(&train_csv, TRAIN_HEADER, &line) {
+                    self.fail(e);
+                    break 'epochs;
+                }
+                if (due || time_up)
+                    && !last_of_epoch
+                    && let Err(e) = self.save(&learner.model(), state)
+                {
+                    self.fail(e);
+                    break 'epochs;
+                }
+            }
+            if state.step_in_epoch < steps_per_epoch {
+                break;
+            }
+            processor.process_train(LearnerEvent::EndEpoch(epoch));
+            // Validation on the inner (non-autodiff) model.
+            let model = learner.model().valid();
+            let mut it = valid.iter();
+            let mut vstats = MimoStepStats::default();
+            let mut i = 0;
+            while let Some(batch) = it.next() {
+                i += 1;
+                if let Some((id, why)) = batch.skipped.first() {
+                    self.fail(format!("validation sample {id} could not be read: {why}"));
+                    break 'epochs;
+                }
+                match model.forward_batch(&batch) {
+                    Ok((_, report)) => {
+                        add(&mut vstats, &report.clone().sync());
+                        let item =
+                            TrainingItem::new(report, it.progress(), global.clone(), Some(i), None);
+                        processor.process_valid(LearnerEvent::ProcessedItem(item));
+                    }
+                    Err(e) => {
+                        self.fail(format!("validation step on {:?}: {e}", batch.ids));
+                        break 'epochs;
+                    }
+                }
+            }
+            processor.process_valid(LearnerEvent::EndEpoch(epoch));
+            if vstats.batch_size > 0 {
+                let line = format!(
+                    "{},{epoch},{},{}",
+                    self.stage.name,
+                    state.global_step,
+                    row(&vstats)
+                );
+                if let Err(e) = append(&valid_csv, VALID_HEADER, &line) {
+                    self.fail(e);
+                    break;
+                }
+            }
+            state.epoch += 1;
+            state.step_in_epoch = 0;
+            state.epoch_done = true;
+            if let Err(e) = self.save(&learner.model(), state) {
+                self.fail(e);
+                break;
+            }
+            state.epoch_done = false;
+        }
+        let _ = started;
+        {
+            let mut r = self.result.lock().unwrap_or_else(|e| e.into_inner());
+            r.state = Some(state);
+        }
+        (learner.model(), processor)
+    }
+}
