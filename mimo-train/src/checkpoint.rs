@@ -28,6 +28,20 @@ pub struct TrainState {
     pub epoch_done: bool,
 }
 
+impl TrainState {
+    /// The start of stage `stage` after `global_step` optimiser steps of earlier stages.
+    pub fn stage_start(stage: usize, global_step: usize) -> Self {
+        Self {
+            stage,
+            epoch: 1,
+            step_in_epoch: 0,
+            stage_step: 0,
+            global_step,
+            epoch_done: false,
+        }
+    }
+}
+
 /// The parameters file.
 pub const PARAMS_FILE: &str = "params.safetensors";
 /// The optimiser-state file (burn's binary recorder adds `.bin`).

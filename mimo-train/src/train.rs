@@ -349,14 +349,7 @@ pub fn train<B: AutodiffBackend>(
         }
     }
 
-    let mut state = TrainState {
-        stage: 0,
-        epoch: 1,
-        step_in_epoch: 0,
-        stage_step: 0,
-        global_step: 0,
-        epoch_done: false,
-    };
+    let mut state = TrainState::stage_start(0, 0);
     let mut optim_record: Option<OptimRecord<B>> = None;
     if let Some((_, dir)) = &resume_from {
         state = checkpoint::read_state(dir).map_err(other)?;
@@ -389,14 +382,7 @@ pub fn train<B: AutodiffBackend>(
         }
         if state.epoch > stage.epochs {
             // The checkpoint closed this stage: the next one starts fresh.
-            state = TrainState {
-                stage: si + 1,
-                epoch: 1,
-                step_in_epoch: 0,
-                stage_step: 0,
-                global_step: state.global_step,
-                epoch_done: false,
-            };
+            state = TrainState::stage_start(si + 1, state.global_step);
             optim_record = None;
             continue;
         }
@@ -514,14 +500,7 @@ pub fn train<B: AutodiffBackend>(
             stopped_early = true;
             break;
         }
-        state = TrainState {
-            stage: si + 1,
-            epoch: 1,
-            step_in_epoch: 0,
-            stage_step: 0,
-            global_step: state.global_step,
-            epoch_done: false,
-        };
+        state = TrainState::stage_start(si + 1, state.global_step);
     }
 
     let finished = !stopped_early;
