@@ -173,9 +173,17 @@ fn run_mimo(args: &BenchArgs) -> Result<(), String> {
         let fixtures = std::path::Path::new("mimo-core/fixtures");
         let mut all = Vec::new();
         let mut bad = 0;
+        // f32 matmuls run in TF32 on GPUs (see `check_mimo_fixture`): measured on an H200,
+        // up to 7e-4 on the losses and 1.9e-3 on mask logits, against 1e-4 / 2e-4 on the CPU.
+        let scale = if backend::NAME.starts_with("flex") {
+            1.0
+        } else {
+            20.0
+        };
         for aligner in [true, false] {
-            let rows =
-                mimo_bench::check::check_mimo_fixture::<Backend>(fixtures, aligner, &device)?;
+            let rows = mimo_bench::check::check_mimo_fixture::<Backend>(
+                fixtures, aligner, scale, &device,
+            )?;
             for r in &rows {
                 let ok = r.max_abs_err <= r.tolerance;
                 bad += usize::from(!ok);

@@ -185,10 +185,14 @@ fn fixture_parts<B: Backend>(
 
 /// Runs the tiny MIMO fixture (with or without the aligner) found under `fixtures` (the
 /// `mimo-core/fixtures` folder) on `device` and compares CE, mask BCE, Dice, the total
-/// loss and the predicted masks with PyTorch's values.
+/// loss and the predicted masks with PyTorch's values. Every tolerance is multiplied by
+/// `tolerance_scale`: 1 for f32 on the CPU; GPU backends need more because their f32 matmuls
+/// run in TF32 (cubek-matmul 0.2 `definition/blueprint.rs` stages f32 operands as `tf32` on
+/// tensor cores: a 10-bit mantissa).
 pub fn check_mimo_fixture<B: Backend>(
     fixtures: &Path,
     aligner: bool,
+    tolerance_scale: f32,
     device: &B::Device,
 ) -> Result<Vec<Compared>, String> {
     let (model, input, io) = fixture_parts::<B>(fixtures, aligner, device)?;
@@ -213,7 +217,7 @@ pub fn check_mimo_fixture<B: Backend>(
         report.push(Compared {
             name: format!("{prefix}{name}"),
             max_abs_err: err,
-            tolerance: tol,
+            tolerance: tol * tolerance_scale,
         });
         Ok(())
     };
@@ -228,6 +232,11 @@ pub fn check_mimo_fixture<B: Backend>(
     compare("mask_dice", host(out.mask_dice), 1e-4)?;
     compare("loss", host(out.loss), 1e-4)?;
     for (i, m) in out.pred_masks.into_iter().enumerate() {
+        // An image without <SEG> has a zero-size mask tensor, never read on the device.
+        if m.dims()[0] == 0 {
+            compare(&format!("pred_masks_{i}"), Vec::new(), 2e-4)?;
+            continue;
+        }
         let v = m
             .into_data()
             .convert::<f32>()

@@ -114,3 +114,164 @@ pub fn cast_module<B: Backend, M: burn::module::Module<B>>(
     }
     module.map(&mut CastTo(dtype))
 }
+
+/// A float tensor with no elements (a dimension of `shape` is 0), made from host data so
+/// that no kernel runs.
+///
+/// Operations on zero-size tensors must be avoided on GPU backends: cubecl 0.10 launches
+/// their kernels with a cube count of zero, which CUDA rejects (`CUDA_ERROR_INVALID_VALUE`)
+/// and which leaves the device's stream unusable. The model code therefore skips work on
+/// empty sets (no prompts, no `<SEG>`) and represents "nothing" with this tensor, which is
+/// only ever looked at through its `dims()`.
+pub fn empty<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    debug_assert!(shape.contains(&0), "empty() needs a zero dimension");
+    Tensor::from_data(
+        burn::tensor::TensorData::new(Vec::<f32>::new(), shape),
+        device,
+    )
+}
+
+/// Interpolation weights `[output, input]` (row-major) of PyTorch's
+/// `F.interpolate(mode="bilinear", align_corners=False)` along one axis: output `o` reads
+/// source `s = max(0, (o + 0.5) * input / output - 0.5)` from pixels `floor(s)` and the next
+/// one (PyTorch `aten/src/ATen/native/UpSample.h`, `area_pixel_compute_source_index`).
+pub fn bilinear_weights(input: usize, output: usize) -> Vec<f64> {
+    let mut w = vec![0.0; output * input];
+    if input == 0 {
+        return w;
+    }
+    // PyTorch computes the scale and the source index in f32.
+    let scale = input as f32 / output as f32;
+    for o in 0..output {
+        let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+        let i0 = (src as usize).min(input - 1);
+        let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
+        let l1 = (src - i0 as f32) as f64;
+        w[o * input + i0] += 1.0 - l1;
+        w[o * input + i1] += l1;
+    }
+    w
+}
+
+/// `a [m, k] x b [k, n]` on the host.
+pub fn host_matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let v = a[i * k + p];
+            if v != 0.0 {
+                for j in 0..n {
+                    out[i * n + j] += v * b[p * n + j];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Resizes `x [B, C, H, W]` with separable weights: `rows [Ho, H]` and `cols [Wo, W]`
+/// (row-major, from [`bilinear_weights`] or products of them): `rows · x · colsᵀ` per channel.
+///
+/// Two matmuls instead of burn's `interpolate`: the same values, differentiable on every
+/// backend (burn-cubecl 0.21 has no bilinear backward), and a chain of resizes and crops
+/// folds into one pair of matrices.
+pub fn resize_separable<B: Backend>(
+    x: Tensor<B, 4>,
+    rows: &[f64],
+    cols: &[f64],
+    [ho, wo]: [usize; 2],
+) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    assert_eq!(rows.len(), ho * h, "rows must be [Ho, H]");
+    assert_eq!(cols.len(), wo * w, "cols must be [Wo, W]");
+    let device = x.device();
+    let dtype = x.dtype();
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let mut cols_t = vec![0.0; w * wo];
+    for o in 0..wo {
+        for i in 0..w {
+            cols_t[i * wo + o] = cols[o * w + i];
+        }
+    }
+    let r = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(f32s(rows), [ho, h]), &device)
+        .cast(dtype)
+        .unsqueeze::<3>()
+        .expand([b * c, ho, h]);
+    let ct = Tensor::<B, 2>::from_data(
+        burn::tensor::TensorData::new(f32s(&cols_t), [w, wo]),
+        &device,
+    )
+    .cast(dtype)
+    .unsqueeze::<3>()
+    .expand([b * c, w, wo]);
+    r.matmul(x.reshape([b * c, h, w]))
+        .matmul(ct)
+        .reshape([b, c, ho, wo])
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Autodiff;
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    use burn::tensor::{Distribution, Tensor};
+
+    use super::*;
+    use crate::test_util::TestBackend;
+
+    type AD = Autodiff<TestBackend>;
+
+    fn max_diff<const D: usize>(a: Tensor<AD, D>, b: Tensor<AD, D>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    /// One folded resize (up to 64, crop, down to 37x29) equals burn's two bilinear
+    /// interpolations with the crop between them, forward and backward (the CPU backend has
+    /// interpolate's backward; the GPU backends do not, which is why SAM uses this).
+    #[test]
+    fn folded_bilinear_resize_matches_interpolate_forward_and_backward() {
+        let device = Default::default();
+        let x = Tensor::<AD, 4>::random([2, 3, 16, 12], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let (s, crop, out) = (64usize, [48usize, 40usize], [37usize, 29usize]);
+        let opts = || InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false);
+        let reference = interpolate(
+            interpolate(x.clone(), [s, s], opts()).slice([0..2, 0..3, 0..crop[0], 0..crop[1]]),
+            out,
+            opts(),
+        );
+        let axis = |low: usize, crop: usize, out: usize| {
+            let up = bilinear_weights(low, s)[..crop * low].to_vec();
+            host_matmul(&bilinear_weights(crop, out), &up, out, crop, low)
+        };
+        let got = resize_separable(
+            x.clone(),
+            &axis(16, crop[0], out[0]),
+            &axis(12, crop[1], out[1]),
+            out,
+        );
+        let fwd = max_diff(got.clone(), reference.clone());
+        // f32 weights folded on the host in f64: differences of a few ulps of values ~3.
+        assert!(fwd < 1e-5, "forward differs by {fwd}");
+        let w = Tensor::<AD, 4>::random([2, 3, 37, 29], Distribution::Normal(0.0, 1.0), &device);
+        let g_ref = (reference * w.clone()).sum().backward();
+        let g_ref = x.grad(&g_ref).unwrap();
+        let g = (got * w).sum().backward();
+        let g = x.grad(&g).unwrap();
+        let bwd = (g - g_ref).abs().max().into_scalar();
+        assert!(bwd < 1e-5, "gradient differs by {bwd}");
+    }
+
+    /// Each row of the weights sums to one and reads at most two neighbouring pixels.
+    #[test]
+    fn bilinear_weights_are_a_partition_of_unity() {
+        for (i, o) in [(4, 16), (16, 4), (7, 7), (1, 5), (5, 1)] {
+            let w = bilinear_weights(i, o);
+            for r in 0..o {
+                let row = &w[r * i..(r + 1) * i];
+                assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+                assert!(row.iter().filter(|&&v| v != 0.0).count() <= 2);
+            }
+        }
+    }
+}

@@ -287,8 +287,8 @@ impl<B: Backend> Batcher<B, Sample, MimoBatch<B>> for MimoBatcher {
     fn batch(&self, items: Vec<Sample>, device: &B::Device) -> MimoBatch<B> {
         let mut b = MimoBatch {
             ids: Vec::new(),
-            clip_pixels: Tensor::zeros([0, 3, self.clip_size, self.clip_size], device),
-            sam_pixels: Tensor::zeros([0, 3, self.sam_size, self.sam_size], device),
+            clip_pixels: mimo_core::nn::empty([0, 3, self.clip_size, self.clip_size], device),
+            sam_pixels: mimo_core::nn::empty([0, 3, self.sam_size, self.sam_size], device),
             sam_resized: Vec::new(),
             sizes: Vec::new(),
             input_ids: Vec::new(),

@@ -76,6 +76,18 @@ pub struct RawAnswer<B: Backend> {
     pub scores: Tensor<B, 1>,
 }
 
+/// A tensor's values on the host (none for a zero-size tensor, which is not read: see
+/// [`crate::nn::empty`]).
+fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    if t.dims().contains(&0) {
+        return Vec::new();
+    }
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default()
+}
+
 impl<B: Backend> Mimo<B> {
     /// Prompt token ids of a question (template, `<image>` expansion, LLaVA's
     /// `tokenizer_image_token`).
@@ -237,16 +249,22 @@ impl<B: Backend> Mimo<B> {
                 .map(|(_, h)| h.clone())
                 .collect();
             let dh = self.llm.model.embed_tokens.weight.dims()[1];
-            let seg_hidden = if seg_rows.is_empty() {
-                Tensor::<B, 2>::zeros([0, dh], &device).cast(self.dtype())
+            // No `<SEG>`: nothing to decode (and no kernel on an empty tensor).
+            let (seg_hidden, masks, scores) = if seg_rows.is_empty() {
+                (
+                    crate::nn::empty([0, dh], &device),
+                    crate::nn::empty([0, sizes[r][0], sizes[r][1]], &device),
+                    crate::nn::empty([0], &device),
+                )
             } else {
-                Tensor::stack(seg_rows, 0)
+                let seg_hidden = Tensor::stack(seg_rows, 0);
+                let emb = self.text_hidden_fcs.forward(seg_hidden.clone());
+                let img = image_embeddings
+                    .clone()
+                    .slice([r..r + 1, 0..c, 0..gh, 0..gw]);
+                let (masks, scores) = self.decode_masks(emb, img, sam_resized[r], sizes[r]);
+                (seg_hidden, masks, scores)
             };
-            let emb = self.text_hidden_fcs.forward(seg_hidden.clone());
-            let img = image_embeddings
-                .clone()
-                .slice([r..r + 1, 0..c, 0..gh, 0..gw]);
-            let (masks, scores) = self.decode_masks(emb, img, sam_resized[r], sizes[r]);
             out.push(RawAnswer {
                 tokens,
                 finish: generated.finish[r],
@@ -308,18 +326,8 @@ impl<B: Backend> Mimo<B> {
                 }
                 let parsed = parse_grounded(&raw_text);
                 let size = [req.image.height(), req.image.width()];
-                let masks: Vec<f32> = r
-                    .masks
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .unwrap_or_default();
-                let scores: Vec<f32> = r
-                    .scores
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .unwrap_or_default();
+                let masks = host_f32(r.masks);
+                let scores = host_f32(r.scores);
                 let px = size[0] * size[1];
                 let segments = parsed
                     .segments

@@ -118,7 +118,8 @@ impl<B: Backend> Mimo<B> {
         let embeds = self.llm.embed(safe_ids);
         let d = embeds.dims()[2];
         let image_tokens = self.mm_projector.forward(features.clone());
-        let extra: Vec<Tensor<B, 2>> = match &self.aligner {
+        // `None`: nothing after the image tokens (no prompts, no aligner).
+        let extra: Vec<Option<Tensor<B, 2>>> = match &self.aligner {
             Some(aligner) => {
                 let keep = instruction_mask(&ids, labels.as_deref(), &mask);
                 let keep: Vec<bool> = keep.into_iter().flatten().collect();
@@ -132,7 +133,7 @@ impl<B: Backend> Mimo<B> {
                 let a = aligner.forward(ctx);
                 let q = a.dims()[1];
                 (0..n)
-                    .map(|r| a.clone().slice([r..r + 1, 0..q, 0..d]).reshape([q, d]))
+                    .map(|r| Some(a.clone().slice([r..r + 1, 0..q, 0..d]).reshape([q, d])))
                     .collect()
             }
             None => {
@@ -143,30 +144,25 @@ impl<B: Backend> Mimo<B> {
                             .filter(|&j| prompt_labels[r * slots + j] != LABEL_PAD)
                             .map(|j| j as i64)
                             .collect();
+                        if valid.is_empty() {
+                            return None;
+                        }
                         let row = projected
                             .clone()
                             .slice([r..r + 1, 0..slots, 0..d])
                             .reshape([slots, d]);
-                        if valid.is_empty() {
-                            Tensor::<B, 2>::zeros([0, d], &device).cast(row.dtype())
-                        } else {
-                            let idx = Tensor::<B, 1, Int>::from_ints(valid.as_slice(), &device);
-                            row.select(0, idx)
-                        }
+                        let idx = Tensor::<B, 1, Int>::from_ints(valid.as_slice(), &device);
+                        Some(row.select(0, idx))
                     })
                     .collect()
             }
         };
 
         let mut rows = Vec::with_capacity(n);
-        let mut out = Assembled {
-            inputs_embeds: Tensor::zeros([0, 0, d], &device),
-            attention_mask: Tensor::from_data(TensorData::new(Vec::<bool>::new(), [0, 0]), &device),
-            labels: labels.as_ref().map(|_| Vec::new()),
-            pos_map: Vec::new(),
-            image_rows: Vec::new(),
-            lengths: Vec::new(),
-        };
+        let mut out_labels: Option<Vec<Vec<i64>>> = labels.as_ref().map(|_| Vec::new());
+        let mut pos_map = Vec::with_capacity(n);
+        let mut image_rows = Vec::with_capacity(n);
+        let mut lengths = Vec::with_capacity(n);
         for r in 0..n {
             let len = mask[r].iter().rposition(|&m| m).map_or(0, |i| i + 1);
             let places: Vec<usize> = (0..len)
@@ -179,16 +175,14 @@ impl<B: Backend> Mimo<B> {
                 ));
             };
             let i0 = *i0;
-            let img = Tensor::cat(
-                vec![
-                    image_tokens
-                        .clone()
-                        .slice([r..r + 1, 0..p, 0..d])
-                        .reshape([p, d]),
-                    extra[r].clone(),
-                ],
-                0,
-            );
+            let tokens = image_tokens
+                .clone()
+                .slice([r..r + 1, 0..p, 0..d])
+                .reshape([p, d]);
+            let img = match &extra[r] {
+                Some(e) => Tensor::cat(vec![tokens, e.clone()], 0),
+                None => tokens,
+            };
             let k = img.dims()[0];
             let row_embeds = embeds.clone().slice([r..r + 1, 0..l, 0..d]).reshape([l, d]);
             let mut parts = Vec::new();
@@ -200,18 +194,17 @@ impl<B: Backend> Mimo<B> {
                 parts.push(row_embeds.slice([i0 + 1..len, 0..d]));
             }
             rows.push(Tensor::cat(parts, 0));
-            out.pos_map
-                .push((0..l).map(|j| if j < i0 { j } else { j + k - 1 }).collect());
-            out.image_rows.push(k);
-            out.lengths.push(len + k - 1);
-            if let (Some(dst), Some(src)) = (out.labels.as_mut(), labels.as_ref()) {
+            pos_map.push((0..l).map(|j| if j < i0 { j } else { j + k - 1 }).collect());
+            image_rows.push(k);
+            lengths.push(len + k - 1);
+            if let (Some(dst), Some(src)) = (out_labels.as_mut(), labels.as_ref()) {
                 let mut v: Vec<i64> = src[r][..i0].to_vec();
                 v.extend(std::iter::repeat_n(IGNORE_INDEX, k));
                 v.extend_from_slice(&src[r][i0 + 1..len]);
                 dst.push(v);
             }
         }
-        let width = out.lengths.iter().copied().max().unwrap_or(0);
+        let width = lengths.iter().copied().max().unwrap_or(0);
         let padded: Vec<Tensor<B, 3>> = rows
             .into_iter()
             .map(|t| {
@@ -225,16 +218,20 @@ impl<B: Backend> Mimo<B> {
                 t.unsqueeze::<3>()
             })
             .collect();
-        out.inputs_embeds = Tensor::cat(padded, 0);
-        let m: Vec<bool> = out
-            .lengths
+        let m: Vec<bool> = lengths
             .iter()
             .flat_map(|&len| (0..width).map(move |j| j < len))
             .collect();
-        out.attention_mask = Tensor::from_data(TensorData::new(m, [n, width]), &device);
-        if let Some(ls) = out.labels.as_mut() {
+        if let Some(ls) = out_labels.as_mut() {
             ls.iter_mut().for_each(|v| v.resize(width, IGNORE_INDEX));
         }
-        Ok(out)
+        Ok(Assembled {
+            inputs_embeds: Tensor::cat(padded, 0),
+            attention_mask: Tensor::from_data(TensorData::new(m, [n, width]), &device),
+            labels: out_labels,
+            pos_map,
+            image_rows,
+            lengths,
+        })
     }
 }

@@ -196,6 +196,9 @@ impl MimoConfig {
     /// Points the adapter and trained parts at a checkpoint directory written by
     /// [`Mimo::save_checkpoint`]; the error names what is missing.
     pub fn with_checkpoint(mut self, dir: &Path) -> Result<Self, ConfigError> {
+        // `dir` is relative to the working directory (where it was checked), not to the
+        // model file that `build` resolves the other paths against.
+        let dir = &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let adapter = dir.join(super::load::ADAPTER_DIR);
         let trained = dir.join(super::load::TRAINED_FILE);
         for p in [&adapter, &trained] {

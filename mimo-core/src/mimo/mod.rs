@@ -469,8 +469,8 @@ impl<B: Backend> Mimo<B> {
         let device = embeddings.device();
         if n == 0 {
             return (
-                Tensor::zeros([0, size[0], size[1]], &device),
-                Tensor::zeros([0], &device),
+                crate::nn::empty([0, size[0], size[1]], &device),
+                crate::nn::empty([0], &device),
             );
         }
         let pe = &self.sam.prompt_encoder;
@@ -535,7 +535,7 @@ impl<B: Backend> Mimo<B> {
         let d = out.last_hidden_state.dims()[2];
         let c = self.vp_encoder.embed_dim();
         let seg_embeds = if flat_idx.is_empty() {
-            Tensor::<B, 2>::zeros([0, c], &device).cast(self.dtype())
+            crate::nn::empty([0, c], &device)
         } else {
             let idx = Tensor::<B, 1, Int>::from_ints(flat_idx.as_slice(), &device);
             self.text_hidden_fcs.forward(
@@ -567,6 +567,13 @@ impl<B: Backend> Mimo<B> {
         let mut start = 0usize;
         for (r, positions) in seg_positions.iter().enumerate() {
             let k = positions.len();
+            if k == 0 {
+                pred_masks.push(crate::nn::empty(
+                    [0, input.sizes[r][0], input.sizes[r][1]],
+                    &device,
+                ));
+                continue;
+            }
             let e = seg_embeds.clone().slice([start..start + k, 0..c]);
             start += k;
             let emb = image_embeddings

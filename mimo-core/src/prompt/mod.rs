@@ -167,7 +167,10 @@ impl VisualPrompt {
 }
 
 impl<B: Backend> PromptTensors<B> {
-    /// Pads each image's prompts to the longest (at least `min_slots`) with label -1.
+    /// Pads each image's prompts to the longest (at least `min_slots`, and at least one) with
+    /// label -1. A padding slot is masked everywhere it is used, so one slot for images
+    /// without prompts changes no value, and it keeps the tensors non-empty (see
+    /// [`crate::nn::empty`]).
     pub fn from_prompts(
         prompts: &[Vec<VisualPrompt>],
         min_slots: usize,
@@ -177,7 +180,13 @@ impl<B: Backend> PromptTensors<B> {
             .iter()
             .map(|p| p.iter().flat_map(VisualPrompt::points).collect())
             .collect();
-        let p = rows.iter().map(Vec::len).max().unwrap_or(0).max(min_slots);
+        let p = rows
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(min_slots)
+            .max(1);
         let n = rows.len();
         let mut coords = vec![0f32; n * p * 2];
         let mut labels = vec![LABEL_PAD; n * p];

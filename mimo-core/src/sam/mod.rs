@@ -42,8 +42,6 @@ pub use prompt_encoder::{
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 /// The Segment Anything model.
@@ -369,12 +367,19 @@ impl<B: Backend> Sam<B> {
         input_size: (usize, usize),
         original_size: (usize, usize),
     ) -> Tensor<B, 4> {
+        // segment_anything: interpolate to (s, s), crop to input_size, interpolate to
+        // original_size, all bilinear without corner alignment. The three linear maps fold
+        // into one matrix per axis (see `resize_separable`).
         let s = self.img_size();
-        let opts = || InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false);
-        let [b, k, _, _] = masks.dims();
-        let x = interpolate(masks, [s, s], opts());
-        let x = x.slice([0..b, 0..k, 0..input_size.0, 0..input_size.1]);
-        interpolate(x, [original_size.0, original_size.1], opts())
+        let [_, _, h, w] = masks.dims();
+        let axis = |low: usize, crop: usize, out: usize| {
+            let up: Vec<f64> = crate::nn::bilinear_weights(low, s)[..crop * low].to_vec();
+            let down = crate::nn::bilinear_weights(crop, out);
+            crate::nn::host_matmul(&down, &up, out, crop, low)
+        };
+        let rows = axis(h, input_size.0, original_size.0);
+        let cols = axis(w, input_size.1, original_size.1);
+        crate::nn::resize_separable(masks, &rows, &cols, [original_size.0, original_size.1])
     }
 
     /// Encodes a validated prompt into sparse and dense embeddings (input-frame
