@@ -17,7 +17,9 @@
 #   4. a MIMO-7B-shaped LoRA training step in bf16 (forward, backward, AdamW) with peak GPU
 #      memory sampled by nvidia-smi;
 #   5. `mimo train` on CUDA: 40 optimiser steps of experiments/tiny_phantom.ron (the
-#      quickstart's run: learner, accumulation, clipping, a checkpoint), seconds per step.
+#      quickstart's run: learner, accumulation, clipping, a checkpoint), seconds per step;
+#   6. `mimo serve` on CUDA with the demo model: a sample uploaded, three questions answered
+#      through the API, seconds per answer.
 # Weights are random: timings do not depend on them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -119,6 +121,30 @@ print(res)
 json.dump(res, open(sys.argv[2], "w"))
 PY
 
+step "mimo serve on CUDA: the demo model answers through the API"
+"$bin" serve --config configs/mimo/mimo-tiny.ron --checkpoint assets/demo/mimo-tiny-phantom \
+    --port 0 >"$tmp/url" 2>"$tmp/serve.err" &
+server=$!
+for _ in $(seq 60); do [ -s "$tmp/url" ] && break; sleep 1; done
+timeout 60 python3 - "$(head -1 "$tmp/url")" "$tmp/serve.json" <<'PY' && status serve ok || status serve FAILED
+import json, sys, time, urllib.request
+u, dest = sys.argv[1], sys.argv[2]
+png = urllib.request.urlopen(u + "api/samples/phantom_ct").read()
+img = json.load(urllib.request.urlopen(urllib.request.Request(u + "api/images", data=png, method="POST")))
+q = "Cut out the liver, spleen, right kidney, left kidney and aorta from the image and display it."
+secs = []
+for _ in range(3):
+    t = time.time()
+    body = json.dumps({"image": img["id"], "question": q}).encode()
+    req = urllib.request.Request(u + "api/answer", data=body, headers={"Content-Type": "application/json"})
+    a = json.load(urllib.request.urlopen(req))
+    secs.append(time.time() - t)
+print(f"answers in {', '.join(f'{s:.2f}' for s in secs)} s; {a['text'][:80]!r}; {len(a['segments'])} masks")
+json.dump({"seconds": secs, "masks": len(a["segments"])}, open(dest, "w"))
+sys.exit(0 if a["segments"] else 1)
+PY
+kill "$server" 2>/dev/null
+
 step "summary"
 python3 - "$tmp" "$out/gpu_check.json" "${peak:-0}" <<'PY'
 import json, os, sys
@@ -137,6 +163,7 @@ result = {
     "mimo_7b_bf16_step": load("mimo_7b.json"),
     "mimo_7b_peak_memory_mib": peak,
     "train_tiny_cuda": load("train.json"),
+    "serve_tiny_cuda": load("serve.json"),
 }
 json.dump(result, open(dest, "w"), indent=1)
 print(json.dumps(result, indent=1))

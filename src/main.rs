@@ -13,6 +13,7 @@ mod quickstart;
 mod report;
 mod score;
 mod segment;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ enum Command {
     Score(score::ScoreArgs),
     /// Compare evaluation runs (ablations, data ratios) as tables and a PNG plot.
     Report(report::ReportArgs),
+    /// A local web app: open a scan, mark points and boxes, ask, and see the grounded masks
+    /// (or, with --sam, click and see SAM's mask).
+    Serve(serve::ServeArgs),
     /// Time model components on this machine (see `mimo bench --help`).
     Bench(bench::BenchArgs),
 }
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Quickstart(args) => quickstart::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,11 @@ pub fn mask_png(mask: &[bool], w: usize, h: usize) -> Result<Vec<u8>, String> {
     encode_png(&bytes, w, h, image::ExtendedColorType::L8)
 }
 
+/// An RGB image as a PNG.
+pub fn rgb_png(rgb: &[u8], w: usize, h: usize) -> Result<Vec<u8>, String> {
+    encode_png(rgb, w, h, image::ExtendedColorType::Rgb8)
+}
+
 const MASK_COLOR: [f32; 3] = [30.0, 144.0, 255.0];
 const POSITIVE: Rgb<u8> = Rgb([40, 220, 60]);
 const NEGATIVE: Rgb<u8> = Rgb([235, 40, 40]);
