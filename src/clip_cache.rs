@@ -23,11 +23,12 @@ Example (tiny tower with RANDOM weights from the test fixtures):
       --checkpoint mimo-core/fixtures/clip/hf_tiny_clipmodel.safetensors \\
       --images assets/samples --out out/clip-cache")]
 pub struct ClipCacheArgs {
-    /// Model: vit_l14, vit_l14_336, vit_h14, or a ClipVisionConfig RON file.
+    /// Model: vit_l14, vit_l14_336, vit_h14, a ClipVisionConfig RON file, or an HF model
+    /// directory / config.json (e.g. a downloaded openai/clip-vit-large-patch14-336).
     #[arg(long, value_name = "vit_l14|vit_l14_336|vit_h14|CONFIG.ron")]
     model: String,
     /// HF (CLIPModel/CLIPVisionModel) or open_clip checkpoint: .safetensors, a sharded
-    /// model.safetensors.index.json, or .pth/.bin.
+    /// model.safetensors.index.json, .pth/.bin, or a model directory holding one.
     #[arg(long, value_name = "FILE")]
     checkpoint: PathBuf,
     /// Folder of images (searched recursively).

@@ -346,3 +346,74 @@ fn config_with_fewer_layers_than_the_checkpoint_is_an_error() {
         );
     }
 }
+
+/// An HF model directory (`config.json` of a `CLIPModel` with HF's defaults left out, and
+/// the weights) gives the shipped RON config and the same features; a vision-only config has
+/// no projection unless its architecture has one; an unknown activation names the field.
+#[test]
+fn hf_model_directory_loads_like_the_ron_config() {
+    let dir = std::env::temp_dir().join(format!("mimo-clip-hfdir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": 32,
+            "text_config": {"hidden_size": 48},
+            "vision_config": {"hidden_size": 64, "intermediate_size": 112,
+              "num_hidden_layers": 3, "num_attention_heads": 4, "image_size": 56,
+              "patch_size": 14, "model_type": "clip_vision_model"}}"#,
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("clip/hf_tiny_clipmodel.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let dir_name = dir.display().to_string();
+    let cfg = ClipVisionConfig::from_name_or_file(&dir_name).unwrap();
+    assert_eq!(cfg, config("hf_tiny"));
+    let (tower, report) = loader::clip::load_clip::<B>(&cfg, &dir, &Default::default()).unwrap();
+    assert!(report.unused.iter().all(|k| k.starts_with("text_model.")
+        || k == "text_projection.weight"
+        || k == "logit_scale"
+        || k.starts_with("vision_model.embeddings.position_ids")));
+    check(&tower, "clip/hf_tiny_io.safetensors");
+
+    // preprocessor_config.json's mean and std are taken.
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        r#"{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25],
+            "size": {"shortest_edge": 56}, "crop_size": {"height": 56, "width": 56}}"#,
+    )
+    .unwrap();
+    let cfg = ClipVisionConfig::from_name_or_file(&dir_name).unwrap();
+    assert_eq!(cfg.preprocess.image_mean, [0.5; 3]);
+    assert_eq!(cfg.preprocess.crop_size, Some(56));
+
+    let vision = r#"{"hidden_size": 64, "intermediate_size": 112, "num_hidden_layers": 3,
+                     "num_attention_heads": 4, "image_size": 56, "patch_size": 14}"#;
+    assert_eq!(
+        ClipVisionConfig::from_hf_json(vision)
+            .unwrap()
+            .projection_dim,
+        None
+    );
+    let with = vision.replace(
+        '{',
+        r#"{"architectures": ["CLIPVisionModelWithProjection"], "#,
+    );
+    assert_eq!(
+        ClipVisionConfig::from_hf_json(&with)
+            .unwrap()
+            .projection_dim,
+        Some(512)
+    );
+    let relu = vision.replace('{', r#"{"hidden_act": "relu", "#);
+    let e = ClipVisionConfig::from_hf_json(&relu).unwrap_err();
+    assert!(e.contains("hidden_act") && e.contains("relu"), "{e}");
+    std::fs::write(dir.join("config.json"), relu).unwrap();
+    let e = ClipVisionConfig::from_name_or_file(&dir_name)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("config.json") && e.contains("hidden_act"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -215,14 +215,33 @@ impl ClipDialect {
     }
 }
 
+/// The weights of a model directory (HF `model.safetensors` / `pytorch_model.bin`, open_clip
+/// `open_clip_model.safetensors` / `open_clip_pytorch_model.bin`); a file path as it is.
+pub fn weights_file(path: &Path) -> std::path::PathBuf {
+    if !path.is_dir() {
+        return path.to_path_buf();
+    }
+    [
+        "model.safetensors",
+        "pytorch_model.bin",
+        "open_clip_model.safetensors",
+        "open_clip_pytorch_model.bin",
+    ]
+    .iter()
+    .map(|f| path.join(f))
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| path.join("model.safetensors"))
+}
+
 /// Builds a tower of `config` on `device` and loads an HF or open_clip checkpoint
-/// (`.safetensors`, sharded `index.json`, `.pth`/`.bin`) into it.
+/// (`.safetensors`, sharded `index.json`, `.pth`/`.bin`, or a model directory: see
+/// [`weights_file`]) into it.
 pub fn load_clip<B: Backend>(
     config: &ClipVisionConfig,
     path: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<(ClipVision<B>, LoadReport), LoadError> {
-    let checkpoint = Checkpoint::open(path)?;
+    let checkpoint = Checkpoint::open(weights_file(path.as_ref()))?;
     let dialect = ClipDialect::detect(&checkpoint)?;
     let (model, report) = load_checkpoint(config.init(device), &checkpoint, dialect.as_dialect())?;
     // Keys of the vision tower itself must all be used (fewer layers in the config would run
