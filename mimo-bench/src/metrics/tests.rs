@@ -212,6 +212,38 @@ fn coco_tokenize_drops_punctuation_and_splits_clitics() {
     assert_eq!(coco_tokenize("x-ray -- ok; fine?"), "x-ray ok fine");
 }
 
+/// Medical-style text (percentages, `&`, `/`, `Dr.`/`vs.`, numbers with units, symbols):
+/// agreement with pycocoevalcap's Java PTBTokenizer on the sentences of
+/// `scripts/reference/ptb_medical.py`.
+#[test]
+fn coco_tokenize_agrees_with_ptb_on_medical_text() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics/ptb_medical.json"),
+    )
+    .unwrap();
+    let rows: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let mut same = 0;
+    for r in &rows {
+        let (raw, want) = (r["raw"].as_str().unwrap(), r["tokenized"].as_str().unwrap());
+        let got = coco_tokenize(raw);
+        if got == want {
+            same += 1;
+        } else {
+            println!("PTB differs: {raw:?}: ours {got:?}, Java {want:?}");
+        }
+    }
+    println!(
+        "PTB approximation on medical text: {same}/{} sentences identical ({:.1} %)",
+        rows.len(),
+        100.0 * same as f64 / rows.len() as f64
+    );
+    assert!(same * 100 >= rows.len() * 99, "{same}/{}", rows.len());
+    assert_eq!(
+        coco_tokenize("EF 55%, Dr. Lee vs. 2.5mm & 10mg/kg w/ K+."),
+        "ef 55 % dr. lee vs. 2.5 mm & 10mg/kg w / k +"
+    );
+}
+
 fn decode(v: &Value) -> Vec<bool> {
     let rle = Rle {
         size: [

@@ -286,65 +286,221 @@ const PUNCTUATION: [&str; 17] = [
     "...", ";",
 ];
 
-/// An approximation of pycocoevalcap's tokenisation (Stanford PTBTokenizer with
-/// `-lowerCase`, then punctuation tokens removed): punctuation is split from words and
-/// dropped, brackets stay as `-lrb-`/`-rrb-`/... (pycocoevalcap's removal list has them in
-/// upper case), `'s`/`n't` are split off and abbreviations keep their period as PTB does.
-/// Not byte-identical to the Java tokenizer on unusual text (the agreement on the test
-/// corpus is printed by the tests).
-pub fn coco_tokenize(s: &str) -> String {
-    let lower = s.to_lowercase();
-    let mut tokens: Vec<String> = Vec::new();
-    for word in lower.split_whitespace() {
-        let mut cur = String::new();
-        let chars: Vec<char> = word.chars().collect();
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            let inner = i > 0
-                && i + 1 < chars.len()
-                && chars[i - 1].is_alphanumeric()
-                && chars[i + 1].is_alphanumeric();
-            if c.is_alphanumeric() || (inner && matches!(c, '-' | '.' | ',' | '/')) {
-                cur.push(c);
-            } else if c == '.' && cur.contains('.') && chars[i - 1].is_alphanumeric() {
-                // abbreviations keep their final period: "e.g.", "u.s."
-                cur.push(c);
-            } else if let Some(b) = bracket(c) {
-                if !cur.is_empty() {
-                    tokens.push(std::mem::take(&mut cur));
+/// Words that PTBTokenizer 3.4.1 keeps with their period, in any case: titles, company and
+/// place abbreviations, months, US states, `vs.`, `etc.`, `cf.`, `al.` (checked against the
+/// Java tokenizer one by one; `approx.`, `fig.`, `cm.`, `pt.` are not among them).
+const ABBREVIATIONS: &[&str] = &[
+    "mr", "mrs", "ms", "dr", "drs", "prof", "profs", "sen", "sens", "rep", "reps", "gov", "govs",
+    "gen", "col", "lt", "maj", "capt", "sgt", "cpl", "pvt", "adm", "rev", "hon", "pres", "messrs",
+    "mme", "mlle", "co", "corp", "inc", "ltd", "bros", "jr", "sr", "st", "ste", "ave", "blvd",
+    "mt", "ft", "vs", "etc", "cf", "al", "dept", "est", "ext", "jan", "feb", "mar", "apr", "jun",
+    "jul", "aug", "sep", "sept", "oct", "nov", "dec", "ala", "ariz", "calif", "colo", "conn", "ct",
+    "fla", "ga", "ind", "kan", "kans", "ky", "md", "mich", "minn", "mo", "va", "wis",
+];
+
+/// Kept with their period only when capitalised (they are also common words).
+const CAPITALISED_ABBREVIATIONS: &[&str] = &["ark", "del", "ill", "la", "mass", "pa", "wash"];
+
+/// Kept with their period only before a number: `ca. 20`, `no. 5`, `fig. 3`.
+const NUMBER_ABBREVIATIONS: &[&str] = &["ca", "no", "fig"];
+
+/// Characters after which a word goes on when a letter or digit follows: `x-ray`, `t1/t2`.
+fn joins(c: char) -> bool {
+    matches!(c, '-' | '/')
+}
+
+/// Length of an abbreviation with its period at `i` (`dr.`, `vs.`, `e.g.`, `u.s.a.`, an
+/// initial `a.`), if any; `before_number`: the next word starts with a digit.
+fn abbreviation_at(c: &[char], i: usize, before_number: bool) -> Option<usize> {
+    if !c[i].is_alphabetic() || (i > 0 && c[i - 1].is_alphanumeric()) {
+        return None;
+    }
+    // Acronyms: a letter, then (period, letter) one or more times, then an optional period.
+    let mut j = i + 1;
+    while j + 1 < c.len() && c[j] == '.' && c[j + 1].is_alphabetic() {
+        j += 2;
+    }
+    if j > i + 1 && (j == c.len() || !c[j].is_alphanumeric()) {
+        return Some(if j < c.len() && c[j] == '.' {
+            j + 1 - i
+        } else {
+            j - i
+        });
+    }
+    let mut j = i;
+    while j < c.len() && c[j].is_alphabetic() {
+        j += 1;
+    }
+    if j >= c.len() || c[j] != '.' {
+        return None;
+    }
+    let word: String = c[i..j].iter().collect::<String>().to_lowercase();
+    let w = word.as_str();
+    let initial = j == i + 1 && (i == 0 || matches!(c[i - 1], '(' | '[' | '"' | '\''));
+    let keep = initial
+        || ABBREVIATIONS.contains(&w)
+        || (CAPITALISED_ABBREVIATIONS.contains(&w) && c[i].is_uppercase())
+        || (NUMBER_ABBREVIATIONS.contains(&w) && before_number);
+    keep.then_some(j + 1 - i)
+}
+
+/// Length of a number with a decimal, thousands or time separator at `i` (`2.5`, `1,000`,
+/// `10:30`, `.5`, with a sign `-5`), continued by a hyphenated word (`3.5-mm`); a plain
+/// integer is left to the word rule (`10mg` is one token for PTB, `2.5mm` two).
+fn number_at(c: &[char], i: usize) -> Option<usize> {
+    let digit = |k: usize| k < c.len() && c[k].is_ascii_digit();
+    let mut j = i;
+    let signed =
+        matches!(c[j], '-' | '+') && digit(j + 1) && (j == 0 || !c[j - 1].is_alphanumeric());
+    if signed {
+        j += 1;
+    }
+    while digit(j) {
+        j += 1;
+    }
+    let mut groups = 0;
+    while j + 1 < c.len() && matches!(c[j], '.' | ',' | ':') && digit(j + 1) {
+        j += 1;
+        while digit(j) {
+            j += 1;
+        }
+        groups += 1;
+    }
+    if groups == 0 && !signed {
+        return None;
+    }
+    while j + 1 < c.len() && c[j] == '-' && c[j + 1].is_alphanumeric() {
+        j += 1;
+        while j < c.len() && c[j].is_alphanumeric() {
+            j += 1;
+        }
+    }
+    Some(j - i)
+}
+
+/// Splits one whitespace-separated word the way PTBTokenizer does (the cases that matter for
+/// medical text; see [`coco_tokenize`]).
+fn lex_word(word: &str, before_number: bool, out: &mut Vec<String>) {
+    let c: Vec<char> = word.chars().collect();
+    let n = c.len();
+    let mut i = 0;
+    while i < n {
+        if let Some(len) = abbreviation_at(&c, i, before_number).or_else(|| number_at(&c, i)) {
+            out.push(c[i..i + len].iter().collect());
+            i += len;
+            continue;
+        }
+        let ch = c[i];
+        if ch.is_alphanumeric() || (ch == '@' && i + 1 < n && c[i + 1].is_alphanumeric()) {
+            let mut j = i + 1;
+            loop {
+                while j < n && c[j].is_alphanumeric() {
+                    j += 1;
                 }
-                tokens.push(b.to_string());
-            } else if c == '\'' && !cur.is_empty() && i + 1 < chars.len() {
-                // clitics: "liver's" -> "liver 's", "don't" -> "do n't"
-                let negation = cur.len() > 1 && cur.ends_with('n') && chars[i + 1] == 't';
-                if negation {
-                    cur.pop();
+                let next_alnum = j + 1 < n && c[j + 1].is_alphanumeric();
+                let amp = j < n
+                    && c[j] == '&'
+                    && c[j - 1].is_uppercase()
+                    && j + 1 < n
+                    && c[j + 1].is_uppercase();
+                let oclock = j < n
+                    && c[j] == '\''
+                    && next_alnum
+                    && j == i + 1
+                    && c[i].eq_ignore_ascii_case(&'o');
+                if j < n && ((joins(c[j]) && next_alnum) || amp || oclock) {
+                    j += 1;
+                    continue;
                 }
-                tokens.push(std::mem::take(&mut cur));
-                if negation {
-                    cur.push('n');
-                }
-                cur.push(c);
-            } else {
-                if !cur.is_empty() {
-                    tokens.push(std::mem::take(&mut cur));
-                }
-                tokens.push(c.to_string());
+                break;
             }
-            i += 1;
+            // Clitics: "isn't" -> "is n't", "liver's" -> "liver 's".
+            if j < n && c[j] == '\'' {
+                let rest: String = c[j + 1..].iter().collect::<String>().to_lowercase();
+                let tail_end = |len: usize| j + 1 + len == n || !c[j + 1 + len].is_alphanumeric();
+                if rest.starts_with('t')
+                    && tail_end(1)
+                    && j > i + 1
+                    && c[j - 1].eq_ignore_ascii_case(&'n')
+                {
+                    out.push(c[i..j - 1].iter().collect());
+                    out.push("n't".into());
+                    i = j + 2;
+                    continue;
+                }
+                if let Some(len) = ["s", "m", "d", "ll", "re", "ve"]
+                    .iter()
+                    .find(|t| rest.starts_with(**t) && tail_end(t.len()))
+                    .map(|t| t.len())
+                {
+                    out.push(c[i..j].iter().collect());
+                    out.push(c[j..j + 1 + len].iter().collect());
+                    i = j + 1 + len;
+                    continue;
+                }
+            }
+            out.push(c[i..j].iter().collect());
+            i = j;
+            continue;
         }
-        if !cur.is_empty() {
-            tokens.push(cur);
+        if ch == '\'' && i + 1 < n && c[i + 1].is_ascii_digit() {
+            // "'90s"
+            let mut j = i + 1;
+            while j < n && c[j].is_alphanumeric() {
+                j += 1;
+            }
+            out.push(c[i..j].iter().collect());
+            i = j;
+            continue;
         }
+        out.push(match (ch, bracket(ch)) {
+            (_, Some(b)) => b.to_string(),
+            ('"' | '`' | '\u{201c}' | '\u{201d}', _) => "''".to_string(),
+            _ => ch.to_string(),
+        });
+        i += 1;
+    }
+}
+
+/// An approximation of pycocoevalcap's tokenisation (Stanford PTBTokenizer 3.4.1 with
+/// `-lowerCase`, then its punctuation tokens removed), written from the Java tokenizer's
+/// behaviour on probe sentences:
+///
+/// - punctuation (`. , ; : ? ! -` quotes) is split off and dropped; brackets stay as
+///   `-lrb-`/`-rrb-`/... (pycocoevalcap's removal list has them in upper case);
+/// - symbols stay as tokens of their own: `55 %`, `heart & lungs`, `~ 40`, `38.5 ° c`,
+///   `# 1`, `$ 100`, `p < 0.05`, `k +` (but `R&D`, `AT&T` stay whole);
+/// - words go on over `-` and `/` between letters or digits (`x-ray`, `t1/t2`, `s/p`,
+///   `120/80`, `l4-l5`); `w/` is `w /`;
+/// - numbers with a decimal, thousands or time separator are tokens of their own, so
+///   `2.5mm` is `2.5 mm` and `12:30pm` is `12:30 pm`, while `10mg`, `2mm`, `3rd` stay whole,
+///   as PTB has them; `3.5-mm` stays whole;
+/// - titles and other known abbreviations keep their period (`dr.`, `vs.`, `etc.`, `mr.`;
+///   `ca.`, `no.`, `fig.` before a number), as do initials and letter-period acronyms (`a.`,
+///   `e.g.`, `u.s.`, `a.m.`); other words lose it;
+/// - clitics are split: `is n't`, `liver 's`; `o'clock`, `O'Brien` and `'90s` stay whole.
+///
+/// Agreement with the Java tokenizer is measured by the tests on two corpora (the metric
+/// fixtures' sentences and medical-style sentences with the features above).
+pub fn coco_tokenize(s: &str) -> String {
+    let mut tokens: Vec<String> = Vec::new();
+    let words: Vec<&str> = s.split_whitespace().collect();
+    for (k, word) in words.iter().enumerate() {
+        let before_number = words
+            .get(k + 1)
+            .is_some_and(|w| w.starts_with(|c: char| c.is_ascii_digit()));
+        lex_word(word, before_number, &mut tokens);
     }
     tokens
         .into_iter()
-        .filter(|t| {
-            !t.is_empty()
-                && !PUNCTUATION.contains(&t.as_str())
-                && t.chars().any(|c| c.is_alphanumeric())
+        .map(|t| {
+            if t.starts_with("-l") || t.starts_with("-r") {
+                t
+            } else {
+                t.to_lowercase()
+            }
         })
+        .filter(|t| !t.is_empty() && !PUNCTUATION.contains(&t.as_str()))
         .collect::<Vec<_>>()
         .join(" ")
 }
