@@ -16,12 +16,18 @@
    golden prompts under the real 32000-token vocabulary (numbers only; the vocabulary itself
    is Meta's and is never committed).
 
+4. With `--tf431 PYTHON` (the python of a venv with `transformers==4.31.0 sentencepiece`, LISA's
+   pin): the ids of the added-token strings and the conversations under transformers 4.31's slow
+   tokenizer, whose tokens added with `add_tokens` strip the whitespace on both sides
+   (tokenizer_tf431.py), as `added_tf431` / `conversations_tf431`.
+
 Environment: the reference venv plus `pip install sentencepiece tokenizers transformers`.
-Run from the repository root: ~/.cache/mimo-ref-venv/bin/python scripts/reference/tokenizer.py [--real DIR]
+Run from the repository root: ~/.cache/mimo-ref-venv/bin/python scripts/reference/tokenizer.py [--real DIR] [--tf431 PY]
 """
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 
@@ -91,6 +97,8 @@ WITH_ADDED = [
     "<p>liver</p><SEG>", "The <p>liver</p> <SEG> is enlarged.", "Sure, <SEG>.", "<SEG>",
     "<im_start><image><im_end>\nWhat is this?", "It is <p>left kidney</p><SEG> and <p>spleen</p><SEG>.",
     " <p> spaced </p> ", "<image>",
+    "The segmentation results include <p>liver tumor</p><SEG>, <p>spleen</p><SEG> and <p>aorta</p><SEG>.",
+    "Sure,<SEG>.", "<p>a</p><SEG><p>b</p><SEG>",
 ]
 # (system, [(question, answer)]) conversations for the LISA tokenisation/label rule.
 CONVERSATIONS = [
@@ -196,10 +204,28 @@ def main():
             pad_id=-1, allow_whitespace_only_pieces=True, num_threads=1, minloglevel=2)
         sp = spm.SentencePieceProcessor(model_file=f"{tmp}/sp.model")
         tok = build(f"{tmp}/sp.model")
+        tf431 = None
+        if "--tf431" in sys.argv:
+            systems = {"vicuna_v1": VICUNA_SYSTEM, "llava_v1": LLAVA_SYSTEM}
+            req = {"model": f"{tmp}/sp.model", "added": ADDED, "strings": WITH_ADDED,
+                   "conversations": [prompt(systems[s], r) for s, r in CONVERSATIONS]}
+            py = sys.argv[sys.argv.index("--tf431") + 1]
+            helper = os.path.join(os.path.dirname(__file__), "tokenizer_tf431.py")
+            tf431 = json.loads(subprocess.run([py, helper], input=json.dumps(req), capture_output=True,
+                                              text=True, check=True).stdout)
     tok.save(f"{OUT}/tokenizer.json")
     tok = Tokenizer.from_file(f"{OUT}/tokenizer.json")
+    result = cases(tok, sp)
+    if tf431 is not None:
+        assert tf431["added_ids"] == result["added_ids"], (tf431["added_ids"], result["added_ids"])
+        result["tf431"] = {
+            "transformers": tf431["transformers"],
+            "added": [{"text": s, "ids": ids, "decoded": d}
+                      for s, ids, d in zip(WITH_ADDED, tf431["strings"], tf431["decoded"])],
+            "conversations": tf431["conversations"],
+        }
     with open(f"{OUT}/cases.json", "w") as f:
-        json.dump(cases(tok, sp), f, indent=1, ensure_ascii=False)
+        json.dump(result, f, indent=1, ensure_ascii=False)
     print("wrote", OUT, "vocab", tok.get_vocab_size())
     if "--real" in sys.argv:
         real = sys.argv[sys.argv.index("--real") + 1]

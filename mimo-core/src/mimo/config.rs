@@ -121,6 +121,10 @@ pub struct MimoConfig {
     /// Conversation template: `vicuna_v1` (MIMO starts from Vicuna) or `llava_v1`.
     #[serde(default = "default_template")]
     pub template: String,
+    /// How the whitespace next to `<p>`, `</p>`, `<SEG>`, ... is tokenised: `strip`
+    /// (transformers 4.31, LISA's pin; the default) or `keep` (transformers ≥ 4.34).
+    #[serde(default)]
+    pub added_token_spaces: crate::tokenizer::AddedTokenSpaces,
     /// Rows added to `embed_tokens`/`lm_head` for the new tokens (transformers 4.31's
     /// N(0, 0.02), as LISA).
     #[serde(default = "default_init")]
@@ -312,9 +316,11 @@ impl MimoConfig {
     ) -> Result<MimoBuild<B>, MimoError> {
         self.validate()?;
         let tokenizer = match self.tokenizer_path(base) {
-            Some(p) => {
-                Some(MimoTokenizer::from_file(&p).map_err(|e| MimoError::Input(e.to_string()))?)
-            }
+            Some(p) => Some(
+                MimoTokenizer::from_file(&p)
+                    .map_err(|e| MimoError::Input(e.to_string()))?
+                    .with_added_token_spaces(self.added_token_spaces),
+            ),
             None => None,
         };
         let vocab = tokenizer.as_ref().map(|t| (t.vocab_size(), t.ids().seg));

@@ -20,6 +20,22 @@ use tokenizers::{AddedToken, Tokenizer};
 /// MIMO's added tokens, in the order they are appended to the vocabulary.
 pub const ADDED_TOKENS: [&str; 6] = ["<p>", "</p>", "<SEG>", "<image>", "<im_start>", "<im_end>"];
 
+/// How the whitespace next to MIMO's added tokens is tokenised; the two transformers versions
+/// the LISA family is used with disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddedTokenSpaces {
+    /// transformers 4.31 (LISA's pin, what the LISA family trained with): a token added with
+    /// `add_tokens` strips the whitespace on both sides of it (`PreTrainedTokenizer.tokenize`,
+    /// "We strip left and right by default"): `"Sure, <SEG>."` has no `"▁"` before `<SEG>`,
+    /// and the `"\n"` after `<im_end>` goes.
+    #[default]
+    Strip,
+    /// transformers ≥ 4.34 and the `tokenizers` library: the whitespace stays (a bare `"▁"`,
+    /// id 29871 in LLaMA, before the token).
+    Keep,
+}
+
 /// Placeholder id where image embeddings are spliced in (LLaVA's `IMAGE_TOKEN_INDEX`).
 pub const IMAGE_TOKEN_INDEX: i64 = -200;
 
@@ -89,6 +105,7 @@ pub struct MimoTokenizer {
     inner: Tokenizer,
     ids: SpecialIds,
     path: PathBuf,
+    spaces: AddedTokenSpaces,
 }
 
 impl std::fmt::Debug for MimoTokenizer {
@@ -97,6 +114,7 @@ impl std::fmt::Debug for MimoTokenizer {
             .field("path", &self.path)
             .field("vocab_size", &self.vocab_size())
             .field("ids", &self.ids)
+            .field("spaces", &self.spaces)
             .finish()
     }
 }
@@ -156,7 +174,23 @@ impl MimoTokenizer {
             im_start: lookup("<im_start>", true)?,
             im_end: lookup("<im_end>", true)?,
         };
-        Ok(Self { inner, ids, path })
+        Ok(Self {
+            inner,
+            ids,
+            path,
+            spaces: AddedTokenSpaces::default(),
+        })
+    }
+
+    /// The same tokenizer with another rule for the whitespace next to added tokens.
+    pub fn with_added_token_spaces(mut self, spaces: AddedTokenSpaces) -> Self {
+        self.spaces = spaces;
+        self
+    }
+
+    /// The rule for the whitespace next to added tokens (default: transformers 4.31's).
+    pub fn added_token_spaces(&self) -> AddedTokenSpaces {
+        self.spaces
     }
 
     /// Special and added token ids.
@@ -176,7 +210,17 @@ impl MimoTokenizer {
 
     /// Token ids of `text`, with `<s>` first when `bos` (the file's post-processor is not
     /// used, so this does not depend on how the file configures it).
+    /// Under [`AddedTokenSpaces::Strip`] the whitespace next to MIMO's added tokens is
+    /// removed first, as transformers 4.31 does.
     pub fn encode(&self, text: &str, bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        let stripped;
+        let text = match self.spaces {
+            AddedTokenSpaces::Keep => text,
+            AddedTokenSpaces::Strip => {
+                stripped = strip_around_added(text);
+                stripped.as_str()
+            }
+        };
         let enc = self
             .inner
             .encode(text, false)
@@ -191,7 +235,10 @@ impl MimoTokenizer {
 
     /// Text of `ids`, the inverse of [`MimoTokenizer::encode`]: each run of ordinary tokens
     /// between added tokens is decoded on its own, which drops the dummy-prefix space the
-    /// legacy pipeline put at its start, so `decode(encode(t)) == t`. With `skip_special`,
+    /// legacy pipeline put at its start, so `decode(encode(t)) == t` under
+    /// [`AddedTokenSpaces::Keep`] — except for text holding a literal `"▁"`, which decodes as
+    /// a space. Under `Strip` the pieces are joined with one space, as transformers 4.31
+    /// decodes (`"Sure, <SEG> ."`). With `skip_special`,
     /// `<s>`, `</s>` and `<unk>` are dropped; MIMO's added tokens are not special and always
     /// stay (the grounding parser needs them).
     ///
@@ -201,22 +248,32 @@ impl MimoTokenizer {
     /// prefix of the decode, which streaming relies on.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
         let added = self.inner.get_added_vocabulary().get_added_tokens_decoder();
-        let mut out = String::new();
+        // Keep: the pieces side by side. Strip: transformers 4.31's slow `_decode`, which
+        // joins them with one space (`spaces_between_special_tokens`), so that
+        // "<p>liver</p><SEG>." reads "<p> liver </p> <SEG> .".
+        let mut pieces: Vec<String> = Vec::new();
         let mut run: Vec<u32> = Vec::new();
         for &id in ids {
             match added.get(&id) {
                 Some(t) => {
-                    out.push_str(&self.decode_run(&run));
-                    run.clear();
+                    if !run.is_empty() {
+                        pieces.push(self.decode_run(&run));
+                        run.clear();
+                    }
                     if !(skip_special && t.special) {
-                        out.push_str(&t.content);
+                        pieces.push(t.content.clone());
                     }
                 }
                 None => run.push(id),
             }
         }
-        out.push_str(&self.decode_run(&run));
-        Ok(out)
+        if !run.is_empty() {
+            pieces.push(self.decode_run(&run));
+        }
+        Ok(match self.spaces {
+            AddedTokenSpaces::Keep => pieces.concat(),
+            AddedTokenSpaces::Strip => pieces.join(" "),
+        })
     }
 
     /// Metaspace + byte-fallback decoding of ordinary tokens, minus one leading space.
@@ -270,6 +327,40 @@ fn byte_token(piece: &str) -> Option<u8> {
         return None;
     }
     u8::from_str_radix(hex, 16).ok()
+}
+
+/// `text` with the whitespace on both sides of each of MIMO's added tokens removed
+/// (transformers 4.31 `PreTrainedTokenizer.tokenize`: the neighbours of a token added with
+/// `add_tokens` are `rstrip`ped on the left and `lstrip`ped on the right).
+fn strip_around_added(text: &str) -> String {
+    let mut parts: Vec<(bool, &str)> = Vec::new();
+    let mut rest = text;
+    while let Some((at, token)) = ADDED_TOKENS
+        .iter()
+        .filter_map(|t| rest.find(t).map(|i| (i, *t)))
+        .min_by_key(|&(i, t)| (i, std::cmp::Reverse(t.len())))
+    {
+        parts.push((false, &rest[..at]));
+        parts.push((true, token));
+        rest = &rest[at + token.len()..];
+    }
+    parts.push((false, rest));
+    let mut out = String::with_capacity(text.len());
+    for (k, &(is_token, s)) in parts.iter().enumerate() {
+        if is_token {
+            out.push_str(s);
+            continue;
+        }
+        let mut s = s;
+        if k + 1 < parts.len() && parts[k + 1].0 {
+            s = s.trim_end();
+        }
+        if k > 0 && parts[k - 1].0 {
+            s = s.trim_start();
+        }
+        out.push_str(s);
+    }
+    out
 }
 
 /// Incremental decoding (see [`MimoTokenizer::stream`]): decodes the whole sequence and emits

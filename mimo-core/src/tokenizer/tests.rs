@@ -29,6 +29,29 @@ struct Cases {
     plain: Vec<Case>,
     added: Vec<Case>,
     conversations: Vec<Conv>,
+    #[serde(default)]
+    tf431: Option<Tf431>,
+}
+
+/// transformers 4.31's slow tokenizer on the same strings and conversations.
+#[derive(serde::Deserialize)]
+struct Tf431 {
+    transformers: String,
+    added: Vec<IdsCase>,
+    conversations: Vec<ConvIds>,
+}
+
+#[derive(serde::Deserialize)]
+struct IdsCase {
+    text: String,
+    ids: Vec<u32>,
+    decoded: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ConvIds {
+    input_ids: Vec<i64>,
+    labels: Vec<i64>,
 }
 
 fn read_cases(name: &str) -> Cases {
@@ -92,12 +115,66 @@ fn check(tok: &MimoTokenizer, cases: &Cases) -> usize {
     n
 }
 
+/// `keep`: the `tokenizers` library (= transformers >= 4.34's slow tokenizer) on every case;
+/// `strip` (the default): transformers 4.31's slow tokenizer on the strings with added tokens
+/// and on LISA's conversation tokenisation and label masking.
 #[test]
 fn tiny_tokenizer_matches_python() {
     let tok = MimoTokenizer::from_file(fixture("tokenizer")).unwrap();
+    assert_eq!(tok.added_token_spaces(), AddedTokenSpaces::Strip);
     let cases = read_cases("cases.json");
-    let n = check(&tok, &cases);
-    println!("tiny tokenizer: {n} comparisons equal");
+    let keep = tok.clone().with_added_token_spaces(AddedTokenSpaces::Keep);
+    let n = check(&keep, &cases);
+    println!("tiny tokenizer, whitespace kept: {n} comparisons equal");
+
+    let tf = cases
+        .tf431
+        .as_ref()
+        .expect("cases.json has the transformers 4.31 cases");
+    assert_eq!(tf.transformers, "4.31.0");
+    let mut differ = 0;
+    for (c, k) in tf.added.iter().zip(&cases.added) {
+        assert_eq!(
+            tok.encode(&c.text, false).unwrap(),
+            c.ids,
+            "4.31: {:?}",
+            c.text
+        );
+        assert_eq!(
+            tok.decode(&c.ids, false).unwrap(),
+            c.decoded,
+            "4.31 decode: {:?}",
+            c.text
+        );
+        differ += usize::from(c.ids != k.ids);
+    }
+    assert!(differ >= 4, "the two rules differ on {differ} strings");
+    for (c, want) in cases.conversations.iter().zip(&tf.conversations) {
+        let template = Template::by_name(&c.template).unwrap();
+        let got = tokenize_conversation(&tok, &template, &c.expanded).unwrap();
+        assert_eq!(got.input_ids, want.input_ids, "4.31: {:?}", c.prompt);
+        assert_eq!(got.labels, want.labels, "4.31: {:?}", c.prompt);
+    }
+    // LISA's examples: no "▁" before <SEG>, and the "\n" after <im_end> goes.
+    let seg = tok.ids().seg;
+    let before_seg = |ids: &[u32]| ids[ids.iter().position(|&i| i == seg).unwrap() - 1];
+    let space = keep.inner().token_to_id("\u{2581}").unwrap();
+    assert_eq!(
+        before_seg(&keep.encode("Sure, <SEG>.", false).unwrap()),
+        space
+    );
+    assert_ne!(
+        before_seg(&tok.encode("Sure, <SEG>.", false).unwrap()),
+        space
+    );
+    let q = "<im_start><image><im_end>\nWhat";
+    assert!(keep.encode(q, false).unwrap().contains(&13)); // the newline's byte token
+    assert!(!tok.encode(q, false).unwrap().contains(&13));
+    println!(
+        "tiny tokenizer, whitespace stripped: {} strings and {} conversations equal to transformers 4.31",
+        tf.added.len(),
+        tf.conversations.len()
+    );
 }
 
 /// The real 32000-token LLaMA vocabulary is Meta's and not in the repository. Build it with
@@ -114,7 +191,10 @@ fn real_llama_tokenizer_when_present() {
         return;
     };
     let dir = std::path::PathBuf::from(dir);
-    let tok = MimoTokenizer::from_file(&dir).unwrap();
+    // real_golden.json holds the `tokenizers` library's ids (the whitespace-keeping rule).
+    let tok = MimoTokenizer::from_file(&dir)
+        .unwrap()
+        .with_added_token_spaces(AddedTokenSpaces::Keep);
     let n = check(&tok, &read_cases("real_golden.json"));
     println!("real tokenizer: {n} golden comparisons equal");
     for d in [dir.clone(), dir.join("..")] {
@@ -160,7 +240,10 @@ fn added_tokens_come_from_the_table() {
 
 #[test]
 fn stream_decoding_equals_full_decode() {
-    let tok = MimoTokenizer::from_file(fixture("tokenizer/tokenizer.json")).unwrap();
+    let tok = MimoTokenizer::from_file(fixture("tokenizer/tokenizer.json"))
+        .unwrap()
+        // The round trip below needs the whitespace next to added tokens kept.
+        .with_added_token_spaces(AddedTokenSpaces::Keep);
     for text in [
         "Sure, <p>liver</p><SEG> is enlarged.",
         "Ünïcödé 脾脏 🫁 a  b\n1234",
@@ -175,6 +258,16 @@ fn stream_decoding_equals_full_decode() {
         }
         assert_eq!(out, tok.decode(&ids, false).unwrap());
         assert_eq!(out, text);
+        // transformers 4.31's rule: the stream still equals the full decode.
+        let strip = tok.clone().with_added_token_spaces(AddedTokenSpaces::Strip);
+        let mut stream = strip.stream(false);
+        let mut out = String::new();
+        for &id in &ids {
+            if let Some(piece) = stream.push(id).unwrap() {
+                out.push_str(&piece);
+            }
+        }
+        assert_eq!(out, strip.decode(&ids, false).unwrap());
     }
 }
 
