@@ -19,7 +19,9 @@
 4. With `--tf431 PYTHON` (the python of a venv with `transformers==4.31.0 sentencepiece`, LISA's
    pin): the ids of the added-token strings and the conversations under transformers 4.31's slow
    tokenizer, whose tokens added with `add_tokens` strip the whitespace on both sides
-   (tokenizer_tf431.py), as `added_tf431` / `conversations_tf431`.
+   (tokenizer_tf431.py), as `tf431`. With `--tf-keep PYTHON` (a venv with a transformers >= 4.34,
+   e.g. 4.46.3), the same helper asserts that that version's slow tokenizer gives exactly the
+   `tokenizers` library's ids of `added` and `conversations` (the whitespace-keeping rule).
 
 Environment: the reference venv plus `pip install sentencepiece tokenizers transformers`.
 Run from the repository root: ~/.cache/mimo-ref-venv/bin/python scripts/reference/tokenizer.py [--real DIR] [--tf431 PY]
@@ -213,6 +215,15 @@ def main():
             helper = os.path.join(os.path.dirname(__file__), "tokenizer_tf431.py")
             tf431 = json.loads(subprocess.run([py, helper], input=json.dumps(req), capture_output=True,
                                               text=True, check=True).stdout)
+        keep = None
+        if "--tf-keep" in sys.argv:
+            systems = {"vicuna_v1": VICUNA_SYSTEM, "llava_v1": LLAVA_SYSTEM}
+            req = {"model": f"{tmp}/sp.model", "added": ADDED, "strings": WITH_ADDED,
+                   "conversations": [prompt(systems[s], r) for s, r in CONVERSATIONS]}
+            py = sys.argv[sys.argv.index("--tf-keep") + 1]
+            helper = os.path.join(os.path.dirname(__file__), "tokenizer_tf431.py")
+            keep = json.loads(subprocess.run([py, helper], input=json.dumps(req), capture_output=True,
+                                             text=True, check=True).stdout)
     tok.save(f"{OUT}/tokenizer.json")
     tok = Tokenizer.from_file(f"{OUT}/tokenizer.json")
     result = cases(tok, sp)
@@ -224,6 +235,11 @@ def main():
                       for s, ids, d in zip(WITH_ADDED, tf431["strings"], tf431["decoded"])],
             "conversations": tf431["conversations"],
         }
+    if keep is not None:
+        assert [c["ids"] for c in result["added"]] == keep["strings"], keep["strings"]
+        for c, k in zip(result["conversations"], keep["conversations"]):
+            assert (c["input_ids"], c["labels"]) == (k["input_ids"], k["labels"]), c["prompt"]
+        result["keep_checked_with_transformers"] = keep["transformers"]
     with open(f"{OUT}/cases.json", "w") as f:
         json.dump(result, f, indent=1, ensure_ascii=False)
     print("wrote", OUT, "vocab", tok.get_vocab_size())
