@@ -321,7 +321,15 @@ fn serve(engine: Engine, rx: Receiver<Job>) {
                     continue;
                 };
                 let result = catch_unwind(AssertUnwindSafe(|| {
-                    answer(built, &image, question, prompts, &generation, &events)
+                    answer(
+                        built,
+                        &image,
+                        question,
+                        prompts,
+                        &generation,
+                        &events,
+                        job.deadline,
+                    )
                 }))
                 .unwrap_or_else(|p| Err(ApiError::internal(panic_message(p))));
                 let _ = events.send(match result {
@@ -420,6 +428,7 @@ fn answer(
     prompts: Vec<VisualPrompt>,
     generation: &GenerationConfig,
     events: &mpsc::UnboundedSender<AnswerEvent>,
+    deadline: Instant,
 ) -> Result<AnswerOut, ApiError> {
     let started = Instant::now();
     let tok = built
@@ -429,21 +438,25 @@ fn answer(
     let mut generation = generation.clone();
     generation.eos_token_id = vec![tok.ids().eos];
     generation.pad_token_id = tok.ids().pad();
+    // Generation stops at the deadline or when the client has gone (its receiver dropped).
+    let stop = || Instant::now() > deadline || events.is_closed();
     let a = built
         .model
-        .answer(
+        .answer_batch_until(
             tok,
             &built.template,
-            AnswerRequest {
+            &[AnswerRequest {
                 image,
                 question: &question,
                 prompts: &prompts,
-            },
+            }],
             &generation,
-            &mut |t| {
+            &mut |_, t| {
                 let _ = events.send(AnswerEvent::Text(t.to_string()));
             },
+            &stop,
         )
+        .map(|mut v| v.remove(0))
         .map_err(|e| match e {
             MimoError::Input(m) => ApiError::bad_request(m),
             e => ApiError::internal(e.to_string()),

@@ -287,6 +287,21 @@ impl<B: Backend> Mimo<B> {
         cfg: &GenerationConfig,
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<GroundedAnswer>, MimoError> {
+        self.answer_batch_until(tok, template, requests, cfg, on_text, &|| false)
+    }
+
+    /// [`Mimo::answer_batch`] that ends generation early (finish reason `Stop`) once `stop()`
+    /// says so, asked after every generated token: a deadline, a client that has gone. The
+    /// answer so far is still grounded.
+    pub fn answer_batch_until(
+        &self,
+        tok: &MimoTokenizer,
+        template: &Template,
+        requests: &[AnswerRequest<'_>],
+        cfg: &GenerationConfig,
+        on_text: &mut dyn FnMut(usize, &str),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<GroundedAnswer>, MimoError> {
         cfg.validate()?;
         let ids = requests
             .iter()
@@ -309,7 +324,7 @@ impl<B: Backend> Mimo<B> {
                     on_text(row, &text[emitted[row]..]);
                     emitted[row] = text.len();
                 }
-                false
+                stop()
             },
             &mut |_, _, _| {},
         )?;

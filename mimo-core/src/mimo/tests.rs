@@ -735,4 +735,15 @@ fn batched_answers_equal_single_answers() {
         assert_eq!(got.tokens, alone.tokens, "{}", r.question);
         assert_eq!(got.size, alone.size);
     }
+    // Stopped after its second token, an answer keeps those tokens and says why it ended.
+    let asked = std::cell::Cell::new(0);
+    let stopped = model
+        .answer_batch_until(&tok, &template, &reqs[..1], &gcfg, &mut |_, _| {}, &|| {
+            asked.set(asked.get() + 1);
+            asked.get() >= 2
+        })
+        .unwrap();
+    assert!(batch[0].tokens.len() > 2, "the unstopped answer is longer");
+    assert_eq!(stopped[0].tokens, batch[0].tokens[..2]);
+    assert_eq!(stopped[0].finish, crate::llm::FinishReason::Stop);
 }
