@@ -180,32 +180,9 @@ pub fn run(args: SegmentArgs) -> Result<(), String> {
     Backend::sync(&device).map_err(|e| format!("backend error: {e:?}"))?;
 
     let (w, h) = (image.width(), image.height());
-    // Threshold on the host: bool tensors are stored differently per backend (u8 on the
-    // CPU, u32 on wgpu), float logits read back the same everywhere.
-    let masks: Vec<bool> = pred
-        .masks
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| format!("reading masks: {e:?}"))?
-        .into_iter()
-        .map(|v| v > pred.mask_threshold)
-        .collect();
-    let ious: Vec<f32> = pred
-        .iou_predictions
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| format!("reading IoUs: {e:?}"))?;
-    let best = ious
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap_or(0);
-    let mask_of = |k: usize| &masks[k * w * h..(k + 1) * w * h];
+    let host = pred.to_host()?;
+    let (ious, best) = (&host.ious, host.best);
+    let mask_of = |k: usize| host.mask(k);
 
     let best_mask = mask_of(best);
     let png = overlay::mask_png(best_mask, w, h)?;

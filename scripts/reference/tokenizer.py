@@ -193,6 +193,17 @@ def cases(tok, sp):
     }
 
 
+def run_slow(python, model):
+    """tokenizer_tf431.py under another venv's python: a transformers version's slow tokenizer on
+    the added-token strings and the conversations."""
+    systems = {"vicuna_v1": VICUNA_SYSTEM, "llava_v1": LLAVA_SYSTEM}
+    req = {"model": model, "added": ADDED, "strings": WITH_ADDED,
+           "conversations": [prompt(systems[s], r) for s, r in CONVERSATIONS]}
+    helper = os.path.join(os.path.dirname(__file__), "tokenizer_tf431.py")
+    return json.loads(subprocess.run([python, helper], input=json.dumps(req), capture_output=True,
+                                     text=True, check=True).stdout)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     rng = random.Random(0)
@@ -206,15 +217,8 @@ def main():
             pad_id=-1, allow_whitespace_only_pieces=True, num_threads=1, minloglevel=2)
         sp = spm.SentencePieceProcessor(model_file=f"{tmp}/sp.model")
         tok = build(f"{tmp}/sp.model")
-        tf431 = None
-        if "--tf431" in sys.argv:
-            systems = {"vicuna_v1": VICUNA_SYSTEM, "llava_v1": LLAVA_SYSTEM}
-            req = {"model": f"{tmp}/sp.model", "added": ADDED, "strings": WITH_ADDED,
-                   "conversations": [prompt(systems[s], r) for s, r in CONVERSATIONS]}
-            py = sys.argv[sys.argv.index("--tf431") + 1]
-            helper = os.path.join(os.path.dirname(__file__), "tokenizer_tf431.py")
-            tf431 = json.loads(subprocess.run([py, helper], input=json.dumps(req), capture_output=True,
-                                              text=True, check=True).stdout)
+        tf431 = run_slow(sys.argv[sys.argv.index("--tf431") + 1], f"{tmp}/sp.model") if "--tf431" in sys.argv else None
+        keep = run_slow(sys.argv[sys.argv.index("--tf-keep") + 1], f"{tmp}/sp.model") if "--tf-keep" in sys.argv else None
         keep = None
         if "--tf-keep" in sys.argv:
             systems = {"vicuna_v1": VICUNA_SYSTEM, "llava_v1": LLAVA_SYSTEM}

@@ -341,16 +341,6 @@ fn serve(engine: Engine, rx: Receiver<Job>) {
     }
 }
 
-fn host_f32<const D: usize>(
-    t: burn::tensor::Tensor<Backend, D>,
-    what: &str,
-) -> Result<Vec<f32>, ApiError> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .map_err(|e| ApiError::internal(format!("reading {what}: {e:?}")))
-}
-
 fn mask_out(mask: &[bool], w: usize, h: usize, predicted_iou: f32) -> Result<MaskOut, ApiError> {
     let png = overlay::mask_png(mask, w, h).map_err(ApiError::internal)?;
     Ok(MaskOut {
@@ -394,27 +384,16 @@ fn segment(
     let pred: Prediction<Backend> = sam
         .predict(embedding, prompt, multimask)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let threshold = pred.mask_threshold;
-    let masks: Vec<bool> = host_f32(pred.masks, "masks")?
-        .into_iter()
-        .map(|v| v > threshold)
-        .collect();
-    let ious = host_f32(pred.iou_predictions, "IoUs")?;
+    let host = pred.to_host().map_err(ApiError::internal)?;
     Backend::sync(&backend::device())
         .map_err(|e| ApiError::internal(format!("backend error: {e:?}")))?;
-    let best = ious
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap_or(0);
-    let masks = (0..ious.len())
-        .map(|k| mask_out(&masks[k * w * h..(k + 1) * w * h], w, h, ious[k]))
+    let masks = (0..host.ious.len())
+        .map(|k| mask_out(host.mask(k), w, h, host.ious[k]))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(SegmentOut {
         width: w,
         height: h,
-        best,
+        best: host.best,
         masks,
         seconds: started.elapsed().as_secs_f64(),
         cached_embedding,

@@ -285,7 +285,63 @@ pub struct Prediction<B: Backend> {
     pub mask_threshold: f32,
 }
 
+/// A [`Prediction`] read back to the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPrediction {
+    /// `K` binary masks, row-major `K x H x W` (logit > threshold).
+    pub masks: Vec<bool>,
+    /// Predicted IoU of each mask.
+    pub ious: Vec<f32>,
+    /// The mask with the highest predicted IoU.
+    pub best: usize,
+    /// `(height, width)` of each mask.
+    pub size: (usize, usize),
+}
+
+impl HostPrediction {
+    /// Mask `k`, row-major `H x W`.
+    pub fn mask(&self, k: usize) -> &[bool] {
+        let n = self.size.0 * self.size.1;
+        &self.masks[k * n..(k + 1) * n]
+    }
+}
+
 impl<B: Backend> Prediction<B> {
+    /// The masks (thresholded on the host: float logits read back the same on every backend)
+    /// and predicted IoUs, with the index of the best mask.
+    pub fn to_host(&self) -> Result<HostPrediction, String> {
+        let [_, _, h, w] = self.masks.dims();
+        let masks = self
+            .masks
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| format!("reading masks: {e:?}"))?
+            .into_iter()
+            .map(|v| v > self.mask_threshold)
+            .collect();
+        let ious = self
+            .iou_predictions
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| format!("reading IoUs: {e:?}"))?;
+        let best = ious
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        Ok(HostPrediction {
+            masks,
+            ious,
+            best,
+            size: (h, w),
+        })
+    }
+
     /// `masks > threshold`, `[K, H, W]`. To read masks on the host, threshold
     /// `masks.into_data().convert::<f32>()` instead: bool tensors are stored per backend
     /// (u8 on Flex, u32 on wgpu) and do not convert to `Vec<bool>` everywhere.
