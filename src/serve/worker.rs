@@ -364,22 +364,19 @@ fn segment(
     prompt
         .validate(w, h, sam.low_res_size())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let cached = cache.iter().position(|(k, _)| *k == key);
-    let cached_embedding = cached.is_some();
-    let embedding = match cached {
-        Some(i) => {
-            let entry = cache.remove(i).expect("index from position");
-            cache.push_back(entry);
-            &cache.back().expect("just pushed").1
-        }
-        None => {
-            let e = sam.embed_image(image);
-            cache.push_back((key, e));
-            while cache.len() > 4 {
-                cache.pop_front();
-            }
-            &cache.back().expect("just pushed").1
-        }
+    // Most recently used last: a hit moves to the back, a miss is computed and pushed there.
+    let hit = cache
+        .iter()
+        .position(|(k, _)| *k == key)
+        .and_then(|i| cache.remove(i));
+    let cached_embedding = hit.is_some();
+    let entry = hit.unwrap_or_else(|| (key, sam.embed_image(image)));
+    cache.push_back(entry);
+    while cache.len() > 4 {
+        cache.pop_front();
+    }
+    let Some((_, embedding)) = cache.back() else {
+        return Err(ApiError::internal("the embedding cache is empty"));
     };
     let pred: Prediction<Backend> = sam
         .predict(embedding, prompt, multimask)
