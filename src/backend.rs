@@ -72,3 +72,14 @@ pub fn note_unused(unused: &[String]) {
         }
     );
 }
+
+/// A `--dtype` value: f32, bf16 or f16.
+pub fn parse_dtype(s: &str) -> Result<burn::tensor::DType, String> {
+    use burn::tensor::DType;
+    match s {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => Err(format!("unknown --dtype `{other}`: use f32, bf16 or f16")),
+    }
+}

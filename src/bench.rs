@@ -142,12 +142,7 @@ fn reference<T: serde::de::DeserializeOwned>(path: &Option<PathBuf>) -> Result<O
 }
 
 fn parse_dtype(s: &str) -> Result<Option<DType>, String> {
-    match s {
-        "f32" => Ok(None),
-        "bf16" => Ok(Some(DType::BF16)),
-        "f16" => Ok(Some(DType::F16)),
-        other => Err(format!("unknown --dtype `{other}`: use f32, bf16 or f16")),
-    }
+    Ok(Some(crate::backend::parse_dtype(s)?).filter(|d| *d != DType::F32))
 }
 
 fn write_json<T: serde::Serialize>(path: &Option<PathBuf>, value: &T) -> Result<(), String> {

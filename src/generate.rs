@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use mimo_core::llm::generate::generate_text;
-use mimo_core::llm::{GenerationConfig, LlamaConfig, NewTokenInit};
-use mimo_core::loader;
+use mimo_core::config::ConfigError;
+use mimo_core::llm::{ChatModel, ChatOptions, GenerationConfig};
+use mimo_core::loader::{self, LoadOptions};
 use mimo_core::tokenizer::MimoTokenizer;
 use mimo_core::tokenizer::conversation::Template;
 
@@ -17,8 +17,8 @@ use crate::backend::{self, Backend};
 #[derive(Args, Debug)]
 #[command(after_long_help = "\
 The model directory is an HF LLaMA/Vicuna export: config.json, the weights
-(model.safetensors, a sharded model.safetensors.index.json, or pytorch_model.bin; bf16/f16
-are read as f32) and tokenizer.json. MIMO's tokens <p>, </p>, <SEG>, <image>, <im_start>,
+(model.safetensors, a sharded model.safetensors.index.json, or pytorch_model.bin; read in
+the --dtype, f32 by default) and tokenizer.json. MIMO's tokens <p>, </p>, <SEG>, <image>, <im_start>,
 <im_end> are added to the tokenizer when missing; if the model has fewer embedding rows
 than the tokenizer has tokens, the rows are added as the mean of the existing ones.
 
@@ -69,6 +69,10 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Weight and activation dtype: f32, or bf16/f16 (how 7B models run on a GPU; a bf16
+    /// checkpoint then loads without an f32 copy).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 /// Runs `mimo generate`.
@@ -85,6 +89,8 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
             args.model.display()
         ));
     }
+    let dtype = backend::parse_dtype(&args.dtype)?;
+    // The tokenizer is read first (cheap) so that flags are checked before the weights load.
     let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model.clone());
     let tok = MimoTokenizer::from_file(&tok_path).map_err(|e| e.to_string())?;
     let ids = tok.ids();
@@ -101,58 +107,56 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
         stop_strings: args.stop.clone(),
         seed: args.seed,
     };
-    cfg.validate()
-        .map_err(|e| format!("{e} (command-line flag --{})", flag_of(&e.to_string())))?;
+    cfg.validate().map_err(|e| match &e {
+        ConfigError::Invalid { field, .. } => {
+            format!("{e} (command-line flag --{})", flag_of(field))
+        }
+        _ => e.to_string(),
+    })?;
     if args.temperature < 0.0 {
         return Err("--temperature must be 0 (greedy) or positive".into());
     }
 
-    let config = LlamaConfig::load(&args.model).map_err(|e| e.to_string())?;
-    let weights = loader::llama::weights_file(&args.model);
-    backend::announce_load(&weights, "LLaMA");
     let device = backend::device();
-    let (mut model, report) = loader::llama::load_llama::<Backend>(&config, &args.model, &device)
+    let options = ChatOptions {
+        load: LoadOptions::new(&device).with_dtype(dtype),
+        tokenizer: args.tokenizer.clone(),
+        merge_adapter: args.merge,
+        ..ChatOptions::new(&device)
+    };
+    backend::announce_load(&loader::llama::weights_file(&args.model), "LLaMA");
+    let (chat, report) = ChatModel::<Backend>::open(&args.model, args.adapter.as_deref(), options)
         .map_err(|e| e.to_string())?;
-    backend::note_unused(&report.unused);
-    if tok.vocab_size() > config.vocab_size {
+    backend::note_unused(&report.base.unused);
+    if let Some((rows, size)) = report.added_rows {
         eprintln!(
-            "note: the tokenizer has {} tokens, the model {} embedding rows: adding {} rows \
-             (mean of the existing ones) for MIMO's added tokens",
-            tok.vocab_size(),
-            config.vocab_size,
-            tok.vocab_size() - config.vocab_size
+            "note: the tokenizer has {size} tokens, the model {rows} embedding rows: adding {} \
+             rows (mean of the existing ones) for MIMO's added tokens",
+            size - rows
         );
-        model = model.resize_token_embeddings(tok.vocab_size(), NewTokenInit::Mean);
     }
-    if let Some(dir) = &args.adapter {
-        let (m, lora, report) = model.load_lora(dir).map_err(|e| e.to_string())?;
+    if let (Some(dir), Some((lora, r))) = (&args.adapter, &report.adapter) {
         eprintln!(
-            "adapter {}: r {}, alpha {}, {} tensors",
+            "adapter {}: r {}, alpha {}, {} tensors{}",
             dir.display(),
             lora.r,
             lora.lora_alpha,
-            report.applied
+            r.applied,
+            if args.merge { ", merged" } else { "" }
         );
-        backend::note_unused(&report.unused);
-        model = if args.merge { m.merge_lora() } else { m };
+        backend::note_unused(&r.unused);
     }
 
     let stream = args.prompt.len() == 1;
     let mut stdout = std::io::stdout();
-    let out = generate_text(
-        &model,
-        &tok,
-        template.as_ref(),
-        &args.prompt,
-        &cfg,
-        &mut |_, text| {
+    let out = chat
+        .generate(template.as_ref(), &args.prompt, &cfg, &mut |_, text| {
             if stream {
                 let _ = write!(stdout, "{text}");
                 let _ = stdout.flush();
             }
-        },
-    )
-    .map_err(|e| e.to_string())?;
+        })
+        .map_err(|e| e.to_string())?;
     if stream {
         println!();
     } else {
@@ -171,21 +175,10 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The CLI flag of a `GenerationConfig` field named in an error message.
-fn flag_of(message: &str) -> String {
-    for field in [
-        "max_new_tokens",
-        "temperature",
-        "top_p",
-        "repetition_penalty",
-        "stop_strings",
-    ] {
-        if message.contains(field) {
-            return match field {
-                "stop_strings" => "stop".into(),
-                f => f.replace('_', "-"),
-            };
-        }
+/// The CLI flag of a `GenerationConfig` field.
+fn flag_of(field: &str) -> String {
+    match field {
+        "stop_strings" => "stop".into(),
+        f => f.replace('_', "-"),
     }
-    "?".into()
 }

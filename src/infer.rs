@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use mimo_core::fsutil::write_atomic;
 use mimo_core::llm::GenerationConfig;
+use mimo_core::loader::LoadOptions;
 use mimo_core::mimo::{AnswerRequest, GroundedAnswer, MimoConfig};
 use mimo_core::prompt::VisualPrompt;
 use mimo_data::rle::Rle;
@@ -64,6 +65,10 @@ pub struct InferArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Weight and activation dtype: f32, or bf16/f16 (how the 7B model runs on a GPU; the
+    /// checkpoints are then read straight into that dtype).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 fn numbers(s: &str, what: &str) -> Result<Vec<f64>, String> {
@@ -164,6 +169,7 @@ pub fn run(args: InferArgs) -> Result<(), String> {
         ));
     }
     let base = args.config.parent().unwrap_or(Path::new("."));
+    let dtype = backend::parse_dtype(&args.dtype)?;
     let device = backend::device();
     eprintln!(
         "building MIMO from {} on {}",
@@ -171,7 +177,7 @@ pub fn run(args: InferArgs) -> Result<(), String> {
         backend::NAME
     );
     let built = config
-        .build::<Backend>(base, &device)
+        .build::<Backend>(base, LoadOptions::new(&device).with_dtype(dtype))
         .map_err(|e| e.to_string())?;
     if !built.random_parts.is_empty() {
         eprintln!(

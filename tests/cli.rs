@@ -355,6 +355,30 @@ fn generate_rejects_bad_flags_clearly() {
         ]),
         "v_proj.lora_B.weight",
     );
+    fails_with(
+        &mimo(&[
+            "generate", "--model", chat, "--prompt", "x", "--dtype", "f8",
+        ]),
+        "use f32, bf16 or f16",
+    );
+}
+
+/// `mimo generate --dtype bf16` reads the weights in bf16 and answers.
+#[test]
+fn generate_runs_in_bf16() {
+    let out = mimo(&[
+        "generate",
+        "--model",
+        "mimo-core/fixtures/llm/chat",
+        "--prompt",
+        "Where is the liver?",
+        "--max-new-tokens",
+        "4",
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("[1] "), "{}", stderr(&out));
 }
 
 /// `mimo score` on the hand-checked predictions of `mimo-bench/fixtures/eval`.

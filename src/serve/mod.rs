@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Uploads kept in memory (the oldest is dropped first).
     #[arg(long, default_value_t = 32)]
     keep_images: usize,
+    /// With --config: weight and activation dtype, f32 or bf16/f16 (how the 7B model runs
+    /// on a GPU; checkpoints are read straight into that dtype).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 /// Runs `mimo serve` until interrupted (Ctrl-C).
@@ -97,6 +101,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         (Some(config), None) => ModelSpec::Mimo {
             config: config.clone(),
             checkpoint: args.checkpoint.clone(),
+            dtype: crate::backend::parse_dtype(&args.dtype)?,
         },
         (None, Some(model)) => ModelSpec::Sam {
             model: model.clone(),

@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend as _;
 use mimo_core::config::ModelConfig;
 use mimo_core::llm::GenerationConfig;
 use mimo_core::loader;
+use mimo_core::loader::LoadOptions;
 use mimo_core::mimo::{AnswerRequest, MimoBuild, MimoConfig, MimoError};
 use mimo_core::prompt::VisualPrompt;
 use mimo_core::sam::{ImageEmbedding, Prediction, Prompt, Sam, SamConfig, SamImage};
@@ -32,6 +33,8 @@ pub enum ModelSpec {
         config: PathBuf,
         /// A training run's `final/` (or `checkpoints/step-N/`) directory.
         checkpoint: Option<PathBuf>,
+        /// Weight and activation dtype.
+        dtype: burn::tensor::DType,
     },
     /// Segment Anything alone.
     Sam {
@@ -205,7 +208,11 @@ fn load(spec: &ModelSpec) -> Result<(Engine, ModelInfo), String> {
                 },
             ))
         }
-        ModelSpec::Mimo { config, checkpoint } => {
+        ModelSpec::Mimo {
+            config,
+            checkpoint,
+            dtype,
+        } => {
             let mut cfg = MimoConfig::load(config).map_err(|e| e.to_string())?;
             if let Some(dir) = checkpoint {
                 cfg = cfg.with_checkpoint(dir).map_err(|e| e.to_string())?;
@@ -217,7 +224,7 @@ fn load(spec: &ModelSpec) -> Result<(Engine, ModelInfo), String> {
             );
             let base = config.parent().unwrap_or(Path::new("."));
             let built = cfg
-                .build::<Backend>(base, &device)
+                .build::<Backend>(base, LoadOptions::new(&device).with_dtype(*dtype))
                 .map_err(|e| e.to_string())?;
             if built.tokenizer.is_none() {
                 return Err(format!(

@@ -556,9 +556,15 @@ impl<B: Backend> Llama<B> {
             .find(|p| p.is_file())
             .unwrap_or_else(|| dir.join("adapter_model.safetensors"));
         let checkpoint = Checkpoint::open(&file)?;
-        let (model, report) = load_checkpoint_partial(model, &checkpoint, &AdapterDialect, &|p| {
-            p.contains(".lora_a.") || p.contains(".lora_b.")
-        })?;
+        // The adapter takes the base model's dtype.
+        let dtype = model.dtype();
+        let (model, report) = load_checkpoint_partial(
+            model,
+            &checkpoint,
+            &AdapterDialect,
+            &|p| p.contains(".lora_a.") || p.contains(".lora_b."),
+            dtype,
+        )?;
         Ok((model, config, report))
     }
 

@@ -6,10 +6,12 @@
 //! Module fields carry HF's names, so `model.safetensors` loads without renames
 //! ([`crate::loader::llama`]).
 
+pub mod chat;
 mod config;
 pub mod generate;
 pub mod lora;
 
+pub use chat::{ChatError, ChatModel, ChatOptions, OpenReport};
 pub use config::LlamaConfig;
 pub use generate::{FinishReason, Generated, GenerationConfig};
 pub use lora::{LoraConfig, LoraLinear};
@@ -387,14 +389,20 @@ impl<B: Backend> Llama<B> {
             return self;
         }
         let device = old.device();
+        let dtype = old.dtype();
         let extra = vocab_size - n;
-        let rows = |w: Tensor<B, 2>| match init {
-            NewTokenInit::Normal { std } => Tensor::<B, 2>::random(
-                [extra, d],
-                burn::tensor::Distribution::Normal(0.0, std),
-                &device,
-            ),
-            NewTokenInit::Mean => w.mean_dim(0).expand([extra, d]),
+        // New rows are computed in f32 and stored in the weights' dtype (transformers takes
+        // the mean of half-precision embeddings in f32 too).
+        let rows = |w: Tensor<B, 2>| {
+            match init {
+                NewTokenInit::Normal { std } => Tensor::<B, 2>::random(
+                    [extra, d],
+                    burn::tensor::Distribution::Normal(0.0, std),
+                    &device,
+                ),
+                NewTokenInit::Mean => w.cast(DType::F32).mean_dim(0).expand([extra, d]),
+            }
+            .cast(dtype)
         };
         let grown = Tensor::cat(vec![old.clone(), rows(old)], 0);
         self.model.embed_tokens.weight = Param::from_tensor(grown);
@@ -409,6 +417,11 @@ impl<B: Backend> Llama<B> {
 
     fn device(&self) -> B::Device {
         self.model.embed_tokens.weight.device()
+    }
+
+    /// The dtype of the weights (that of `embed_tokens`).
+    pub fn dtype(&self) -> DType {
+        self.model.embed_tokens.weight.dtype()
     }
 
     /// Embeds token ids `[B, S]`.

@@ -110,10 +110,8 @@ fn vicuna_7b_key_set_matches_transformers() {
     );
 }
 
-/// A bf16 checkpoint (how HF ships Vicuna) loads into f32 parameters and runs.
-#[test]
-fn bf16_checkpoint_loads_as_f32() {
-    let dir = fixture("llm/mha");
+/// A bf16 copy of a fixture's `model.safetensors` (round to nearest even, as torch does).
+fn bf16_copy(dir: &std::path::Path, tag: &str) -> std::path::PathBuf {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let converted: Vec<(String, Vec<usize>, Vec<u8>)> = st
@@ -143,9 +141,19 @@ fn bf16_checkpoint_loads_as_f32() {
             )
         })
         .collect();
-    let tmp =
-        std::env::temp_dir().join(format!("mimo-llm-bf16-{}.safetensors", std::process::id()));
+    let tmp = std::env::temp_dir().join(format!(
+        "mimo-llm-bf16-{tag}-{}.safetensors",
+        std::process::id()
+    ));
     safetensors::serialize_to_file(views, None, &tmp).unwrap();
+    tmp
+}
+
+/// A bf16 checkpoint (how HF ships Vicuna) loads into f32 parameters and runs.
+#[test]
+fn bf16_checkpoint_loads_as_f32() {
+    let dir = fixture("llm/mha");
+    let tmp = bf16_copy(&dir, "f32");
     let cfg = LlamaConfig::load(&dir).unwrap();
     let (model, _) = loader::llama::load_llama::<B>(&cfg, &tmp, &Default::default()).unwrap();
     std::fs::remove_file(&tmp).unwrap();
@@ -275,6 +283,45 @@ fn sharded_checkpoint_loads_like_the_single_file() {
         "{e}"
     );
     std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// With `LoadOptions::with_dtype(BF16)` a bf16 checkpoint loads as bf16 (no f32 copy is
+/// made) and an f32 one is narrowed tensor by tensor; both give exactly the model that
+/// loading in f32 and casting gives.
+#[test]
+fn load_options_dtype_loads_in_bf16() {
+    let dir = fixture("llm/mha");
+    let cfg = LlamaConfig::load(&dir).unwrap();
+    let device = Default::default();
+    let bf16 = loader::LoadOptions::<B>::new(&device).with_dtype(DType::BF16);
+    let ids = vec![vec![1u32, 17, 42, 9]];
+    let mask = vec![vec![1u8; 4]];
+    let pos = positions_from_mask(&mask);
+    let run = |m: &Llama<B>| {
+        m.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
+            .logits
+    };
+    let (f32_model, _) = loader::llama::load_llama::<B>(&cfg, &dir, &device).unwrap();
+    let want = run(&f32_model.cast(DType::BF16));
+    let tmp = bf16_copy(&dir, "bf16");
+    for (name, path) in [("bf16 file", tmp.as_path()), ("f32 file", dir.as_path())] {
+        let (model, report) = loader::llama::load_llama(&cfg, path, bf16.clone()).unwrap();
+        assert!(report.unused.is_empty(), "{name}: {:?}", report.unused);
+        assert_eq!(model.dtype(), DType::BF16, "{name}");
+        let q = &model.model.layers[0].self_attn.q_proj.base.weight;
+        assert_eq!(q.val().dtype(), DType::BF16, "{name}");
+        let got = run(&model);
+        assert_eq!(got.dtype(), DType::BF16);
+        let err = (got.cast(DType::F32) - want.clone().cast(DType::F32))
+            .abs()
+            .max()
+            .into_scalar();
+        assert_eq!(
+            err, 0.0,
+            "{name}: loading as bf16 differs from loading and casting"
+        );
+    }
+    std::fs::remove_file(&tmp).unwrap();
 }
 
 /// bf16 weights and activations (how Vicuna runs on a GPU) give logits close to f32 and the

@@ -8,8 +8,8 @@ use burn::tensor::backend::Backend;
 use burn_store::TensorSnapshot;
 
 use super::{
-    Checkpoint, Dialect, FileParam, LoadError, LoadReport, derived_tensor, file_params,
-    load_checkpoint, rename,
+    Checkpoint, Dialect, FileParam, LoadError, LoadOptions, LoadReport, derived_tensor,
+    file_params, load_checkpoint, rename,
 };
 use crate::clip::{ClipVision, ClipVisionConfig};
 
@@ -235,15 +235,22 @@ pub fn weights_file(path: &Path) -> std::path::PathBuf {
 
 /// Builds a tower of `config` on `device` and loads an HF or open_clip checkpoint
 /// (`.safetensors`, sharded `index.json`, `.pth`/`.bin`, or a model directory: see
-/// [`weights_file`]) into it.
+/// [`weights_file`]) into it, on the device and in the dtype of `options` (a `&B::Device`
+/// gives f32).
 pub fn load_clip<B: Backend>(
     config: &ClipVisionConfig,
     path: impl AsRef<Path>,
-    device: &B::Device,
+    options: impl Into<LoadOptions<B>>,
 ) -> Result<(ClipVision<B>, LoadReport), LoadError> {
+    let options = options.into();
     let checkpoint = Checkpoint::open(weights_file(path.as_ref()))?;
     let dialect = ClipDialect::detect(&checkpoint)?;
-    let (model, report) = load_checkpoint(config.init(device), &checkpoint, dialect.as_dialect())?;
+    let (model, report) = load_checkpoint(
+        config.init(&options.device),
+        &checkpoint,
+        dialect.as_dialect(),
+        options.dtype,
+    )?;
     // Keys of the vision tower itself must all be used (fewer layers in the config would run
     // a cut-down tower); the text tower's keys stay a note.
     let own: Vec<String> = report

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 
 use burn_store::TensorSnapshot;
 
-use super::{Checkpoint, Dialect, LoadError, LoadReport, load_checkpoint};
+use super::{Checkpoint, Dialect, LoadError, LoadOptions, LoadReport, load_checkpoint};
 use crate::llm::lora::PROJECTIONS;
 use crate::llm::{Llama, LlamaConfig};
 
@@ -81,12 +81,20 @@ pub fn weights_file(path: &Path) -> std::path::PathBuf {
     .unwrap_or_else(|| path.join("model.safetensors"))
 }
 
-/// Loads a model directory (its `config.json` and weights) or a weights file with `config`.
+/// Loads a model directory's weights (see [`weights_file`]) or a weights file into a model
+/// of `config`, on the device and in the dtype of `options` (a `&B::Device` gives f32; with
+/// `DType::BF16` a bf16 checkpoint is never widened to f32).
 pub fn load_llama<B: Backend>(
     config: &LlamaConfig,
     path: impl AsRef<Path>,
-    device: &B::Device,
+    options: impl Into<LoadOptions<B>>,
 ) -> Result<(Llama<B>, LoadReport), LoadError> {
+    let options = options.into();
     let checkpoint = Checkpoint::open(weights_file(path.as_ref()))?;
-    load_checkpoint(config.init(device), &checkpoint, &DIALECT)
+    load_checkpoint(
+        config.init(&options.device),
+        &checkpoint,
+        &DIALECT,
+        options.dtype,
+    )
 }

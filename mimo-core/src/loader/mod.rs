@@ -104,6 +104,42 @@ fn list(v: &[String]) -> String {
     s
 }
 
+/// Where and in which float dtype a model is built from its checkpoint.
+///
+/// Each file tensor is converted to `dtype` as it is read, so a bf16 checkpoint loaded with
+/// `dtype: BF16` never exists as f32 (a 7B model takes ~13.5 GB, not ~27 GB), and an f32
+/// file loaded as bf16 holds one f32 tensor at a time. A `&B::Device` converts into the
+/// default options (f32), so `load_llama(&config, dir, &device)` keeps working.
+#[derive(Debug, Clone)]
+pub struct LoadOptions<B: Backend> {
+    /// The device the parameters are created on.
+    pub device: B::Device,
+    /// The float dtype of every parameter (f32, bf16 or f16).
+    pub dtype: DType,
+}
+
+impl<B: Backend> LoadOptions<B> {
+    /// f32 parameters on `device`.
+    pub fn new(device: &B::Device) -> Self {
+        Self {
+            device: device.clone(),
+            dtype: DType::F32,
+        }
+    }
+
+    /// The same options with parameters in `dtype`.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+}
+
+impl<B: Backend> From<&B::Device> for LoadOptions<B> {
+    fn from(device: &B::Device) -> Self {
+        Self::new(device)
+    }
+}
+
 /// What a successful load did.
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
@@ -421,47 +457,56 @@ pub fn max_layer_index<'a>(keys: impl Iterator<Item = &'a String>, prefix: &str)
     .max()
 }
 
-/// Casts every float parameter to f32 (half-precision checkpoints load in their own dtype).
-struct CastToF32;
+/// Casts every initialised float parameter to one dtype (lazy ones stay lazy).
+struct CastInitialized(DType);
 
-impl<B: Backend> ModuleMapper<B> for CastToF32 {
+impl<B: Backend> ModuleMapper<B> for CastInitialized {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if !param.is_initialized() || param.dtype() == DType::F32 {
+        if !param.is_initialized() || param.dtype() == self.0 {
             return param;
         }
-        param.map(|t| t.cast(DType::F32))
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
     }
 }
 
-/// Opens `path` and loads it into `module`, requiring every module parameter to be present
-/// with the right shape.
+/// Opens `path` and loads it into `module` with parameters in `dtype`, requiring every
+/// module parameter to be present with the right shape.
 pub fn load_into<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     module: M,
     path: &Path,
     dialect: &dyn Dialect,
+    dtype: DType,
 ) -> Result<(M, LoadReport), LoadError> {
     let checkpoint = Checkpoint::open(path)?;
-    load_checkpoint(module, &checkpoint, dialect)
+    load_checkpoint(module, &checkpoint, dialect, dtype)
 }
 
-/// Loads an opened checkpoint into `module` through `dialect`.
+/// Loads an opened checkpoint into `module` through `dialect`, parameters in `dtype`.
 pub fn load_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     module: M,
     checkpoint: &Checkpoint,
     dialect: &dyn Dialect,
+    dtype: DType,
 ) -> Result<(M, LoadReport), LoadError> {
-    load_checkpoint_partial(module, checkpoint, dialect, &|_| true)
+    load_checkpoint_partial(module, checkpoint, dialect, &|_| true, dtype)
 }
 
 /// Like [`load_checkpoint`], but only the module parameters whose burn path satisfies
 /// `required` must be in the file (e.g. the adapter tensors of a LoRA file, whose base
 /// weights come from another file).
+///
+/// Float tensors are converted to `dtype` one at a time as they are read; afterwards every
+/// initialised float parameter of the module is in `dtype` (pass the module's own dtype
+/// when loading part of an existing model, e.g. an adapter into a bf16 LLM).
 pub fn load_checkpoint_partial<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     mut module: M,
     checkpoint: &Checkpoint,
     dialect: &dyn Dialect,
     required: &dyn Fn(&str) -> bool,
+    dtype: DType,
 ) -> Result<(M, LoadReport), LoadError> {
+    let float = |d: DType| matches!(d, DType::F64 | DType::F32 | DType::F16 | DType::BF16);
     let mut snapshots = Vec::new();
     // module path (PyTorch naming) -> file key it came from
     let mut source: BTreeMap<String, String> = BTreeMap::new();
@@ -473,19 +518,19 @@ pub fn load_checkpoint_partial<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         }
         for (module_path, t) in mapped {
             let path_stack: Vec<String> = module_path.split('.').map(String::from).collect();
-            // Half-precision tensors become f32 as each one is read, so a bf16 checkpoint
-            // never sits in memory next to its f32 copy.
-            let (data_fn, dtype) = if matches!(t.dtype, DType::F16 | DType::BF16) {
+            // Float tensors take the target dtype as each one is read, so a checkpoint never
+            // sits in memory next to a converted copy of itself.
+            let (data_fn, tensor_dtype) = if float(t.dtype) && t.dtype != dtype {
                 let source = t.clone_data_fn();
                 let f: Rc<dyn Fn() -> Result<TensorData, TensorSnapshotError>> =
-                    Rc::new(move || Ok(source()?.convert::<f32>()));
-                (f, DType::F32)
+                    Rc::new(move || Ok(source()?.convert_dtype(dtype)));
+                (f, dtype)
             } else {
                 (t.clone_data_fn(), t.dtype)
             };
             snapshots.push(TensorSnapshot::from_closure(
                 data_fn,
-                dtype,
+                tensor_dtype,
                 t.shape.clone(),
                 path_stack,
                 vec![],
@@ -512,7 +557,7 @@ pub fn load_checkpoint_partial<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     unused.extend(source.values().filter(|k| !used_keys.contains(k)).cloned());
     unused.sort();
     unused.dedup();
-    let module = module.map(&mut CastToF32);
+    let module = module.map(&mut CastInitialized(dtype));
     Ok((
         module,
         LoadReport {

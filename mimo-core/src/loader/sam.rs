@@ -10,7 +10,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 
-use super::{FileParam, LoadError, LoadReport, PrefixDialect, file_params, load_into};
+use super::{FileParam, LoadError, LoadOptions, LoadReport, PrefixDialect, file_params, load_into};
 use crate::sam::{Sam, SamConfig};
 
 /// File prefix -> module prefix.
@@ -62,13 +62,18 @@ pub const DIALECT: PrefixDialect = PrefixDialect {
     renames: RENAMES,
 };
 
-/// Loads a segment_anything state dict into `model`.
-pub fn load<B: Backend>(
-    model: Sam<B>,
+/// Builds a model of `config` and loads a segment_anything state dict (`.pth` or
+/// `.safetensors`) into it, on the device and in the dtype of `options` (a `&B::Device`
+/// gives f32).
+pub fn load_sam<B: Backend>(
+    config: &SamConfig,
     path: impl AsRef<Path>,
+    options: impl Into<LoadOptions<B>>,
 ) -> Result<(Sam<B>, LoadReport), LoadError> {
+    let options = options.into();
+    let model = Sam::new(config, &options.device);
     let depth = model.image_encoder.blocks.len();
-    let (model, report) = load_into(model, path.as_ref(), &DIALECT)?;
+    let (model, report) = load_into(model, path.as_ref(), &DIALECT, options.dtype)?;
     // A tensor of SAM's own parts left over means the config describes a smaller model than
     // the file; other keys (another model's, in a combined file) stay a note.
     let own: Vec<String> = report
@@ -96,15 +101,6 @@ pub fn load<B: Backend>(
         });
     }
     Ok((model, report))
-}
-
-/// Builds a model of `config` on `device` and loads `path` into it.
-pub fn load_sam<B: Backend>(
-    config: &SamConfig,
-    path: impl AsRef<Path>,
-    device: &B::Device,
-) -> Result<(Sam<B>, LoadReport), LoadError> {
-    load(Sam::new(config, device), path)
 }
 
 /// The state-dict keys and shapes a model of `config` expects, as segment_anything names

@@ -12,7 +12,7 @@ use crate::clip::ClipVisionConfig;
 use crate::config::{ConfigError, ModelConfig, load_ron};
 use crate::llm::lora::LoraConfig;
 use crate::llm::{LlamaConfig, NewTokenInit};
-use crate::loader::LoadReport;
+use crate::loader::{LoadOptions, LoadReport};
 use crate::sam::SamConfig;
 use crate::tokenizer::MimoTokenizer;
 use crate::tokenizer::conversation::Template;
@@ -309,11 +309,17 @@ impl MimoConfig {
     /// vocabulary grown for MIMO's tokens, the adapter (loaded or fresh), the new modules
     /// (initialised as [`Mimo::from_parts`] says, or from the trained-parts file) and the
     /// trainable set. Relative paths are relative to `base` (the config file's folder).
+    ///
+    /// `options` is a `&B::Device` (f32) or [`LoadOptions`]: with bf16 the component
+    /// checkpoints are read straight into bf16 (a 7B LLM is never held in f32) and the whole
+    /// model ends in that dtype.
     pub fn build<B: Backend>(
         &self,
         base: &Path,
-        device: &B::Device,
+        options: impl Into<LoadOptions<B>>,
     ) -> Result<MimoBuild<B>, MimoError> {
+        let options = options.into();
+        let device = &options.device;
         self.validate()?;
         let tokenizer = match self.tokenizer_path(base) {
             Some(p) => Some(
@@ -335,8 +341,11 @@ impl MimoConfig {
         let w = &self.weights;
         let clip = match &w.clip {
             Some(p) => {
-                let (m, r) =
-                    crate::loader::clip::load_clip(&config.clip, resolve(base, p), device)?;
+                let (m, r) = crate::loader::clip::load_clip(
+                    &config.clip,
+                    resolve(base, p),
+                    options.clone(),
+                )?;
                 note("clip", r);
                 m
             }
@@ -347,7 +356,8 @@ impl MimoConfig {
         };
         let sam = match &w.sam {
             Some(p) => {
-                let (m, r) = crate::loader::sam::load_sam(&config.sam, resolve(base, p), device)?;
+                let (m, r) =
+                    crate::loader::sam::load_sam(&config.sam, resolve(base, p), options.clone())?;
                 note("sam", r);
                 m
             }
@@ -362,7 +372,8 @@ impl MimoConfig {
                 let path = resolve(base, p);
                 // The checkpoint has the base vocabulary; grow it afterwards.
                 llm_file_cfg.vocab_size = self.llm_config(base)?.vocab_size;
-                let (m, r) = crate::loader::llama::load_llama(&llm_file_cfg, path, device)?;
+                let (m, r) =
+                    crate::loader::llama::load_llama(&llm_file_cfg, path, options.clone())?;
                 note("llm", r);
                 m.resize_token_embeddings(config.llm.vocab_size, self.new_token_init)
             }
@@ -376,6 +387,11 @@ impl MimoConfig {
             None => llm.with_lora(&self.lora.to_peft())?.0,
         };
         let mut model = Mimo::from_parts(&config, clip, sam, llm)?;
+        if options.dtype != burn::tensor::DType::F32 {
+            // The new modules and the adapter join the loaded parts' dtype (the trained-parts
+            // and extra files below then load in it too).
+            model = model.cast(options.dtype);
+        }
         match &w.trained {
             Some(p) => {
                 let (m, r) = model.load_trained_parts(resolve(base, p))?;

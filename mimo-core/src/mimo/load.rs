@@ -170,7 +170,8 @@ impl<B: Backend> Mimo<B> {
     /// keys are reported unused. The trainable set is kept.
     pub fn load_new_modules(self, path: impl AsRef<Path>) -> Result<(Self, LoadReport), LoadError> {
         let checkpoint = Checkpoint::open(path)?;
-        load_checkpoint_partial(self, &checkpoint, &NEW_MODULES, &is_new_module)
+        let dtype = self.dtype();
+        load_checkpoint_partial(self, &checkpoint, &NEW_MODULES, &is_new_module, dtype)
     }
 
     /// Loads a trained-parts file written by [`Mimo::save_trained_parts`].
@@ -179,7 +180,14 @@ impl<B: Backend> Mimo<B> {
         path: impl AsRef<Path>,
     ) -> Result<(Self, LoadReport), LoadError> {
         let checkpoint = Checkpoint::open(path)?;
-        load_checkpoint_partial(self, &checkpoint, &TrainedPartsDialect, &is_trained_part)
+        let dtype = self.dtype();
+        load_checkpoint_partial(
+            self,
+            &checkpoint,
+            &TrainedPartsDialect,
+            &is_trained_part,
+            dtype,
+        )
     }
 
     /// Writes what training changes besides the LoRA adapter (new modules, SAM's mask
@@ -276,6 +284,8 @@ impl<B: Backend> Mimo<B> {
         let mut store = SafetensorsStore::from_file(path)
             .with_full_paths(keys.iter().cloned())
             .allow_partial(true);
+        // Tensors arrive in the file's dtype; the model keeps its own.
+        let dtype = self.dtype();
         let result = self.load_from(&mut store).map_err(|e| err(e.to_string()))?;
         if let Some(e) = result.errors.first() {
             return Err(err(apply_error(e)));
@@ -286,7 +296,7 @@ impl<B: Backend> Mimo<B> {
                 result.unused.len()
             )));
         }
-        Ok((self, result.applied))
+        Ok((crate::nn::cast_module(self, dtype), result.applied))
     }
 }
 

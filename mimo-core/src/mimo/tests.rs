@@ -747,3 +747,51 @@ fn batched_answers_equal_single_answers() {
     assert_eq!(stopped[0].tokens, batch[0].tokens[..2]);
     assert_eq!(stopped[0].finish, crate::llm::FinishReason::Stop);
 }
+
+/// `MimoConfig::build` with bf16 `LoadOptions`: the demo checkpoint's components are read
+/// into bf16, every float parameter ends in bf16, and the model answers.
+#[test]
+fn demo_model_builds_in_bf16() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::DType;
+    struct Dtypes(Vec<DType>);
+    impl<Bk: Backend> ModuleVisitor<Bk> for Dtypes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+            self.0.push(param.val().dtype());
+        }
+    }
+    let path = repo_file("configs/mimo/mimo-tiny.ron");
+    let cfg = MimoConfig::load(&path)
+        .unwrap()
+        .with_checkpoint(&repo_file("assets/demo/mimo-tiny-phantom"))
+        .unwrap();
+    let options =
+        crate::loader::LoadOptions::<TestBackend>::new(&Default::default()).with_dtype(DType::BF16);
+    let built = cfg.build(path.parent().unwrap(), options).expect("builds");
+    assert!(built.random_parts.is_empty(), "{:?}", built.random_parts);
+    let mut seen = Dtypes(Vec::new());
+    built.model.visit(&mut seen);
+    assert!(!seen.0.is_empty());
+    assert!(seen.0.iter().all(|d| *d == DType::BF16), "{:?}", seen.0);
+    let tok = built.tokenizer.as_ref().unwrap();
+    let (w, h) = (32usize, 32usize);
+    let image = crate::sam::SamImage::new(w, h, vec![90; w * h * 3]).unwrap();
+    let gcfg = crate::llm::GenerationConfig {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    built
+        .model
+        .answer(
+            tok,
+            &built.template,
+            AnswerRequest {
+                image: &image,
+                question: "Where is the liver?",
+                prompts: &[],
+            },
+            &gcfg,
+            &mut |_| {},
+        )
+        .expect("answers in bf16");
+}

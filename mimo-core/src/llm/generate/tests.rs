@@ -263,3 +263,71 @@ fn bad_generation_config_names_the_field() {
         assert!(e.contains(field), "{e}");
     }
 }
+
+/// `ChatModel::open` (config, weights, tokenizer, added rows, adapter in one call) generates
+/// transformers' tokens on the chat fixture, and with an adapter and another tokenizer it
+/// builds the same model as the manual steps.
+#[test]
+fn chat_model_open_does_the_five_steps() {
+    use crate::llm::{ChatError, ChatModel, ChatOptions, NewTokenInit};
+    let device = Default::default();
+    let dir = fixture("llm/chat");
+    let (chat, report) = ChatModel::<Bk>::open(&dir, None, &device).unwrap();
+    assert!(report.base.unused.is_empty() && report.adapter.is_none());
+    assert_eq!(report.weights, dir.join("model.safetensors"));
+    let prompts: Vec<String> = [
+        "Where is the liver?",
+        "Please segment the left kidney in this CT image.",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg = GenerationConfig {
+        eos_token_id: vec![],
+        ..chat.greedy(12)
+    };
+    let out = chat
+        .generate(Some(&Template::vicuna_v1()), &prompts, &cfg, &mut |_, _| {})
+        .unwrap();
+    let io = read_fixture("llm/chat/io.safetensors");
+    let want = rows(&io["generated"]);
+    assert_eq!(out[0].tokens, want[0]);
+    assert_eq!(out[1].tokens, want[1]);
+
+    // A base without a tokenizer, the chat tokenizer (more tokens: rows are added), and a
+    // peft adapter, against the same steps by hand.
+    let base = fixture("llm/mha");
+    let adapter = fixture("llm/lora/peft_qv");
+    let options = ChatOptions {
+        tokenizer: Some(dir.clone()),
+        ..ChatOptions::<Bk>::new(&device)
+    };
+    let (chat, report) = ChatModel::open(&base, Some(&adapter), options).unwrap();
+    let tok = MimoTokenizer::from_file(&dir).unwrap();
+    assert_eq!(report.added_rows, Some((96, tok.vocab_size())));
+    let (lora, adapter_report) = report.adapter.unwrap();
+    assert!(adapter_report.applied > 0 && lora.r > 0);
+    let cfg = LlamaConfig::load(&base).unwrap();
+    let (manual, _) = loader::llama::load_llama::<Bk>(&cfg, &base, &device).unwrap();
+    let (manual, _, _) = manual
+        .resize_token_embeddings(tok.vocab_size(), NewTokenInit::Mean)
+        .load_lora(&adapter)
+        .unwrap();
+    let ids = vec![vec![1u32, 17, 42, 9, 700]];
+    let mask = vec![vec![1u8; 5]];
+    let pos = positions_from_mask(&mask);
+    let logits = |m: &Llama<Bk>| {
+        m.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
+            .logits
+    };
+    let err = (logits(&chat.model) - logits(&manual))
+        .abs()
+        .max()
+        .into_scalar();
+    assert_eq!(err, 0.0);
+
+    // Not a directory: the error names it.
+    let err = ChatModel::<Bk>::open(dir.join("config.json"), None, &device).unwrap_err();
+    assert!(matches!(err, ChatError::NotADirectory(_)), "{err}");
+    assert!(err.to_string().contains("config.json"), "{err}");
+}
