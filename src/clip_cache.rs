@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use mimo_core::Image;
 use mimo_core::clip::cache::{CacheManifest, FeatureCache, image_key};
-use mimo_core::clip::{ClipVisionConfig, RgbImage, SelectFeature};
+use mimo_core::clip::{ClipVisionConfig, SelectFeature};
 use mimo_core::config::ModelConfig;
 use mimo_core::loader;
 
@@ -124,12 +125,16 @@ pub fn run(args: ClipCacheArgs) -> Result<(), String> {
             let batch = todo
                 .iter()
                 .map(|(_, img)| {
-                    RgbImage::new(img.as_raw(), img.height() as usize, img.width() as usize)
-                        .map_err(|e| e.to_string())
+                    Image::new(
+                        img.width() as usize,
+                        img.height() as usize,
+                        img.as_raw().clone(),
+                    )
+                    .map_err(|e| e.to_string())
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let values = tower
-                .image_features(&batch)
+                .image_features(&batch.iter().collect::<Vec<_>>())
                 .into_data()
                 .convert::<f32>()
                 .to_vec::<f32>()

@@ -223,7 +223,7 @@ pub fn run(args: InferArgs) -> Result<(), String> {
 
 fn report(
     args: &InferArgs,
-    image: &mimo_core::sam::SamImage,
+    image: &mimo_core::Image,
     prompts: &[VisualPrompt],
     answer: &GroundedAnswer,
 ) -> Result<(), String> {

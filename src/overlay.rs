@@ -2,7 +2,8 @@
 //! prompts drawn on it.
 
 use image::{ImageEncoder, Rgb, RgbImage};
-use mimo_core::sam::{LABEL_POSITIVE, Prompt, SamImage};
+use mimo_core::Image;
+use mimo_core::sam::{LABEL_POSITIVE, Prompt};
 
 fn encode_png(
     bytes: &[u8],
@@ -36,7 +37,7 @@ const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 
 /// The image with the mask tinted (60 %) and outlined, the clicks as dots (green
 /// foreground, red background) and the box as a rectangle.
-pub fn overlay_png(image: &SamImage, mask: &[bool], prompt: &Prompt) -> Result<Vec<u8>, String> {
+pub fn overlay_png(image: &Image, mask: &[bool], prompt: &Prompt) -> Result<Vec<u8>, String> {
     let (w, h) = (image.width(), image.height());
     let mut img =
         RgbImage::from_raw(w as u32, h as u32, image.rgb().to_vec()).ok_or("image buffer size")?;

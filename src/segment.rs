@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend as _;
 use clap::Args;
+use mimo_core::Image;
 use mimo_core::config::ModelConfig;
 use mimo_core::fsutil::write_atomic;
 use mimo_core::loader;
-use mimo_core::sam::{LABEL_NEGATIVE, LABEL_POSITIVE, PointPrompt, Prompt, SamConfig, SamImage};
+use mimo_core::sam::{LABEL_NEGATIVE, LABEL_POSITIVE, PointPrompt, Prompt, SamConfig};
 use mimo_data::rle::Rle;
 use serde::Serialize;
 
@@ -98,7 +99,7 @@ fn parse_box(s: &str) -> Result<[f64; 4], String> {
 }
 
 /// Reads an image file into RGB; the error names the file.
-pub fn read_image(path: &Path) -> Result<SamImage, String> {
+pub fn read_image(path: &Path) -> Result<Image, String> {
     let img = image::ImageReader::open(path)
         .map_err(|e| format!("cannot open image {}: {e}", path.display()))?
         .with_guessed_format()
@@ -107,7 +108,7 @@ pub fn read_image(path: &Path) -> Result<SamImage, String> {
         .map_err(|e| format!("cannot decode image {}: {e}", path.display()))?
         .to_rgb8();
     let (w, h) = img.dimensions();
-    SamImage::new(w as usize, h as usize, img.into_raw())
+    Image::new(w as usize, h as usize, img.into_raw())
         .map_err(|e| format!("image {}: {e}", path.display()))
 }
 

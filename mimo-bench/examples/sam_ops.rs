@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::backend::Flex;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Distribution, Tensor};
-use mimo_core::sam::{Sam, SamConfig, window_partition, window_unpartition};
+use mimo_core::sam::{SamConfig, window_partition, window_unpartition};
 
 type B = Flex;
 
@@ -25,7 +25,7 @@ fn t<const D: usize>(name: &str, f: impl Fn() -> Tensor<B, D>) {
 
 fn main() {
     let d = Default::default();
-    let sam = Sam::<B>::new(&SamConfig::vit_b(), &d);
+    let sam = SamConfig::vit_b().init::<B>(&d);
     let enc = &sam.image_encoder;
     let img = Tensor::<B, 4>::random([1, 3, 1024, 1024], Distribution::Default, &d);
     t("patch_embed", || enc.patch_embed.proj.forward(img.clone()));

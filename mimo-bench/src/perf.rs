@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor};
+use mimo_core::Image;
 use mimo_core::llm::{GenerationConfig, KvCache, Llama, LlamaConfig, positions_from_mask};
-use mimo_core::sam::{Prompt, Sam, SamConfig, SamImage};
+use mimo_core::sam::{Prompt, SamConfig};
 
 /// Median and spread of one measured stage, in milliseconds.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -54,13 +55,13 @@ fn time<B: Backend>(device: &B::Device, warmup: usize, runs: usize, mut f: impl 
 
 /// Times SAM of `config` with random weights (timing does not depend on the values).
 pub fn bench_sam<B: Backend>(config: &SamConfig, runs: usize, device: &B::Device) -> SamTimings {
-    let sam = Sam::<B>::new(config, device);
+    let sam = config.init::<B>(device);
     let s = config.image_encoder.img_size;
     let x = Tensor::<B, 4>::random([1, 3, s, s], burn::tensor::Distribution::Default, device);
     let encoder = time::<B>(device, 1, runs, || {
         let _ = sam.image_encoder.forward(x.clone()).into_data();
     });
-    let image = SamImage::new(s, s, vec![128; s * s * 3]).expect("square image");
+    let image = Image::new(s, s, vec![128; s * s * 3]).expect("square image");
     let emb = sam.embed_image(&image);
     let prompt = Prompt::default().point(s as f64 / 2.0, s as f64 / 3.0, true);
     let pe = sam.prompt_encoder.get_dense_pe();
@@ -82,7 +83,7 @@ pub fn bench_sam_encoder<B: Backend>(
     runs: usize,
     device: &B::Device,
 ) -> Timing {
-    let sam = mimo_core::nn::cast_module(Sam::<B>::new(config, device), dtype);
+    let sam = mimo_core::nn::cast_module(config.init::<B>(device), dtype);
     let s = config.image_encoder.img_size;
     let x = Tensor::<B, 4>::random([1, 3, s, s], burn::tensor::Distribution::Default, device)
         .cast(dtype);

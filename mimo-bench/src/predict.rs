@@ -8,10 +8,10 @@ use std::path::Path;
 
 use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
+use mimo_core::Image;
 use mimo_core::llm::GenerationConfig;
 use mimo_core::mimo::{AnswerRequest, Mimo};
 use mimo_core::prompt::VisualPrompt;
-use mimo_core::sam::SamImage;
 use mimo_core::tokenizer::MimoTokenizer;
 use mimo_core::tokenizer::conversation::Template;
 use mimo_data::batch::RecordsDataset;
@@ -94,7 +94,7 @@ pub fn predict<B: Backend>(
                 return Err(format!("record {}: {e}", r.id));
             }
             let [h, w] = s.size;
-            images.push(SamImage::new(w, h, s.rgb).map_err(|e| format!("record {}: {e}", r.id))?);
+            images.push(Image::new(w, h, s.rgb).map_err(|e| format!("record {}: {e}", r.id))?);
             let q = r
                 .turns
                 .first()

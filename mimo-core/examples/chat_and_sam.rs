@@ -15,10 +15,11 @@ use std::error::Error;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
+use mimo_core::Image;
 use mimo_core::config::ModelConfig;
 use mimo_core::llm::ChatModel;
 use mimo_core::loader::sam::load_sam;
-use mimo_core::sam::{Prompt, SamConfig, SamImage};
+use mimo_core::sam::{Prompt, SamConfig};
 use mimo_core::tokenizer::conversation::Template;
 
 fn chat<B: Backend>(root: &Path, device: &B::Device) -> Result<(), Box<dyn Error>> {
@@ -41,7 +42,7 @@ fn segment<B: Backend>(root: &Path, device: &B::Device) -> Result<(), Box<dyn Er
 
     let rgb = image::open(root.join("assets/samples/mni152_t1_z95.png"))?.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let image = SamImage::new(w, h, rgb.into_raw())?;
+    let image = Image::new(w, h, rgb.into_raw())?;
     let embedding = sam.embed_image(&image);
     let prompt = Prompt::default().point(98.0, 110.0, true);
     let masks = sam.predict(&embedding, &prompt, true)?.to_host()?;

@@ -15,10 +15,10 @@ use std::error::Error;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
+use mimo_core::Image;
 use mimo_core::llm::GenerationConfig;
 use mimo_core::mimo::{AnswerRequest, MimoConfig};
 use mimo_core::prompt::VisualPrompt;
-use mimo_core::sam::SamImage;
 
 /// Answers one question with the bundled demo model (mimo-tiny trained on phantoms).
 fn answer<B: Backend>(device: &B::Device) -> Result<(), Box<dyn Error>> {
@@ -34,7 +34,7 @@ fn answer<B: Backend>(device: &B::Device) -> Result<(), Box<dyn Error>> {
 
     let rgb = image::open(root.join("assets/demo/samples/phantom_xray.png"))?.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let image = SamImage::new(w, h, rgb.into_raw())?;
+    let image = Image::new(w, h, rgb.into_raw())?;
     // A point on the right lung of the chest phantom, in image pixels.
     let prompts = [VisualPrompt::Point {
         x: 41.0,

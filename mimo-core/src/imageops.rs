@@ -5,6 +5,76 @@
 //! and stored in 22-bit fixed point, each pass rounded and clipped to uint8. This module
 //! reproduces that arithmetic for the bilinear (SAM) and bicubic (CLIP) filters.
 
+/// An RGB image in original pixels: interleaved bytes, row-major `height x width x 3`, checked
+/// on construction. The one image type of the crate (SAM, CLIP and MIMO take it); sizes are
+/// given as (width, height) everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+/// An image whose buffer does not fit its stated size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// The pixel buffer does not match the stated size.
+    #[error("image buffer has {got} bytes, expected {width}x{height}x3 = {}", width * height * 3)]
+    BufferSize {
+        /// Stated width.
+        width: usize,
+        /// Stated height.
+        height: usize,
+        /// Actual buffer length.
+        got: usize,
+    },
+    /// An empty image.
+    #[error("image is empty ({width}x{height})")]
+    Empty {
+        /// Width.
+        width: usize,
+        /// Height.
+        height: usize,
+    },
+}
+
+impl Image {
+    /// Wraps interleaved RGB bytes of a `width x height` image.
+    pub fn new(width: usize, height: usize, rgb: Vec<u8>) -> Result<Self, ImageError> {
+        if width == 0 || height == 0 {
+            return Err(ImageError::Empty { width, height });
+        }
+        if rgb.len() != width * height * 3 {
+            return Err(ImageError::BufferSize {
+                width,
+                height,
+                got: rgb.len(),
+            });
+        }
+        Ok(Self { width, height, rgb })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// The interleaved RGB bytes.
+    pub fn rgb(&self) -> &[u8] {
+        &self.rgb
+    }
+
+    /// The bytes, giving up the image.
+    pub fn into_rgb(self) -> Vec<u8> {
+        self.rgb
+    }
+}
+
 /// A Pillow resampling filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {

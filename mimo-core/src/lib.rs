@@ -37,5 +37,7 @@ pub mod rng;
 pub mod sam;
 pub mod tokenizer;
 
+pub use imageops::{Image, ImageError};
+
 #[cfg(test)]
 pub(crate) mod test_util;

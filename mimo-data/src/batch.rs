@@ -504,9 +504,9 @@ mod tests {
         let (out, ds) = dataset("sam");
         let s = ds.get(1).unwrap();
         let cfg = mimo_core::sam::SamConfig::load(core_fixture("sam/tiny_a.ron")).unwrap();
-        let sam = mimo_core::sam::Sam::<Flex>::new(&cfg, &Default::default());
+        let sam = cfg.init::<Flex>(&Default::default());
         let [h, w] = s.size;
-        let img = mimo_core::sam::SamImage::new(w, h, s.rgb.clone()).unwrap();
+        let img = mimo_core::Image::new(w, h, s.rgb.clone()).unwrap();
         let (want, resized) = sam.preprocess(&img);
         let bt = MimoBatcher {
             sam_size: cfg.image_encoder.img_size,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mimo_core::sam::SamImage;
+use mimo_core::Image;
 use mimo_data::dicom_source::read_dicom;
 use mimo_data::nifti_source::{Intensity, SliceAxis, Volume, read_volume, to_grey};
 
@@ -27,7 +27,7 @@ pub struct ImageLimits {
 }
 
 enum Pixels {
-    Flat(SamImage),
+    Flat(Image),
     Volume { volume: Volume, range: (f32, f32) },
 }
 
@@ -48,7 +48,7 @@ pub struct Upload {
 
 impl Upload {
     /// Slice `k` (0 for a 2-D image) in RGB.
-    pub fn slice(&self, k: usize) -> Result<SamImage, ApiError> {
+    pub fn slice(&self, k: usize) -> Result<Image, ApiError> {
         if k >= self.slices {
             return Err(ApiError::bad_request(format!(
                 "slice {k} does not exist: the image has {} slice(s), 0..={}",
@@ -64,7 +64,7 @@ impl Upload {
                     .into_iter()
                     .flat_map(|g| [g, g, g])
                     .collect();
-                SamImage::new(w, h, rgb).map_err(|e| ApiError::bad_request(e.to_string()))
+                Image::new(w, h, rgb).map_err(|e| ApiError::bad_request(e.to_string()))
             }
         }
     }
@@ -146,7 +146,7 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Upload, ApiError> {
             None => volume.range(Intensity::default()),
         };
         let grey = to_grey(&volume.data, range);
-        let img = SamImage::new(
+        let img = Image::new(
             d.width,
             d.height,
             grey.iter().flat_map(|&g| [g, g, g]).collect(),
@@ -214,8 +214,7 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Upload, ApiError> {
     let rgb = img.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     check_side(w, h, limits)?;
-    let img =
-        SamImage::new(w, h, rgb.into_raw()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let img = Image::new(w, h, rgb.into_raw()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Upload {
         id,
         kind: format

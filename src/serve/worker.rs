@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use burn::tensor::backend::Backend as _;
+use mimo_core::Image;
 use mimo_core::config::ModelConfig;
 use mimo_core::llm::GenerationConfig;
 use mimo_core::loader;
 use mimo_core::loader::LoadOptions;
 use mimo_core::mimo::{AnswerRequest, MimoBuild, MimoConfig, MimoError};
 use mimo_core::prompt::VisualPrompt;
-use mimo_core::sam::{ImageEmbedding, Prediction, Prompt, Sam, SamConfig, SamImage};
+use mimo_core::sam::{ImageEmbedding, MaskPrediction, Prompt, Sam, SamConfig};
 use mimo_data::rle::Rle;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -151,7 +152,7 @@ pub enum Task {
         /// Cache key of the image embedding (image id and slice).
         key: String,
         /// The image.
-        image: SamImage,
+        image: Image,
         /// Points and box.
         prompt: Prompt,
         /// Three masks instead of one.
@@ -162,7 +163,7 @@ pub enum Task {
     /// Ask MIMO.
     Answer {
         /// The image.
-        image: SamImage,
+        image: Image,
         /// The question.
         question: String,
         /// Points and boxes.
@@ -362,7 +363,7 @@ fn segment(
     sam: &Sam<Backend>,
     cache: &mut VecDeque<(String, ImageEmbedding<Backend>)>,
     key: String,
-    image: &SamImage,
+    image: &Image,
     prompt: &Prompt,
     multimask: bool,
 ) -> Result<SegmentOut, ApiError> {
@@ -385,7 +386,7 @@ fn segment(
     let Some((_, embedding)) = cache.back() else {
         return Err(ApiError::internal("the embedding cache is empty"));
     };
-    let pred: Prediction<Backend> = sam
+    let pred: MaskPrediction<Backend> = sam
         .predict(embedding, prompt, multimask)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let host = pred.to_host().map_err(ApiError::internal)?;
@@ -406,7 +407,7 @@ fn segment(
 
 fn answer(
     built: &MimoBuild<Backend>,
-    image: &SamImage,
+    image: &Image,
     question: String,
     prompts: Vec<VisualPrompt>,
     generation: &GenerationConfig,

@@ -89,7 +89,7 @@ fn default_channels() -> usize {
 
 impl ClipVisionConfig {
     #[allow(clippy::too_many_arguments)]
-    fn preset(
+    fn sized(
         hidden: usize,
         inter: usize,
         layers: usize,
@@ -116,24 +116,24 @@ impl ClipVisionConfig {
 
     /// OpenAI CLIP ViT-L/14 at 224 px (`openai/clip-vit-large-patch14`).
     pub fn vit_l14() -> Self {
-        Self::preset(1024, 4096, 24, 16, 224, HiddenAct::QuickGelu, 768)
+        Self::sized(1024, 4096, 24, 16, 224, HiddenAct::QuickGelu, 768)
     }
 
     /// OpenAI CLIP ViT-L/14 at 336 px (`openai/clip-vit-large-patch14-336`, LLaVA-1.5's).
     pub fn vit_l14_336() -> Self {
-        Self::preset(1024, 4096, 24, 16, 336, HiddenAct::QuickGelu, 768)
+        Self::sized(1024, 4096, 24, 16, 336, HiddenAct::QuickGelu, 768)
     }
 
     /// open_clip ViT-H/14 (`laion2b_s32b_b79k`), MIMO's image encoder.
     pub fn vit_h14() -> Self {
-        Self::preset(1280, 5120, 32, 16, 224, HiddenAct::Gelu, 1024)
+        Self::sized(1280, 5120, 32, 16, 224, HiddenAct::Gelu, 1024)
     }
 
-    /// Names accepted by [`ClipVisionConfig::preset_named`].
+    /// Names accepted by [`ClipVisionConfig::preset`].
     pub const PRESETS: [&'static str; 3] = ["vit_l14", "vit_l14_336", "vit_h14"];
 
     /// A preset by name.
-    pub fn preset_named(name: &str) -> Option<Self> {
+    pub fn preset(name: &str) -> Option<Self> {
         match name {
             "vit_l14" => Some(Self::vit_l14()),
             "vit_l14_336" => Some(Self::vit_l14_336()),
@@ -351,7 +351,7 @@ impl ModelConfig for ClipVisionConfig {
     }
 
     fn preset(name: &str) -> Option<Self> {
-        Self::preset_named(name)
+        ClipVisionConfig::preset(name)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -23,6 +23,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use crate::imageops::Image;
+
 /// Class token, patch embedding and learned positions (`embeddings.*`).
 #[derive(Module, Debug)]
 pub struct ClipVisionEmbeddings<B: Backend> {
@@ -109,40 +111,6 @@ pub struct ClipVision<B: Backend> {
     /// How images become pixel values.
     #[module(skip)]
     pub preprocess: ClipPreprocessConfig,
-}
-
-/// An RGB image, row-major `height x width x 3`, checked on construction.
-#[derive(Debug, Clone, Copy)]
-pub struct RgbImage<'a> {
-    rgb: &'a [u8],
-    height: usize,
-    width: usize,
-}
-
-/// A pixel buffer that does not match its stated size.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("image buffer has {got} bytes, expected {width}x{height}x3 (non-empty)")]
-pub struct BufferSizeError {
-    /// Stated width.
-    pub width: usize,
-    /// Stated height.
-    pub height: usize,
-    /// Buffer length.
-    pub got: usize,
-}
-
-impl<'a> RgbImage<'a> {
-    /// Wraps interleaved RGB bytes of a `height x width` image.
-    pub fn new(rgb: &'a [u8], height: usize, width: usize) -> Result<Self, BufferSizeError> {
-        if height == 0 || width == 0 || rgb.len() != height * width * 3 {
-            return Err(BufferSizeError {
-                width,
-                height,
-                got: rgb.len(),
-            });
-        }
-        Ok(Self { rgb, height, width })
-    }
 }
 
 /// Everything the tower computes.
@@ -263,14 +231,14 @@ impl<B: Backend> ClipVisionTransformer<B> {
 
 impl<B: Backend> ClipVision<B> {
     /// Pre-processes images into a `[N, 3, S, S]` batch (see [`preprocess`]).
-    pub fn pixel_values(&self, images: &[RgbImage]) -> Tensor<B, 4> {
+    pub fn pixel_values(&self, images: &[&Image]) -> Tensor<B, 4> {
         let s = self.preprocess.crop_size.unwrap_or(self.image_size);
         let device = self.vision_model.embeddings.class_embedding.device();
         let mut data = Vec::with_capacity(images.len() * 3 * s * s);
         for img in images {
             data.extend(self.preprocess.pixel_values(
-                img.rgb,
-                (img.height, img.width),
+                img.rgb(),
+                (img.height(), img.width()),
                 self.image_size,
                 false,
             ));
@@ -279,7 +247,7 @@ impl<B: Backend> ClipVision<B> {
     }
 
     /// The configured features of images: pre-processing plus [`ClipVision::features`].
-    pub fn image_features(&self, images: &[RgbImage]) -> Tensor<B, 3> {
+    pub fn image_features(&self, images: &[&Image]) -> Tensor<B, 3> {
         self.features(self.pixel_values(images))
     }
 

@@ -192,11 +192,7 @@ fn presets_equal_the_shipped_config_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/clip");
     for name in ClipVisionConfig::PRESETS {
         let file = ClipVisionConfig::load(dir.join(format!("{name}.ron"))).unwrap();
-        assert_eq!(
-            file,
-            ClipVisionConfig::preset_named(name).unwrap(),
-            "{name}"
-        );
+        assert_eq!(file, ClipVisionConfig::preset(name).unwrap(), "{name}");
     }
     let mut cfg = ClipVisionConfig::vit_h14();
     cfg.select.layer = -40;
@@ -282,10 +278,8 @@ fn feature_cache_returns_what_the_tower_computes() {
             let bytes = std::fs::read(samples.join(name)).unwrap();
             let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
             let (w, h) = img.dimensions();
-            let feats =
-                tower.image_features(&[
-                    RgbImage::new(img.as_raw(), h as usize, w as usize).unwrap()
-                ]);
+            let image = crate::Image::new(w as usize, h as usize, img.into_raw()).unwrap();
+            let feats = tower.image_features(&[&image]);
             let values = feats.into_data().to_vec::<f32>().unwrap();
             let key = image_key(&bytes);
             cache.insert(key.clone(), values.clone()).unwrap();

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ModelConfig};
 
 /// A LLaMA/Vicuna decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,5 +237,23 @@ impl LlamaConfig {
             return bad("head_dim", "must be even (RoPE rotates pairs)".into());
         }
         Ok(())
+    }
+}
+
+impl ModelConfig for LlamaConfig {
+    const PRESET_NAMES: &'static [&'static str] = &Self::PRESETS;
+
+    /// An HF `config.json`, or a model directory holding one (LLaMA configs come from HF
+    /// exports, not RON files).
+    fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        LlamaConfig::load(path)
+    }
+
+    fn preset(name: &str) -> Option<Self> {
+        LlamaConfig::preset(name)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        LlamaConfig::validate(self)
     }
 }

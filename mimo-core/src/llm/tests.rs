@@ -399,3 +399,17 @@ fn unimplemented_hf_settings_are_errors() {
     let e = with("hidden_act", serde_json::json!("gelu")).unwrap_err();
     assert!(e.contains("hidden_act"), "{e}");
 }
+
+/// `LlamaConfig` is a `ModelConfig` like the other models: presets by name, and HF model
+/// directories (or their `config.json`) by path.
+#[test]
+fn llama_config_is_a_model_config() {
+    use crate::config::ModelConfig;
+    let preset = <LlamaConfig as ModelConfig>::from_name_or_file("vicuna_7b_v1_5").unwrap();
+    assert_eq!(preset, LlamaConfig::vicuna_7b_v1_5());
+    let dir = fixture("llm/chat");
+    let by_dir = <LlamaConfig as ModelConfig>::from_name_or_file(dir.to_str().unwrap()).unwrap();
+    assert_eq!(by_dir, LlamaConfig::load(&dir).unwrap());
+    let e = <LlamaConfig as ModelConfig>::from_name_or_file("vicuna_13b").unwrap_err();
+    assert!(e.to_string().contains("vicuna_7b_v1_5"), "{e}");
+}

@@ -71,7 +71,7 @@ pub fn load_sam<B: Backend>(
     options: impl Into<LoadOptions<B>>,
 ) -> Result<(Sam<B>, LoadReport), LoadError> {
     let options = options.into();
-    let model = Sam::new(config, &options.device);
+    let model = config.init::<B>(&options.device);
     let depth = model.image_encoder.blocks.len();
     let (model, report) = load_into(model, path.as_ref(), &DIALECT, options.dtype)?;
     // A tensor of SAM's own parts left over means the config describes a smaller model than
@@ -106,5 +106,5 @@ pub fn load_sam<B: Backend>(
 /// The state-dict keys and shapes a model of `config` expects, as segment_anything names
 /// them (`sam_model_registry[...]().state_dict()`).
 pub fn expected_keys<B: Backend>(config: &SamConfig, device: &B::Device) -> Vec<FileParam> {
-    file_params(&Sam::<B>::new(config, device), &DIALECT)
+    file_params(&config.init::<B>(device), &DIALECT)
 }

@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::grounded::parse_grounded;
 use super::{ClipInput, Mimo, MimoError, MimoInput};
-use crate::clip::RgbImage;
+use crate::Image;
 use crate::llm::generate::{FinishReason, GenerationConfig, LogitsProcessor};
 use crate::prompt::{PromptTensors, VisualPrompt};
-use crate::sam::SamImage;
 use crate::tokenizer::conversation::{Template, tokenize_image_prompt};
 use crate::tokenizer::{IMAGE_TOKEN_INDEX, MimoTokenizer};
 
@@ -23,7 +22,7 @@ use crate::tokenizer::{IMAGE_TOKEN_INDEX, MimoTokenizer};
 #[derive(Debug, Clone)]
 pub struct AnswerRequest<'a> {
     /// The image in original pixels.
-    pub image: &'a SamImage,
+    pub image: &'a Image,
     /// The question; `<image>\n` is put in front unless it already holds `<image>`.
     pub question: &'a str,
     /// Points and boxes in original pixels.
@@ -112,7 +111,7 @@ impl<B: Backend> Mimo<B> {
     /// streams.
     pub fn generate_raw(
         &self,
-        images: &[&SamImage],
+        images: &[&Image],
         prompt_ids: &[Vec<i64>],
         prompts: &[Vec<VisualPrompt>],
         cfg: &GenerationConfig,
@@ -137,12 +136,7 @@ impl<B: Backend> Mimo<B> {
                 )));
             }
         }
-        let rgb: Vec<RgbImage> = images
-            .iter()
-            .map(|img| RgbImage::new(img.rgb(), img.height(), img.width()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| MimoError::Input(e.to_string()))?;
-        let clip = self.clip.pixel_values(&rgb);
+        let clip = self.clip.pixel_values(images);
         let mut sam = Vec::with_capacity(n);
         let mut sam_resized = Vec::with_capacity(n);
         for img in images {
@@ -307,7 +301,7 @@ impl<B: Backend> Mimo<B> {
             .iter()
             .map(|r| Self::prompt_ids(tok, template, r.question))
             .collect::<Result<Vec<_>, _>>()?;
-        let images: Vec<&SamImage> = requests.iter().map(|r| r.image).collect();
+        let images: Vec<&Image> = requests.iter().map(|r| r.image).collect();
         let prompts: Vec<Vec<VisualPrompt>> = requests.iter().map(|r| r.prompts.to_vec()).collect();
         let mut emitted = vec![0usize; requests.len()];
         let raw = self.generate_raw(

@@ -363,7 +363,7 @@ impl MimoConfig {
             }
             None => {
                 random_parts.push("sam");
-                crate::sam::Sam::new(&config.sam, device)
+                config.sam.init(device)
             }
         };
         let mut llm_file_cfg = config.llm.clone();

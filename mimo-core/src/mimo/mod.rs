@@ -162,12 +162,7 @@ impl MimoModelConfig {
         if let Some(l) = &self.lora {
             llm = llm.with_lora(l)?.0;
         }
-        Mimo::from_parts(
-            self,
-            self.clip.init(device),
-            Sam::new(&self.sam, device),
-            llm,
-        )
+        Mimo::from_parts(self, self.clip.init(device), self.sam.init(device), llm)
     }
 }
 

@@ -551,7 +551,7 @@ fn tiny_model_file_answers() {
     let tok = built.tokenizer.as_ref().unwrap();
     let (w, h) = (40usize, 30usize);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
-    let image = crate::sam::SamImage::new(w, h, rgb).unwrap();
+    let image = crate::Image::new(w, h, rgb).unwrap();
     let prompts = [crate::prompt::VisualPrompt::Point {
         x: 10.0,
         y: 5.0,
@@ -695,7 +695,7 @@ fn batched_answers_equal_single_answers() {
     let template = crate::tokenizer::conversation::Template::vicuna_v1();
     let img = |w: usize, h: usize, k: usize| {
         let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * k) % 251) as u8).collect();
-        crate::sam::SamImage::new(w, h, rgb).unwrap()
+        crate::Image::new(w, h, rgb).unwrap()
     };
     let (a, b) = (img(40, 30, 7), img(24, 36, 13));
     let pa = [crate::prompt::VisualPrompt::Point {
@@ -775,7 +775,7 @@ fn demo_model_builds_in_bf16() {
     assert!(seen.0.iter().all(|d| *d == DType::BF16), "{:?}", seen.0);
     let tok = built.tokenizer.as_ref().unwrap();
     let (w, h) = (32usize, 32usize);
-    let image = crate::sam::SamImage::new(w, h, vec![90; w * h * 3]).unwrap();
+    let image = crate::Image::new(w, h, vec![90; w * h * 3]).unwrap();
     let gcfg = crate::llm::GenerationConfig {
         max_new_tokens: 4,
         ..Default::default()

@@ -7,10 +7,11 @@
 //!
 //! ```no_run
 //! # use burn::backend::Flex;
-//! use mimo_core::sam::{Prompt, Sam, SamConfig, SamImage};
+//! use mimo_core::Image;
+//! use mimo_core::sam::{Prompt, SamConfig};
 //! let device = Default::default();
-//! let sam = Sam::<Flex>::new(&SamConfig::vit_b(), &device);
-//! let image = SamImage::new(640, 480, vec![0; 640 * 480 * 3]).unwrap();
+//! let sam = SamConfig::vit_b().init::<Flex>(&device);
+//! let image = Image::new(640, 480, vec![0; 640 * 480 * 3]).unwrap();
 //! let emb = sam.embed_image(&image);
 //! let prompt = Prompt::default().point(320.0, 240.0, true).boxed(100.0, 80.0, 500.0, 400.0);
 //! let pred = sam.predict(&emb, &prompt, false).unwrap();
@@ -44,6 +45,8 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
+use crate::imageops::{Image, ImageError};
+
 /// The Segment Anything model.
 #[derive(Module, Debug)]
 pub struct Sam<B: Backend> {
@@ -61,35 +64,12 @@ pub struct Sam<B: Backend> {
     pub mask_threshold: f32,
 }
 
-/// An RGB image in original pixels, row-major `height x width x 3`.
-#[derive(Debug, Clone)]
-pub struct SamImage {
-    width: usize,
-    height: usize,
-    rgb: Vec<u8>,
-}
-
 /// A bad image or prompt; the message gives the valid range.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PromptError {
-    /// The pixel buffer does not match the stated size.
-    #[error("image buffer has {got} bytes, expected {width}x{height}x3 = {}", width * height * 3)]
-    BufferSize {
-        /// Stated width.
-        width: usize,
-        /// Stated height.
-        height: usize,
-        /// Actual buffer length.
-        got: usize,
-    },
-    /// An empty image.
-    #[error("image is empty ({width}x{height})")]
-    EmptyImage {
-        /// Width.
-        width: usize,
-        /// Height.
-        height: usize,
-    },
+    /// The image buffer does not fit its size.
+    #[error(transparent)]
+    Image(#[from] ImageError),
     /// A point outside the image.
     #[error("point ({x}, {y}) is outside the image: x must be in [0, {width}], y in [0, {height}]")]
     PointOutside {
@@ -131,38 +111,6 @@ pub enum PromptError {
     /// A coordinate that is NaN or infinite.
     #[error("prompt coordinates must be finite")]
     NotFinite,
-}
-
-impl SamImage {
-    /// Wraps an interleaved RGB buffer.
-    pub fn new(width: usize, height: usize, rgb: Vec<u8>) -> Result<Self, PromptError> {
-        if width == 0 || height == 0 {
-            return Err(PromptError::EmptyImage { width, height });
-        }
-        if rgb.len() != width * height * 3 {
-            return Err(PromptError::BufferSize {
-                width,
-                height,
-                got: rgb.len(),
-            });
-        }
-        Ok(Self { width, height, rgb })
-    }
-
-    /// Width in pixels.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
-    /// The interleaved RGB bytes.
-    pub fn rgb(&self) -> &[u8] {
-        &self.rgb
-    }
 }
 
 /// A point prompt in original pixels.
@@ -274,20 +222,20 @@ pub struct ImageEmbedding<B: Backend> {
 
 /// The result of [`Sam::predict`].
 #[derive(Debug, Clone)]
-pub struct Prediction<B: Backend> {
+pub struct MaskPrediction<B: Backend> {
     /// Mask logits at the original size, `[1, K, H, W]` (K = 1, or 3 with multimask).
     pub masks: Tensor<B, 4>,
     /// Predicted IoU of each mask, `[1, K]`.
     pub iou_predictions: Tensor<B, 2>,
     /// Low-resolution logits `[1, K, 4h, 4w]`, usable as the next `mask_input`.
     pub low_res_masks: Tensor<B, 4>,
-    /// Threshold for [`Prediction::binary_masks`].
+    /// Threshold for [`MaskPrediction::binary_masks`].
     pub mask_threshold: f32,
 }
 
-/// A [`Prediction`] read back to the host.
+/// A [`MaskPrediction`] read back to the host.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HostPrediction {
+pub struct HostMasks {
     /// `K` binary masks, row-major `K x H x W` (logit > threshold).
     pub masks: Vec<bool>,
     /// Predicted IoU of each mask.
@@ -298,7 +246,7 @@ pub struct HostPrediction {
     pub size: (usize, usize),
 }
 
-impl HostPrediction {
+impl HostMasks {
     /// Mask `k`, row-major `H x W`.
     pub fn mask(&self, k: usize) -> &[bool] {
         let n = self.size.0 * self.size.1;
@@ -306,10 +254,10 @@ impl HostPrediction {
     }
 }
 
-impl<B: Backend> Prediction<B> {
+impl<B: Backend> MaskPrediction<B> {
     /// The masks (thresholded on the host: float logits read back the same on every backend)
     /// and predicted IoUs, with the index of the best mask.
-    pub fn to_host(&self) -> Result<HostPrediction, String> {
+    pub fn to_host(&self) -> Result<HostMasks, String> {
         let [_, _, h, w] = self.masks.dims();
         let masks = self
             .masks
@@ -334,7 +282,7 @@ impl<B: Backend> Prediction<B> {
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, _)| i)
             .unwrap_or(0);
-        Ok(HostPrediction {
+        Ok(HostMasks {
             masks,
             ious,
             best,
@@ -354,19 +302,22 @@ impl<B: Backend> Prediction<B> {
     }
 }
 
-impl<B: Backend> Sam<B> {
-    /// Builds a model of `config` with lazily initialised weights (load a checkpoint next).
-    pub fn new(config: &SamConfig, device: &B::Device) -> Self {
-        Self {
-            image_encoder: config.image_encoder.init(device),
-            prompt_encoder: prompt_encoder::init_prompt_encoder(config, device),
-            mask_decoder: config.mask_decoder.init(device),
-            pixel_mean: config.pixel_mean,
-            pixel_std: config.pixel_std,
-            mask_threshold: config.mask_threshold,
+impl SamConfig {
+    /// Builds a model of this config with lazily initialised weights (load a checkpoint
+    /// next, or use [`crate::loader::sam::load_sam`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Sam<B> {
+        Sam {
+            image_encoder: self.image_encoder.init(device),
+            prompt_encoder: prompt_encoder::init_prompt_encoder(self, device),
+            mask_decoder: self.mask_decoder.init(device),
+            pixel_mean: self.pixel_mean,
+            pixel_std: self.pixel_std,
+            mask_threshold: self.mask_threshold,
         }
     }
+}
 
+impl<B: Backend> Sam<B> {
     /// The padded model input side (1024 for the released models).
     pub fn img_size(&self) -> usize {
         self.image_encoder.img_size
@@ -379,12 +330,12 @@ impl<B: Backend> Sam<B> {
 
     /// Resizes (Pillow bilinear, long side = `img_size`), normalises and zero-pads an image
     /// to `[1, 3, img_size, img_size]`; returns it with the resized size.
-    pub fn preprocess(&self, image: &SamImage) -> (Tensor<B, 4>, (usize, usize)) {
+    pub fn preprocess(&self, image: &Image) -> (Tensor<B, 4>, (usize, usize)) {
         let device = self.device();
         let s = self.img_size();
-        let (h, w) = transforms::preprocess_shape(image.height, image.width, s);
+        let (h, w) = transforms::preprocess_shape(image.height(), image.width(), s);
         let resized =
-            transforms::resize_bilinear_u8(&image.rgb, (image.height, image.width), 3, (h, w));
+            transforms::resize_bilinear_u8(image.rgb(), (image.height(), image.width()), 3, (h, w));
         let pixels: Vec<f32> = resized.iter().map(|&v| v as f32).collect();
         let x = Tensor::<B, 3>::from_data(TensorData::new(pixels, [h, w, 3]), &device)
             .permute([2, 0, 1])
@@ -397,20 +348,20 @@ impl<B: Backend> Sam<B> {
     }
 
     /// Runs the image encoder once; the result serves any number of prompts.
-    pub fn embed_image(&self, image: &SamImage) -> ImageEmbedding<B> {
+    pub fn embed_image(&self, image: &Image) -> ImageEmbedding<B> {
         self.embed_image_with_progress(image, |_, _| {})
     }
 
     /// [`Sam::embed_image`] reporting `(blocks_done, blocks_total)` of the encoder.
     pub fn embed_image_with_progress(
         &self,
-        image: &SamImage,
+        image: &Image,
         progress: impl FnMut(usize, usize),
     ) -> ImageEmbedding<B> {
         let (x, input_size) = self.preprocess(image);
         ImageEmbedding {
             embeddings: self.image_encoder.forward_with_progress(x, progress),
-            original_size: (image.height, image.width),
+            original_size: (image.height(), image.width()),
             input_size,
         }
     }
@@ -482,7 +433,7 @@ impl<B: Backend> Sam<B> {
         embedding: &ImageEmbedding<B>,
         prompt: &Prompt,
         multimask_output: bool,
-    ) -> Result<Prediction<B>, PromptError> {
+    ) -> Result<MaskPrediction<B>, PromptError> {
         let (sparse, dense) = self.encode_prompt(embedding, prompt)?;
         let (low_res, iou) = self.mask_decoder.forward(
             embedding.embeddings.clone(),
@@ -496,7 +447,7 @@ impl<B: Backend> Sam<B> {
             embedding.input_size,
             embedding.original_size,
         );
-        Ok(Prediction {
+        Ok(MaskPrediction {
             masks,
             iou_predictions: iou,
             low_res_masks: low_res,

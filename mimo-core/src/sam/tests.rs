@@ -32,8 +32,8 @@ fn load_tiny(name: &str, ext: &str) -> Sam<B> {
     sam
 }
 
-fn image_of(a: &Array) -> SamImage {
-    SamImage::new(a.shape[1], a.shape[0], a.u8.clone()).unwrap()
+fn image_of(a: &Array) -> Image {
+    Image::new(a.shape[1], a.shape[0], a.u8.clone()).unwrap()
 }
 
 fn prompt_of(io: &HashMap<String, Array>, case: &str) -> Prompt {
@@ -368,8 +368,8 @@ fn prompts_out_of_range_are_rejected_with_the_range() {
             .validate(10, 10, 32)
             .is_err()
     );
-    assert!(SamImage::new(2, 2, vec![0; 11]).is_err());
-    assert!(SamImage::new(0, 2, vec![]).is_err());
+    assert!(Image::new(2, 2, vec![0; 11]).is_err());
+    assert!(Image::new(0, 2, vec![]).is_err());
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use mimo_core::fsutil::write_atomic;
 
-use super::sources::Sample;
+use super::sources::SourceSample;
 use super::{BuildError, BuildSummary, Source};
 use crate::record::Record;
 
@@ -35,7 +35,11 @@ pub(super) fn remove_temporaries(out: &Path, sources: &[Source]) {
 
 /// Writes a sample's image to `out/rel` (PNG) unless an earlier run did; returns whether
 /// the image was already there (and is reused).
-pub(super) fn write_image(out: &Path, rel: &str, sample: &Sample) -> Result<bool, BuildError> {
+pub(super) fn write_image(
+    out: &Path,
+    rel: &str,
+    sample: &SourceSample,
+) -> Result<bool, BuildError> {
     let image_path = out.join(rel);
     if image_path.is_file() {
         return Ok(true);

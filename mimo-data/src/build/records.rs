@@ -5,7 +5,7 @@ use std::path::Path;
 
 use mimo_core::rng::{Rng, hash64};
 
-use super::sources::Sample;
+use super::sources::SourceSample;
 use super::{BuildError, DatasetConfig, Skipped, split_of};
 use crate::knowledge::KnowledgeBase;
 use crate::prompts::{sample_box, sample_point};
@@ -92,7 +92,7 @@ pub(super) fn sample_records(
     cfg: &DatasetConfig,
     kb: &KnowledgeBase,
     source: &str,
-    sample: &Sample,
+    sample: &SourceSample,
     image: &str,
     o: &mut InputOut,
 ) {
@@ -170,7 +170,7 @@ fn generate(
     cfg: &DatasetConfig,
     kb: &KnowledgeBase,
     persp: Perspective,
-    sample: &Sample,
+    sample: &SourceSample,
     labels: &[String],
     rng: &mut Rng,
 ) -> Result<Generated, String> {

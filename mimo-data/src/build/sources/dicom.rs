@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{Reader, Sample, find_mask, read_label_image, volume_of};
+use super::{Reader, SourceSample, find_mask, read_label_image, volume_of};
 use crate::dicom_source::{read_dicom, read_dicom_seg};
 use crate::nifti_source::{Intensity, Volume, to_grey};
 
@@ -24,7 +24,7 @@ pub(super) struct Dicom<'a> {
 
 impl Dicom<'_> {
     /// One DICOM image and its mask (DICOM-SEG or label image).
-    fn read_sample(&self, img: &Path) -> Result<Sample, String> {
+    fn read_sample(&self, img: &Path) -> Result<SourceSample, String> {
         let Dicom {
             masks: masks_dir,
             labels,
@@ -89,7 +89,7 @@ impl Dicom<'_> {
         };
         let grey = to_grey(&d.values, range);
         let volume = volume_of(&stem, sep);
-        Ok(Sample {
+        Ok(SourceSample {
             negatives: Vec::new(),
             stem,
             volume,
@@ -111,7 +111,7 @@ impl Reader for Dicom<'_> {
         self.files.get(index).map(PathBuf::as_path)
     }
 
-    fn read(&self, index: usize) -> Result<Vec<Sample>, String> {
+    fn read(&self, index: usize) -> Result<Vec<SourceSample>, String> {
         self.read_sample(&self.files[index]).map(|s| vec![s])
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use mimo_core::rng::hash64;
 
-use super::{Reader, Sample};
+use super::{Reader, SourceSample};
 use crate::build::Skipped;
 use crate::dicom_source::{Series, list_files, read_seg, read_seg_refs, read_series, scan_series};
 use crate::nifti_source::{Intensity, Volume, to_grey};
@@ -98,7 +98,7 @@ pub(super) struct DicomSeries<'a> {
 
 impl DicomSeries<'_> {
     /// The slices of one DICOM series with the masks of its SEG files.
-    fn read_samples(&self, series: &Series, segs: &[PathBuf]) -> Result<Vec<Sample>, String> {
+    fn read_samples(&self, series: &Series, segs: &[PathBuf]) -> Result<Vec<SourceSample>, String> {
         let DicomSeries {
             rename,
             intensity,
@@ -203,7 +203,7 @@ impl DicomSeries<'_> {
                 Vec::new()
             };
             let grey = to_grey(&img.values, range);
-            out.push(Sample {
+            out.push(SourceSample {
                 negatives,
                 stem,
                 volume: volume.clone(),
@@ -228,7 +228,7 @@ impl Reader for DicomSeries<'_> {
         Some(first.map_or(self.images, |sl| sl.path.as_path()))
     }
 
-    fn read(&self, index: usize) -> Result<Vec<Sample>, String> {
+    fn read(&self, index: usize) -> Result<Vec<SourceSample>, String> {
         let s = &self.series[index];
         self.read_samples(s, self.segs.get(&s.uid).map(Vec::as_slice).unwrap_or(&[]))
     }

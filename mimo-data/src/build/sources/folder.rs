@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{Reader, Sample, find_mask, read_label_image, volume_of};
+use super::{Reader, SourceSample, find_mask, read_label_image, volume_of};
 
 /// A folder source's settings and its listed images.
 pub(super) struct Folder<'a> {
@@ -23,7 +23,7 @@ pub(super) struct Folder<'a> {
 
 impl Folder<'_> {
     /// One image and its mask.
-    fn read_sample(&self, img: &Path) -> Result<Sample, String> {
+    fn read_sample(&self, img: &Path) -> Result<SourceSample, String> {
         let Folder {
             masks: masks_dir,
             labels,
@@ -66,7 +66,7 @@ impl Folder<'_> {
             return Err("the mask has none of the configured label values".into());
         }
         let volume = volume_of(&stem, sep);
-        Ok(Sample {
+        Ok(SourceSample {
             negatives: Vec::new(),
             stem,
             volume,
@@ -88,7 +88,7 @@ impl Reader for Folder<'_> {
         self.files.get(index).map(PathBuf::as_path)
     }
 
-    fn read(&self, index: usize) -> Result<Vec<Sample>, String> {
+    fn read(&self, index: usize) -> Result<Vec<SourceSample>, String> {
         self.read_sample(&self.files[index]).map(|s| vec![s])
     }
 }

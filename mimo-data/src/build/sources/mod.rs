@@ -2,7 +2,8 @@
 //! reader per kind of source (phantoms, 2D folders, NIfTI volumes, DICOM files, DICOM series).
 //!
 //! [`Source::open`] is the one place the variants are told apart: it lists a source's inputs
-//! and returns a [`Reader`] that turns any of them into [`Sample`]s, on any worker thread.
+//! and returns a [`Reader`] that turns any of them into [`SourceSample`]s, on any worker
+//! thread.
 
 mod dicom;
 mod dicom_series;
@@ -284,11 +285,11 @@ pub(super) trait Reader: Sync {
     /// inputs).
     fn path(&self, index: usize) -> Option<&Path>;
     /// The samples of input `index` (`index < inputs()`), or why it cannot be used.
-    fn read(&self, index: usize) -> Result<Vec<Sample>, String>;
+    fn read(&self, index: usize) -> Result<Vec<SourceSample>, String>;
 }
 
 /// One loaded image with its labelled masks.
-pub(super) struct Sample {
+pub(super) struct SourceSample {
     /// Structures asked for in a negative sample (no masks).
     pub(super) negatives: Vec<String>,
     pub(super) stem: String,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use mimo_core::rng::hash64;
 
-use super::{Reader, Sample};
+use super::{Reader, SourceSample};
 use crate::nifti_source::{Intensity, SliceAxis, read_volume, to_grey};
 
 /// A NIfTI source's settings and its listed volumes.
@@ -33,7 +33,7 @@ pub(super) struct Nifti<'a> {
 
 impl Nifti<'_> {
     /// The slices of one NIfTI volume and its label volume.
-    fn read_samples(&self, img: &Path) -> Result<Vec<Sample>, String> {
+    fn read_samples(&self, img: &Path) -> Result<Vec<SourceSample>, String> {
         let Nifti {
             masks: masks_dir,
             labels,
@@ -114,7 +114,7 @@ impl Nifti<'_> {
                 Vec::new()
             };
             let grey = to_grey(&v, range);
-            out.push(Sample {
+            out.push(SourceSample {
                 negatives,
                 stem: slice_stem,
                 volume: stem.clone(),
@@ -138,7 +138,7 @@ impl Reader for Nifti<'_> {
         self.files.get(index).map(PathBuf::as_path)
     }
 
-    fn read(&self, index: usize) -> Result<Vec<Sample>, String> {
+    fn read(&self, index: usize) -> Result<Vec<SourceSample>, String> {
         self.read_samples(&self.files[index])
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{Reader, Sample};
+use super::{Reader, SourceSample};
 use crate::phantom::{Style, phantom};
 
 /// A phantom source's settings.
@@ -28,10 +28,10 @@ impl Reader for Phantoms {
         None
     }
 
-    fn read(&self, index: usize) -> Result<Vec<Sample>, String> {
+    fn read(&self, index: usize) -> Result<Vec<SourceSample>, String> {
         let index = index as u64;
         let p = phantom(self.style, self.size, self.seed, index);
-        Ok(vec![Sample {
+        Ok(vec![SourceSample {
             negatives: Vec::new(),
             stem: format!("{index:06}"),
             volume: format!("vol{:04}", index as usize % self.volumes),
