@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mimo_core::fsutil::write_atomic;
 use mimo_data::batch::RecordsDataset;
 use mimo_data::build::{DatasetConfig, Stage, build};
-use mimo_data::record::{Record, read_jsonl};
+use mimo_data::record::{PromptKind, Record, read_jsonl};
 
 use crate::overlay::overlay_masks_png;
 
@@ -138,7 +138,7 @@ pub fn run(args: DataArgs) -> Result<(), String> {
                 *tables
                     .entry("split")
                     .or_default()
-                    .entry(r.split.clone())
+                    .entry(r.split.to_string())
                     .or_default() += 1;
                 *tables
                     .entry("modality")
@@ -188,13 +188,13 @@ pub fn run(args: DataArgs) -> Result<(), String> {
             let points: Vec<[f64; 2]> = r
                 .prompts
                 .iter()
-                .filter(|p| p.kind == "point")
+                .filter(|p| p.kind == PromptKind::Point)
                 .map(|p| [p.coords[0], p.coords[1]])
                 .collect();
             let boxes: Vec<[f64; 4]> = r
                 .prompts
                 .iter()
-                .filter(|p| p.kind == "box")
+                .filter(|p| p.kind == PromptKind::Box)
                 .map(|p| [p.coords[0], p.coords[1], p.coords[2], p.coords[3]])
                 .collect();
             let png = overlay_masks_png(&rgb, w, h, &masks, &points, &boxes)?;

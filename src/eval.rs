@@ -9,7 +9,7 @@ use mimo_bench::eval::{MeteorMode, Prediction, score};
 use mimo_core::fsutil::write_atomic;
 use mimo_core::llm::GenerationConfig;
 use mimo_core::mimo::{MimoBuild, MimoConfig};
-use mimo_data::record::{Record, read_jsonl};
+use mimo_data::record::{Record, Split, read_jsonl};
 
 use crate::backend::{self, Backend};
 
@@ -44,7 +44,7 @@ pub struct EvalArgs {
     records: Option<PathBuf>,
     /// Only records of this split (default: test).
     #[arg(long, default_value = "test")]
-    split: String,
+    split: Split,
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -201,7 +201,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         args.max_new_tokens,
     )?;
     let s =
-        score(&records, &preds, Some(&args.split), &MeteorMode::Off).map_err(|e| e.to_string())?;
+        score(&records, &preds, Some(args.split), &MeteorMode::Off).map_err(|e| e.to_string())?;
     if let Some(info) = &loaded.run {
         // What `mimo report` reads beside scores.json: the run's name and data ratio.
         let name = if info.aligner {

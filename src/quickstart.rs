@@ -14,7 +14,7 @@ use mimo_bench::plot::{Series, panel};
 use mimo_core::fsutil::write_atomic;
 use mimo_core::mimo::MimoConfig;
 use mimo_data::batch::RecordsDataset;
-use mimo_data::record::{Record, read_jsonl};
+use mimo_data::record::{PromptKind, Record, Split, read_jsonl};
 use mimo_train::{Display, TrainOptions};
 use serde::Serialize;
 
@@ -114,7 +114,7 @@ pub fn run(args: QuickstartArgs) -> Result<(), String> {
     let records: Vec<Record> = read_jsonl(&records_path).map_err(|e| e.to_string())?;
     let test: Vec<Record> = records
         .iter()
-        .filter(|r| r.split == "test")
+        .filter(|r| r.split == Split::Test)
         .cloned()
         .collect();
 
@@ -301,7 +301,7 @@ fn evaluate(
     let s = score(
         test,
         &preds,
-        Some("test"),
+        Some(Split::Test),
         &mimo_bench::eval::MeteorMode::Off,
     )
     .map_err(|e| e.to_string())?;
@@ -425,13 +425,13 @@ fn overlays(
         let points: Vec<([f64; 2], bool)> = r
             .prompts
             .iter()
-            .filter(|p| p.kind == "point" && p.coords.len() == 2)
+            .filter(|p| p.kind == PromptKind::Point && p.coords.len() == 2)
             .map(|p| ([p.coords[0], p.coords[1]], p.label != Some(0)))
             .collect();
         let boxes: Vec<[f64; 4]> = r
             .prompts
             .iter()
-            .filter(|p| p.kind == "box" && p.coords.len() == 4)
+            .filter(|p| p.kind == PromptKind::Box && p.coords.len() == 4)
             .map(|p| [p.coords[0], p.coords[1], p.coords[2], p.coords[3]])
             .collect();
         let name = r.id.replace('/', "_");

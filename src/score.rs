@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use mimo_bench::eval::{MeteorMode, Prediction, csv, markdown, score};
 use mimo_core::fsutil::write_atomic;
-use mimo_data::record::{Record, read_jsonl};
+use mimo_data::record::{Record, Split, read_jsonl};
 
 /// Which METEOR implementation.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -40,7 +40,7 @@ pub struct ScoreArgs {
     records: PathBuf,
     /// Score only records of this split (all when omitted).
     #[arg(long)]
-    split: Option<String>,
+    split: Option<Split>,
     /// METEOR implementation.
     #[arg(long, value_enum, default_value = "off")]
     meteor: Meteor,
@@ -76,7 +76,7 @@ pub fn run(args: ScoreArgs) -> Result<(), String> {
     if unknown > 0 {
         eprintln!("note: {unknown} prediction(s) have ids that are not in the records; ignored");
     }
-    let s = score(&records, &preds, args.split.as_deref(), &meteor).map_err(|e| e.to_string())?;
+    let s = score(&records, &preds, args.split, &meteor).map_err(|e| e.to_string())?;
     write_tables(&s, &args.out)?;
     Ok(())
 }

@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use mimo_data::record::{Perspective, Record};
+use mimo_data::record::{Perspective, PromptKind, Record, Split};
 use mimo_data::rle::Rle;
 use serde::{Deserialize, Serialize};
 
@@ -239,7 +239,7 @@ impl SegGroup {
 pub fn score(
     records: &[Record],
     predictions: &[Prediction],
-    split: Option<&str>,
+    split: Option<Split>,
     meteor: &MeteorMode,
 ) -> Result<Scores, ScoreError> {
     let by_id: HashMap<&str, &Prediction> =
@@ -311,7 +311,7 @@ pub fn score(
                 }
             }
             Perspective::HeldoutSeg => {
-                let boxed = if r.prompts.iter().any(|v| v.kind == "box") {
+                let boxed = if r.prompts.iter().any(|v| v.kind == PromptKind::Box) {
                     "with_box"
                 } else {
                     "without_box"
@@ -596,7 +596,7 @@ mod tests {
     fn scores_and_tables_match_hand_computed_values() {
         let records: Vec<Record> = read_jsonl(fixture("records.jsonl")).unwrap();
         let preds: Vec<Prediction> = read_jsonl(fixture("predictions.jsonl")).unwrap();
-        let s = score(&records, &preds, Some("test"), &MeteorMode::Off).unwrap();
+        let s = score(&records, &preds, Some(Split::Test), &MeteorMode::Off).unwrap();
         let eq = |a: f64, b: f64| assert!((a - b).abs() < 1e-9, "{a} != {b}");
         // P1: r1 IoU 1/2, r2 IoU 2/2 (r3 is in train).
         let p1 = &s.held_in["P1"];

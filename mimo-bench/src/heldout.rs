@@ -20,7 +20,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use mimo_data::prompts::bbox;
-use mimo_data::record::{LabeledMask, Perspective, Record, VisualPrompt, VqaItem};
+use mimo_data::record::{
+    LabeledMask, Perspective, PromptKind, Record, Split, VisualPrompt, VqaItem,
+};
 use mimo_data::rle::Rle;
 use serde_json::Value;
 
@@ -71,7 +73,7 @@ fn vqa_record(id: String, image: String, source: &str, item: VqaItem) -> Record 
         modality: String::new(),
         source: source.into(),
         volume: String::new(),
-        split: "test".into(),
+        split: Split::Test,
         perspective: Perspective::Vqa,
         prompts: Vec::new(),
         turns: Vec::new(),
@@ -252,7 +254,7 @@ pub fn read_seg_folder(
         let mask: Vec<bool> = m.pixels().map(|p| p.0[0] > 0).collect();
         let prompts = match (with_box, bbox(&mask, h, w)) {
             (true, Some(b)) => vec![VisualPrompt {
-                kind: "box".into(),
+                kind: PromptKind::Box,
                 coords: b.iter().map(|&v| v as f64).collect(),
                 label: None,
             }],
@@ -266,7 +268,7 @@ pub fn read_seg_folder(
             modality: String::new(),
             source: source.into(),
             volume: stem.clone(),
-            split: "test".into(),
+            split: Split::Test,
             perspective: Perspective::HeldoutSeg,
             prompts,
             turns: Vec::new(),

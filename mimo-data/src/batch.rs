@@ -15,7 +15,7 @@ use mimo_core::sam::transforms::{apply_coords, preprocess_shape, resize_bilinear
 use mimo_core::tokenizer::conversation::{Template, tokenize_conversation};
 use mimo_core::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX, MimoTokenizer};
 
-use crate::record::{JsonlError, Record, VisualPrompt, read_jsonl};
+use crate::record::{JsonlError, Record, Split, VisualPrompt, read_jsonl};
 
 /// A record with its image and masks loaded.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct RecordsDataset {
 
 impl RecordsDataset {
     /// Opens `records.jsonl`; image paths are relative to its folder.
-    pub fn open(path: &Path, split: Option<&str>) -> Result<Self, JsonlError> {
+    pub fn open(path: &Path, split: Option<Split>) -> Result<Self, JsonlError> {
         let records: Vec<Record> = read_jsonl(path)?;
         Ok(Self::from_records(
             records
@@ -277,7 +277,7 @@ fn scale_prompt(p: &VisualPrompt, old: (usize, usize), new: (usize, usize)) -> V
         })
         .collect();
     VisualPrompt {
-        kind: p.kind.clone(),
+        kind: p.kind,
         coords,
         label: p.label,
     }
@@ -414,7 +414,7 @@ mod tests {
             workers: None,
         };
         build(&cfg, &out, &mut |_, _, _| {}).unwrap();
-        let ds = RecordsDataset::open(&out.join("records.jsonl"), Some("train")).unwrap();
+        let ds = RecordsDataset::open(&out.join("records.jsonl"), Some(Split::Train)).unwrap();
         (out, ds)
     }
 
@@ -474,11 +474,11 @@ mod tests {
         let mut s = ds.get(0).unwrap();
         s.record.turns = vec![
             Turn {
-                from: "human".into(),
+                from: crate::record::Role::Human,
                 value: q,
             },
             Turn {
-                from: "gpt".into(),
+                from: crate::record::Role::Gpt,
                 value: a,
             },
         ];
@@ -569,11 +569,11 @@ mod tests {
         r.perspective = Perspective::Vqa;
         r.turns = vec![
             Turn {
-                from: "human".into(),
+                from: crate::record::Role::Human,
                 value: "<image>\nIs there a lesion?".into(),
             },
             Turn {
-                from: "gpt".into(),
+                from: crate::record::Role::Gpt,
                 value: "No.".into(),
             },
         ];

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::data::dataset::Dataset;
 use mimo_core::rng::Rng;
 
-use crate::record::{Perspective, Record, Turn};
+use crate::record::{Perspective, Record, Role, Split, Turn};
 
 /// Why an instruction file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub fn read_llava_vqa(path: &Path, source: &str) -> Result<(Vec<Record>, usize),
                 .conversations
                 .iter()
                 .enumerate()
-                .all(|(i, t)| t.from == if i % 2 == 0 { "human" } else { "gpt" });
+                .all(|(i, t)| t.from == if i % 2 == 0 { Role::Human } else { Role::Gpt });
         let Some(image) = it.image.filter(|_| ok) else {
             skipped += 1;
             continue;
@@ -61,7 +61,7 @@ pub fn read_llava_vqa(path: &Path, source: &str) -> Result<(Vec<Record>, usize),
             modality: String::new(),
             source: source.into(),
             volume: String::new(),
-            split: "train".into(),
+            split: Split::Train,
             perspective: Perspective::Vqa,
             prompts: Vec::new(),
             turns: it.conversations,

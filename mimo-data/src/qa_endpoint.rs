@@ -182,13 +182,7 @@ impl QaEndpoint {
 }
 
 /// The visual prompt of a Perspective IV question.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PromptKind {
-    /// A bounding box.
-    Box,
-    /// A point.
-    Point,
-}
+pub use crate::record::PromptKind;
 
 /// One sample to write a question and answer for.
 #[derive(Debug, Clone, PartialEq)]

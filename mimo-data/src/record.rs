@@ -57,11 +57,98 @@ impl Perspective {
     }
 }
 
+/// The kind of a visual prompt (`"box"` or `"point"` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptKind {
+    /// A bounding box.
+    Box,
+    /// A point.
+    Point,
+}
+
+/// Who speaks a turn (`"human"` or `"gpt"` in JSON, as in LLaVA's data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The user's question.
+    Human,
+    /// The model's answer.
+    Gpt,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Human => "human",
+            Role::Gpt => "gpt",
+        })
+    }
+}
+
+/// The split of a record (`"train"`, `"val"` or `"test"` in JSON and in experiment files;
+/// any other name is an error that names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Split {
+    /// Training data.
+    Train,
+    /// Validation data.
+    Val,
+    /// Test data.
+    Test,
+}
+
+impl Split {
+    /// The three splits.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
+    /// The name in files: `train`, `val` or `test`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Split::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| format!("unknown split `{s}`: expected train, val or test"))
+    }
+}
+
+impl TryFrom<String> for Split {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Split> for String {
+    fn from(s: Split) -> String {
+        s.as_str().to_string()
+    }
+}
+
 /// A visual prompt in original-image pixels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VisualPrompt {
-    /// `"box"` or `"point"`.
-    pub kind: String,
+    /// Box or point.
+    pub kind: PromptKind,
     /// Box `[x0, y0, x1, y1]` or point `[x, y]`.
     pub coords: Vec<f64>,
     /// Point label (1 foreground, 0 background); absent for boxes.
@@ -74,13 +161,13 @@ impl VisualPrompt {
     /// coordinates.
     pub fn to_model(&self) -> Option<mimo_core::prompt::VisualPrompt> {
         use mimo_core::prompt::VisualPrompt as Vp;
-        match (self.kind.as_str(), self.coords.as_slice()) {
-            ("point", [x, y]) => Some(Vp::Point {
+        match (self.kind, self.coords.as_slice()) {
+            (PromptKind::Point, [x, y]) => Some(Vp::Point {
                 x: *x,
                 y: *y,
                 positive: self.label != Some(0),
             }),
-            ("box", [x0, y0, x1, y1]) => Some(Vp::Box {
+            (PromptKind::Box, [x0, y0, x1, y1]) => Some(Vp::Box {
                 x0: *x0,
                 y0: *y0,
                 x1: *x1,
@@ -94,8 +181,8 @@ impl VisualPrompt {
 /// One conversation turn (LLaVA's `{"from", "value"}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
-    /// `"human"` or `"gpt"`.
-    pub from: String,
+    /// Who speaks.
+    pub from: Role,
     /// The text; answers carry `<p>label</p><SEG>` markup.
     pub value: String,
 }
@@ -151,8 +238,8 @@ pub struct Record {
     /// Patient or volume id (slices of one volume share it).
     #[serde(default)]
     pub volume: String,
-    /// `"train"`, `"val"` or `"test"`.
-    pub split: String,
+    /// Train, val or test.
+    pub split: Split,
     /// The kind of sample.
     pub perspective: Perspective,
     /// Visual prompts.
@@ -175,7 +262,7 @@ impl Record {
         self.turns
             .iter()
             .rev()
-            .find(|t| t.from == "gpt")
+            .find(|t| t.from == Role::Gpt)
             .map(|t| t.value.as_str())
     }
 }
@@ -223,4 +310,37 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The enums read and write the same JSON as the strings they replaced; an unknown
+    /// split, role or prompt kind is an error that names it.
+    #[test]
+    fn record_enums_keep_the_json_format() {
+        let line = r#"{"id":"a/0","image":"images/a.png","size":[4,4],"modality":"CT","source":"a","volume":"v","split":"test","perspective":"P2","prompts":[{"kind":"box","coords":[0.0,0.0,2.0,2.0]},{"kind":"point","coords":[1.0,1.0],"label":0}],"turns":[{"from":"human","value":"q"},{"from":"gpt","value":"a"}]}"#;
+        let r: Record = serde_json::from_str(line).unwrap();
+        assert_eq!(r.split, Split::Test);
+        assert_eq!(r.prompts[0].kind, PromptKind::Box);
+        assert_eq!(r.prompts[1].kind, PromptKind::Point);
+        assert_eq!(r.turns[1].from, Role::Gpt);
+        assert_eq!(serde_json::to_string(&r).unwrap(), line);
+        for (bad, word) in [
+            (line.replace(r#""split":"test""#, r#""split":"dev""#), "dev"),
+            (line.replace(r#""from":"gpt""#, r#""from":"bot""#), "bot"),
+            (
+                line.replace(r#""kind":"box""#, r#""kind":"circle""#),
+                "circle",
+            ),
+        ] {
+            let e = serde_json::from_str::<Record>(&bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(word), "{e}");
+        }
+        assert_eq!("val".parse::<Split>(), Ok(Split::Val));
+        assert_eq!(Split::Train.to_string(), "train");
+    }
 }

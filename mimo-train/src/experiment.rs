@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mimo_data::record::Split;
 use serde::{Deserialize, Serialize};
 
 /// Why an experiment file was rejected.
@@ -109,12 +110,12 @@ pub struct DataSpec {
     /// LLaVA-Med-style VQA conversations (`[{id, image, conversations}]` JSON) mixed in.
     #[serde(default)]
     pub vqa: Vec<VqaSpec>,
-    /// Split trained on.
+    /// Split trained on (`"train"`, `"val"` or `"test"`).
     #[serde(default = "train_split")]
-    pub train_split: String,
+    pub train_split: Split,
     /// Split validated on.
     #[serde(default = "val_split")]
-    pub valid_split: String,
+    pub valid_split: Split,
     /// Longest tokenised conversation; longer ones are cut.
     #[serde(default = "max_text_len")]
     pub max_text_len: usize,
@@ -123,11 +124,11 @@ pub struct DataSpec {
 fn one() -> f64 {
     1.0
 }
-fn train_split() -> String {
-    "train".into()
+fn train_split() -> Split {
+    Split::Train
 }
-fn val_split() -> String {
-    "val".into()
+fn val_split() -> Split {
+    Split::Val
 }
 fn max_text_len() -> usize {
     512

@@ -226,7 +226,9 @@ fn one_step_changes_exactly_the_trainable_parameters() {
     assert!(!trainable.contains("mimo.llm.model.layers.0.self_attn.q_proj.weight"));
     assert!(!trainable.contains("mimo.vp_encoder.pe_gaussian"));
 
-    let ds = mimo_data::batch::RecordsDataset::open(&records, Some("train")).unwrap();
+    let ds =
+        mimo_data::batch::RecordsDataset::open(&records, Some(mimo_data::record::Split::Train))
+            .unwrap();
     // One sample of each perspective's kind is enough: the first two records.
     let items: Vec<_> = (0..2)
         .map(|i| burn::data::dataset::Dataset::get(&ds, i).unwrap())

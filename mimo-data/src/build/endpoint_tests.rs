@@ -1,6 +1,6 @@
 use super::*;
 use crate::phantom::Style;
-use crate::record::read_jsonl;
+use crate::record::{PromptKind, read_jsonl};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -170,8 +170,8 @@ fn endpoint_qa_retries_validates_caches_and_resumes() {
         crate::qa::validate_answer(r.answer().unwrap(), &labels).unwrap();
         if r.perspective == Perspective::P4 {
             assert_eq!(r.prompts.len(), 1);
-            p4_points += usize::from(r.prompts[0].kind == "point");
-            let word = if r.prompts[0].kind == "point" {
+            p4_points += usize::from(r.prompts[0].kind == PromptKind::Point);
+            let word = if r.prompts[0].kind == PromptKind::Point {
                 "point"
             } else {
                 "box"

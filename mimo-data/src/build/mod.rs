@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::knowledge::KnowledgeBase;
 use crate::prompts::PointMode;
 use crate::qa_endpoint::{QaEndpoint, QaReport};
-use crate::record::{Perspective, Record};
+use crate::record::{Perspective, Record, Split};
 use records::InputOut;
 use sources::Reader;
 
@@ -247,14 +247,14 @@ impl DatasetConfig {
 
 /// The split of a volume: a seeded hash of the volume id, so every slice of a volume lands
 /// in the same split and the assignment does not depend on the order of the files.
-pub fn split_of(volume: &str, seed: u64, s: Splits) -> &'static str {
+pub fn split_of(volume: &str, seed: u64, s: Splits) -> Split {
     let u = (hash64(&format!("{seed}/{volume}")) >> 11) as f64 / (1u64 << 53) as f64;
     if u < s.train {
-        "train"
+        Split::Train
     } else if u < s.train + s.val {
-        "val"
+        Split::Val
     } else {
-        "test"
+        Split::Test
     }
 }
 
@@ -361,7 +361,7 @@ impl BuildSummary {
                 .records
                 .entry(format!("{:?}", r.perspective))
                 .or_default() += 1;
-            *self.splits.entry(r.split.clone()).or_default() += 1;
+            *self.splits.entry(r.split.to_string()).or_default() += 1;
         }
     }
 }

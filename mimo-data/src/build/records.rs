@@ -10,8 +10,8 @@ use super::{BuildError, DatasetConfig, Skipped, split_of};
 use crate::knowledge::KnowledgeBase;
 use crate::prompts::{sample_box, sample_point};
 use crate::qa;
-use crate::qa_endpoint::{PromptKind, QaEndpoint, QaJob, QaReport, run_jobs};
-use crate::record::{LabeledMask, Perspective, Record, Turn, VisualPrompt};
+use crate::qa_endpoint::{QaEndpoint, QaJob, QaReport, run_jobs};
+use crate::record::{LabeledMask, Perspective, PromptKind, Record, Role, Turn, VisualPrompt};
 use crate::rle::Rle;
 use crate::templates;
 
@@ -138,16 +138,16 @@ pub(super) fn sample_records(
             modality: sample.modality.clone(),
             source: source.into(),
             volume: volume.clone(),
-            split: split.into(),
+            split,
             perspective: *persp,
             prompts,
             turns: vec![
                 Turn {
-                    from: "human".into(),
+                    from: Role::Human,
                     value: format!("<image>\n{question}"),
                 },
                 Turn {
-                    from: "gpt".into(),
+                    from: Role::Gpt,
                     value: answer,
                 },
             ],
@@ -227,13 +227,13 @@ fn generate(
             let point = rng.next_f64() < cfg.point_share;
             let prompt = if point {
                 sample_point(&mask, h, w, cfg.point_mode, rng).map(|p| VisualPrompt {
-                    kind: "point".into(),
+                    kind: PromptKind::Point,
                     coords: p.to_vec(),
                     label: Some(1),
                 })
             } else {
                 sample_box(&mask, h, w, cfg.box_jitter, rng).map(|b| VisualPrompt {
-                    kind: "box".into(),
+                    kind: PromptKind::Box,
                     coords: b.to_vec(),
                     label: None,
                 })

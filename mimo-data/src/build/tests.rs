@@ -1,6 +1,6 @@
 use super::*;
 use crate::phantom::{Style, phantom};
-use crate::record::read_jsonl;
+use crate::record::{PromptKind, read_jsonl};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mimo-build-{}-{name}", std::process::id()));
@@ -84,11 +84,11 @@ fn phantom_build_is_deterministic_resumable_and_split_by_volume() {
 
     let records: Vec<Record> = read_jsonl(out.join("records.jsonl")).unwrap();
     // No volume in two splits.
-    let mut split_of_volume: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut split_of_volume: BTreeMap<&str, Split> = BTreeMap::new();
     for r in &records {
-        let prev = split_of_volume.insert(&r.volume, &r.split);
+        let prev = split_of_volume.insert(&r.volume, r.split);
         assert!(
-            prev.is_none() || prev == Some(r.split.as_str()),
+            prev.is_none() || prev == Some(r.split),
             "volume {} in two splits",
             r.volume
         );
@@ -106,8 +106,8 @@ fn phantom_build_is_deterministic_resumable_and_split_by_volume() {
             let mask = r.masks[0].rle.decode().unwrap();
             let [h, w] = r.size.unwrap();
             let p = &r.prompts[0];
-            match p.kind.as_str() {
-                "point" => assert!(mask[p.coords[1] as usize * w + p.coords[0] as usize]),
+            match p.kind {
+                PromptKind::Point => assert!(mask[p.coords[1] as usize * w + p.coords[0] as usize]),
                 _ => {
                     let [x0, y0, x1, y1] = crate::prompts::bbox(&mask, h, w).unwrap();
                     assert!(p.coords[0] <= x0 as f64 && p.coords[1] <= y0 as f64);
