@@ -307,7 +307,6 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
 }
 
 fn run_data(args: &BenchArgs) -> Result<(), String> {
-    use mimo_core::clip::preprocess::ClipPreprocessConfig;
     use mimo_core::tokenizer::MimoTokenizer;
     use mimo_core::tokenizer::conversation::Template;
     use mimo_data::batch::MimoBatcher;
@@ -368,15 +367,17 @@ fn run_data(args: &BenchArgs) -> Result<(), String> {
             format!("`{}`", args.dataset.display()),
         ),
     };
+    // MIMO's towers (CLIP ViT-L/14-336, SAM ViT-H) at the sizes asked for.
     let batcher = MimoBatcher {
-        tokenizer: MimoTokenizer::from_file(&args.tokenizer).map_err(|e| e.to_string())?,
-        template: Template::vicuna_v1(),
-        clip: ClipPreprocessConfig::default(),
         clip_size: args.clip_size,
         sam_size: args.sam_size,
-        sam_mean: [123.675, 116.28, 103.53],
-        sam_std: [58.395, 57.12, 57.375],
-        max_text_len: 257,
+        ..MimoBatcher::for_model(
+            MimoTokenizer::from_file(&args.tokenizer).map_err(|e| e.to_string())?,
+            Template::vicuna_v1(),
+            &ClipVisionConfig::vit_l14_336(),
+            &SamConfig::vit_h(),
+            257,
+        )
     };
     let out = std::env::temp_dir().join(format!("mimo-bench-data-{}", std::process::id()));
     eprintln!(

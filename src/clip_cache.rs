@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mimo_core::Image;
-use mimo_core::clip::cache::{CacheManifest, FeatureCache, image_key};
-use mimo_core::clip::{ClipVisionConfig, SelectFeature};
+use mimo_core::clip::ClipVisionConfig;
+use mimo_core::clip::cache::{CacheManifest, FeatureCache};
 use mimo_core::config::ModelConfig;
 use mimo_core::loader;
 
@@ -76,21 +75,8 @@ pub fn run(args: ClipCacheArgs) -> Result<(), String> {
             args.images.display()
         ));
     }
-    let size = std::fs::metadata(&args.checkpoint)
-        .map_err(|e| format!("cannot open checkpoint {}: {e}", args.checkpoint.display()))?
-        .len();
-    let name = args
-        .checkpoint
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let grid = config.grid();
-    let tokens = grid * grid + usize::from(config.select.feature == SelectFeature::ClsPatch);
-    let manifest = CacheManifest {
-        config: config.clone(),
-        checkpoint: format!("{name} ({size} bytes)"),
-        feature_shape: [tokens, config.hidden_size],
-    };
+    let manifest =
+        CacheManifest::for_checkpoint(&config, &args.checkpoint).map_err(|e| e.to_string())?;
     let mut cache =
         FeatureCache::open(&args.out, manifest, args.shard_size).map_err(|e| e.to_string())?;
 
@@ -105,54 +91,16 @@ pub fn run(args: ClipCacheArgs) -> Result<(), String> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} images, {elapsed} elapsed, eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (mut computed, mut cached) = (0usize, 0usize);
-    for chunk in images.chunks(args.batch.max(1)) {
-        let mut todo = Vec::new();
-        for path in chunk {
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read image {}: {e}", path.display()))?;
-            let key = image_key(&bytes);
-            if cache.contains(&key) {
-                cached += 1;
-                continue;
-            }
-            let img = image::load_from_memory(&bytes)
-                .map_err(|e| format!("cannot decode image {}: {e}", path.display()))?
-                .to_rgb8();
-            todo.push((key, img));
-        }
-        if !todo.is_empty() {
-            let batch = todo
-                .iter()
-                .map(|(_, img)| {
-                    Image::new(
-                        img.width() as usize,
-                        img.height() as usize,
-                        img.as_raw().clone(),
-                    )
-                    .map_err(|e| e.to_string())
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let values = tower
-                .image_features(&batch.iter().collect::<Vec<_>>())
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|e| format!("reading features: {e:?}"))?;
-            let per = values.len() / todo.len();
-            for ((key, _), feats) in todo.into_iter().zip(values.chunks(per)) {
-                cache
-                    .insert(key, feats.to_vec())
-                    .map_err(|e| e.to_string())?;
-                computed += 1;
-            }
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    cache.flush().map_err(|e| e.to_string())?;
+    let filled = cache
+        .fill(&tower, &images, args.batch, &mut |done, _| {
+            bar.set_position(done as u64)
+        })
+        .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     eprintln!(
-        "{computed} image(s) computed, {cached} already cached; {} in {}",
+        "{} image(s) computed, {} already cached; {} in {}",
+        filled.computed,
+        filled.cached,
         cache.len(),
         args.out.display()
     );

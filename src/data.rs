@@ -1,6 +1,5 @@
 //! `mimo data`: build a MIMOSeg-style dataset, summarise records, look at one record.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::data::dataset::Dataset;
@@ -9,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mimo_core::fsutil::write_atomic;
 use mimo_data::batch::RecordsDataset;
 use mimo_data::build::{DatasetConfig, Stage, build};
-use mimo_data::record::{PromptKind, Record, read_jsonl};
+use mimo_data::record::{PromptKind, Record, RecordStats, read_jsonl};
 
 use crate::overlay::overlay_masks_png;
 
@@ -128,38 +127,9 @@ pub fn run(args: DataArgs) -> Result<(), String> {
         }
         DataCommand::Stats { records } => {
             let rs: Vec<Record> = read_jsonl(&records).map_err(|e| e.to_string())?;
-            let mut tables: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
-            for r in &rs {
-                *tables
-                    .entry("perspective")
-                    .or_default()
-                    .entry(format!("{:?}", r.perspective))
-                    .or_default() += 1;
-                *tables
-                    .entry("split")
-                    .or_default()
-                    .entry(r.split.to_string())
-                    .or_default() += 1;
-                *tables
-                    .entry("modality")
-                    .or_default()
-                    .entry(r.modality.clone())
-                    .or_default() += 1;
-                *tables
-                    .entry("source")
-                    .or_default()
-                    .entry(r.source.clone())
-                    .or_default() += 1;
-                for m in &r.masks {
-                    *tables
-                        .entry("label (masks)")
-                        .or_default()
-                        .entry(m.label.clone())
-                        .or_default() += 1;
-                }
-            }
-            println!("{} records in {}", rs.len(), records.display());
-            for (name, counts) in tables {
+            let stats = RecordStats::of(&rs);
+            println!("{} records in {}", stats.records, records.display());
+            for (name, counts) in stats.tables {
                 println!("\n{name}:");
                 for (k, v) in counts {
                     println!("  {k:<24} {v}");

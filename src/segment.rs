@@ -100,16 +100,7 @@ fn parse_box(s: &str) -> Result<[f64; 4], String> {
 
 /// Reads an image file into RGB; the error names the file.
 pub fn read_image(path: &Path) -> Result<Image, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| format!("cannot open image {}: {e}", path.display()))?
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read image {}: {e}", path.display()))?
-        .decode()
-        .map_err(|e| format!("cannot decode image {}: {e}", path.display()))?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    Image::new(w as usize, h as usize, img.into_raw())
-        .map_err(|e| format!("image {}: {e}", path.display()))
+    Image::open(path).map_err(|e| e.to_string())
 }
 
 #[derive(Serialize)]

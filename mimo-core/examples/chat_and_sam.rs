@@ -40,9 +40,8 @@ fn segment<B: Backend>(root: &Path, device: &B::Device) -> Result<(), Box<dyn Er
     let config = SamConfig::load(fixtures.join("tiny_a.ron"))?;
     let (sam, _) = load_sam::<B>(&config, fixtures.join("tiny_a.safetensors"), device)?;
 
-    let rgb = image::open(root.join("assets/samples/mni152_t1_z95.png"))?.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let image = Image::new(w, h, rgb.into_raw())?;
+    let image = Image::open(root.join("assets/samples/mni152_t1_z95.png"))?;
+    let (w, h) = (image.width(), image.height());
     let embedding = sam.embed_image(&image);
     let prompt = Prompt::default().point(98.0, 110.0, true);
     let masks = sam.predict(&embedding, &prompt, true)?.to_host()?;

@@ -32,9 +32,8 @@ fn answer<B: Backend>(device: &B::Device) -> Result<(), Box<dyn Error>> {
         .as_ref()
         .ok_or("the model file names no tokenizer")?;
 
-    let rgb = image::open(root.join("assets/demo/samples/phantom_xray.png"))?.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let image = Image::new(w, h, rgb.into_raw())?;
+    let image = Image::open(root.join("assets/demo/samples/phantom_xray.png"))?;
+    let (w, h) = (image.width(), image.height());
     // A point on the right lung of the chest phantom, in image pixels.
     let prompts = [VisualPrompt::Point {
         x: 41.0,

@@ -36,6 +36,14 @@ pub enum ImageError {
         /// Height.
         height: usize,
     },
+    /// An image file that cannot be read or decoded.
+    #[error("cannot read image {path}: {message}")]
+    File {
+        /// The file (empty for in-memory bytes).
+        path: std::path::PathBuf,
+        /// The reason.
+        message: String,
+    },
 }
 
 impl Image {
@@ -72,6 +80,34 @@ impl Image {
     /// The bytes, giving up the image.
     pub fn into_rgb(self) -> Vec<u8> {
         self.rgb
+    }
+
+    /// Decodes a PNG, JPEG, BMP or TIFF file; grey, 16-bit and alpha images become 8-bit RGB.
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, ImageError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| ImageError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::decode(&bytes).map_err(|e| match e {
+            ImageError::File { message, .. } => ImageError::File {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Decodes image file bytes (PNG, JPEG, BMP or TIFF) like [`Image::open`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ImageError> {
+        let rgb = image::load_from_memory(bytes)
+            .map_err(|e| ImageError::File {
+                path: Default::default(),
+                message: e.to_string(),
+            })?
+            .to_rgb8();
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        Self::new(w, h, rgb.into_raw())
     }
 }
 
@@ -275,4 +311,35 @@ fn vertical(img: &Plane, row0: usize, src_h: usize, out_h: usize, filter: Filter
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Image::new` checks the buffer; `Image::open` decodes files and names the file when it
+    /// cannot.
+    #[test]
+    fn images_are_checked_and_errors_name_the_file() {
+        assert!(matches!(
+            Image::new(2, 3, vec![0; 17]),
+            Err(ImageError::BufferSize { got: 17, .. })
+        ));
+        assert!(matches!(
+            Image::new(0, 3, vec![]),
+            Err(ImageError::Empty { .. })
+        ));
+        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/samples");
+        let img = Image::open(samples.join("mni152_t1_z95.png")).unwrap();
+        assert_eq!(img.rgb().len(), img.width() * img.height() * 3);
+        let e = Image::open(samples.join("nope.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope.png"), "{e}");
+        let bad = std::env::temp_dir().join(format!("mimo-bad-{}.png", std::process::id()));
+        std::fs::write(&bad, b"not an image").unwrap();
+        let e = Image::open(&bad).unwrap_err().to_string();
+        std::fs::remove_file(&bad).unwrap();
+        assert!(e.contains("mimo-bad-"), "{e}");
+    }
 }

@@ -10,7 +10,9 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
+use mimo_core::clip::ClipVisionConfig;
 use mimo_core::clip::preprocess::ClipPreprocessConfig;
+use mimo_core::sam::SamConfig;
 use mimo_core::sam::transforms::{apply_coords, preprocess_shape, resize_bilinear_u8};
 use mimo_core::tokenizer::conversation::{Template, tokenize_conversation};
 use mimo_core::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX, MimoTokenizer};
@@ -224,6 +226,27 @@ pub struct MimoBatcher {
 }
 
 impl MimoBatcher {
+    /// The batcher for a model with these CLIP and SAM configs: their input sides and
+    /// pre-processing (CLIP's resize/crop/normalisation, SAM's pixel mean and std).
+    pub fn for_model(
+        tokenizer: MimoTokenizer,
+        template: Template,
+        clip: &ClipVisionConfig,
+        sam: &SamConfig,
+        max_text_len: usize,
+    ) -> Self {
+        Self {
+            tokenizer,
+            template,
+            clip: clip.preprocess.clone(),
+            clip_size: clip.image_size,
+            sam_size: sam.image_encoder.img_size,
+            sam_mean: sam.pixel_mean,
+            sam_std: sam.pixel_std,
+            max_text_len,
+        }
+    }
+
     /// SAM's pre-processing on the host: Pillow-bilinear resize of the long side to
     /// `sam_size`, `(x - mean) / std`, zero padding to `sam_size²`, channel-major. Equal to
     /// `Sam::preprocess`.
@@ -538,12 +561,13 @@ mod tests {
         let built = cfg
             .build::<Flex>(cfg_path.parent().unwrap(), &Default::default())
             .unwrap();
-        let bt = MimoBatcher {
-            tokenizer: built.tokenizer.clone().unwrap(),
-            clip_size: built.config.clip.image_size,
-            sam_size: built.config.sam.image_encoder.img_size,
-            ..batcher()
-        };
+        let bt = MimoBatcher::for_model(
+            built.tokenizer.clone().unwrap(),
+            Template::vicuna_v1(),
+            &built.config.clip,
+            &built.config.sam,
+            512,
+        );
         let b: MimoBatch<Flex> = bt.batch(items, &Default::default());
         let out_model = built.model.forward(b.to_input()).expect("forward");
         let loss = out_model.loss.into_scalar();

@@ -312,6 +312,45 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
+/// Counts of a set of records by perspective, split, modality, source and mask label (what
+/// `mimo data stats` prints).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecordStats {
+    /// Number of records.
+    pub records: usize,
+    /// Table name (`perspective`, `split`, `modality`, `source`, `label (masks)`) -> value ->
+    /// count.
+    pub tables: std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>>,
+}
+
+impl RecordStats {
+    /// Counts `records`.
+    pub fn of(records: &[Record]) -> Self {
+        let mut stats = Self {
+            records: records.len(),
+            ..Self::default()
+        };
+        let mut add = |table: &str, value: String| {
+            *stats
+                .tables
+                .entry(table.to_string())
+                .or_default()
+                .entry(value)
+                .or_default() += 1;
+        };
+        for r in records {
+            add("perspective", format!("{:?}", r.perspective));
+            add("split", r.split.to_string());
+            add("modality", r.modality.clone());
+            add("source", r.source.clone());
+            for m in &r.masks {
+                add("label (masks)", m.label.clone());
+            }
+        }
+        stats
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +381,11 @@ mod tests {
         }
         assert_eq!("val".parse::<Split>(), Ok(Split::Val));
         assert_eq!(Split::Train.to_string(), "train");
+
+        let stats = RecordStats::of(&[r.clone(), r]);
+        assert_eq!(stats.records, 2);
+        assert_eq!(stats.tables["split"]["test"], 2);
+        assert_eq!(stats.tables["perspective"]["P2"], 2);
+        assert!(!stats.tables.contains_key("label (masks)"));
     }
 }

@@ -123,17 +123,13 @@ pub fn batcher_for<B: Backend>(
     let tokenizer = build.tokenizer.clone().ok_or_else(|| {
         other("the model file names no tokenizer and the LLM folder has no tokenizer.json: set `tokenizer`")
     })?;
-    let m = &build.model;
-    Ok(MimoBatcher {
+    Ok(MimoBatcher::for_model(
         tokenizer,
-        template: build.template.clone(),
-        clip: m.clip.preprocess.clone(),
-        clip_size: m.clip.image_size,
-        sam_size: m.sam.image_encoder.img_size,
-        sam_mean: m.sam.pixel_mean,
-        sam_std: m.sam.pixel_std,
+        build.template.clone(),
+        &build.config.clip,
+        &build.config.sam,
         max_text_len,
-    })
+    ))
 }
 
 /// The resolved inputs of a run.

@@ -19,8 +19,18 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::ClipVisionConfig;
+use super::{ClipVision, ClipVisionConfig};
 use crate::fsutil::write_atomic;
+use crate::imageops::Image;
+
+/// What [`FeatureCache::fill`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FillReport {
+    /// Images whose features were computed.
+    pub computed: usize,
+    /// Images already in the cache (same bytes).
+    pub cached: usize,
+}
 
 /// What produced the cached features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +41,31 @@ pub struct CacheManifest {
     pub checkpoint: String,
     /// `[tokens, hidden]` of one image's features.
     pub feature_shape: [usize; 2],
+}
+
+impl CacheManifest {
+    /// The manifest of `config`'s features computed with the checkpoint file `checkpoint`
+    /// (identified by file name and size).
+    pub fn for_checkpoint(
+        config: &ClipVisionConfig,
+        checkpoint: impl AsRef<Path>,
+    ) -> Result<Self, CacheError> {
+        let checkpoint = checkpoint.as_ref();
+        let size = std::fs::metadata(checkpoint)
+            .map_err(|e| io_err(checkpoint, e))?
+            .len();
+        let name = checkpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let grid = config.grid();
+        let cls = config.select.feature == super::SelectFeature::ClsPatch;
+        Ok(Self {
+            config: config.clone(),
+            checkpoint: format!("{name} ({size} bytes)"),
+            feature_shape: [grid * grid + usize::from(cls), config.hidden_size],
+        })
+    }
 }
 
 /// Why the cache could not be used.
@@ -56,6 +91,9 @@ pub enum CacheError {
         /// The requested manifest, as JSON.
         requested: String,
     },
+    /// An image could not be read.
+    #[error(transparent)]
+    Image(#[from] crate::imageops::ImageError),
     /// A feature of the wrong size was inserted.
     #[error("feature for {key} has {got} values, the cache holds [{}, {}]", shape[0], shape[1])]
     Shape {
@@ -94,6 +132,54 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> CacheError {
 }
 
 impl FeatureCache {
+    /// Computes the features of every image file not yet cached (by content), `batch`
+    /// images per forward pass, and flushes; `progress(done, total)` is called after each
+    /// batch. An image that cannot be read is an error naming the file.
+    pub fn fill<B: burn::tensor::backend::Backend>(
+        &mut self,
+        tower: &ClipVision<B>,
+        images: &[PathBuf],
+        batch: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<FillReport, CacheError> {
+        let mut report = FillReport::default();
+        let mut done = 0;
+        for chunk in images.chunks(batch.max(1)) {
+            let mut todo = Vec::new();
+            for path in chunk {
+                let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+                let key = image_key(&bytes);
+                if self.contains(&key) || todo.iter().any(|(k, _)| *k == key) {
+                    report.cached += 1;
+                    continue;
+                }
+                let image = Image::decode(&bytes).map_err(|e| match e {
+                    crate::imageops::ImageError::File { message, .. } => io_err(path, message),
+                    other => other.into(),
+                })?;
+                todo.push((key, image));
+            }
+            if !todo.is_empty() {
+                let refs: Vec<&Image> = todo.iter().map(|(_, img)| img).collect();
+                let values = tower
+                    .image_features(&refs)
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .map_err(|e| io_err(&self.dir, format!("reading features: {e:?}")))?;
+                let per = values.len() / todo.len();
+                for ((key, _), feats) in todo.into_iter().zip(values.chunks(per)) {
+                    self.insert(key, feats.to_vec())?;
+                    report.computed += 1;
+                }
+            }
+            done += chunk.len();
+            progress(done, images.len());
+        }
+        self.flush()?;
+        Ok(report)
+    }
+
     /// Opens the cache in `dir`, creating it if needed; an existing cache must have been made
     /// with the same manifest. Features are written in shards of `shard_size` images.
     pub fn open(

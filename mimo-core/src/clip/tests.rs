@@ -301,12 +301,46 @@ fn feature_cache_returns_what_the_tower_computes() {
         .batch::<B>(&["nope".into()], &Default::default())
         .unwrap_err();
     assert!(missing.to_string().contains("nope"), "{missing}");
-    let mut other = manifest;
+    let mut other = manifest.clone();
     other.config.select.layer = -1;
     assert!(matches!(
         FeatureCache::open(&dir, other, 1),
         Err(CacheError::Mismatch { .. })
     ));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // `fill` computes what is missing, batched, and skips images it has (by content): the
+    // same features as one image at a time.
+    let images: Vec<_> = [
+        "mni152_t1_z95.png",
+        "abdomen_mr_liver_lesion.png",
+        "mni152_t1_z95.png",
+    ]
+    .iter()
+    .map(|n| samples.join(n))
+    .collect();
+    let mut cache = FeatureCache::open(&dir, manifest.clone(), 1).unwrap();
+    let mut calls = Vec::new();
+    let report = cache
+        .fill(&tower, &images, 2, &mut |d, t| calls.push((d, t)))
+        .unwrap();
+    assert_eq!((report.computed, report.cached), (2, 1));
+    assert_eq!(calls, vec![(2, 3), (3, 3)]);
+    for (key, values) in &expected {
+        let got = cache.get(key).unwrap().unwrap();
+        let err = got
+            .iter()
+            .zip(values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-5, "batched vs single: {err}");
+    }
+    let again = cache.fill(&tower, &images, 2, &mut |_, _| {}).unwrap();
+    assert_eq!((again.computed, again.cached), (0, 3));
+    let bad = cache
+        .fill(&tower, &[dir.join("index.json")], 1, &mut |_, _| {})
+        .unwrap_err();
+    assert!(bad.to_string().contains("index.json"), "{bad}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
