@@ -7,7 +7,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mimo_core::clip::ClipVisionConfig;
 use mimo_core::clip::cache::{CacheManifest, FeatureCache};
 use mimo_core::config::ModelConfig;
-use mimo_core::loader;
 
 use crate::backend::{self, Backend};
 
@@ -82,8 +81,9 @@ pub fn run(args: ClipCacheArgs) -> Result<(), String> {
 
     let device = backend::device();
     backend::announce_load(&args.checkpoint, &args.model);
-    let (tower, report) = loader::clip::load_clip::<Backend>(&config, &args.checkpoint, &device)
-        .map_err(|e| e.to_string())?;
+    let (tower, report) =
+        mimo_core::clip::load::load_clip::<Backend>(&config, &args.checkpoint, &device)
+            .map_err(|e| e.to_string())?;
     backend::note_unused(&report.unused);
 
     let bar = ProgressBar::new(images.len() as u64);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use mimo_core::config::ConfigError;
 use mimo_core::llm::{ChatModel, ChatOptions, GenerationConfig};
-use mimo_core::loader::{self, LoadOptions};
+use mimo_core::loader::LoadOptions;
 use mimo_core::tokenizer::MimoTokenizer;
 use mimo_core::tokenizer::conversation::Template;
 
@@ -124,7 +124,7 @@ pub fn run(args: GenerateArgs) -> Result<(), String> {
         merge_adapter: args.merge,
         ..ChatOptions::new(&device)
     };
-    backend::announce_load(&loader::llama::weights_file(&args.model), "LLaMA");
+    backend::announce_load(&mimo_core::llm::load::weights_file(&args.model), "LLaMA");
     let (chat, report) = ChatModel::<Backend>::open(&args.model, args.adapter.as_deref(), options)
         .map_err(|e| e.to_string())?;
     backend::note_unused(&report.base.unused);

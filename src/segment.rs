@@ -7,7 +7,6 @@ use clap::Args;
 use mimo_core::Image;
 use mimo_core::config::ModelConfig;
 use mimo_core::fsutil::write_atomic;
-use mimo_core::loader;
 use mimo_core::sam::{LABEL_NEGATIVE, LABEL_POSITIVE, PointPrompt, Prompt, SamConfig};
 use mimo_data::rle::Rle;
 use serde::Serialize;
@@ -142,8 +141,9 @@ pub fn run(args: SegmentArgs) -> Result<(), String> {
 
     let device = backend::device();
     backend::announce_load(&args.checkpoint, &args.model);
-    let (sam, report) = loader::sam::load_sam::<Backend>(&config, &args.checkpoint, &device)
-        .map_err(|e| e.to_string())?;
+    let (sam, report) =
+        mimo_core::sam::load::load_sam::<Backend>(&config, &args.checkpoint, &device)
+            .map_err(|e| e.to_string())?;
     backend::note_unused(&report.unused);
     eprintln!(
         "embedding {}x{} image at {} px",

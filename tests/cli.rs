@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "cli/module_graph.rs"]
+mod module_graph;
 #[path = "cli/serve.rs"]
 mod serve;
 

@@ -112,16 +112,16 @@ fn fixture_parts<B: Backend>(
         loss: LossWeights::default(),
         seg_token_id: 702,
     };
-    let (clip, _) = mimo_core::loader::clip::load_clip::<B>(
+    let (clip, _) = mimo_core::clip::load::load_clip::<B>(
         &cfg.clip,
         f("clip/hf_tiny_vision.safetensors"),
         device,
     )
     .map_err(|x| e(&x))?;
     let (sam, _) =
-        mimo_core::loader::sam::load_sam::<B>(&cfg.sam, f("sam/tiny_a.safetensors"), device)
+        mimo_core::sam::load::load_sam::<B>(&cfg.sam, f("sam/tiny_a.safetensors"), device)
             .map_err(|x| e(&x))?;
-    let (llm, _) = mimo_core::loader::llama::load_llama::<B>(&cfg.llm, f("llm/chat"), device)
+    let (llm, _) = mimo_core::llm::load::load_llama::<B>(&cfg.llm, f("llm/chat"), device)
         .map_err(|x| e(&x))?;
     let (llm, _, _) = llm.load_lora(f("mimo/adapter")).map_err(|x| e(&x))?;
     let (model, _) = Mimo::from_parts(&cfg, clip, sam, llm)

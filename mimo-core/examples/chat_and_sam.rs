@@ -18,7 +18,7 @@ use burn::tensor::backend::Backend;
 use mimo_core::Image;
 use mimo_core::config::ModelConfig;
 use mimo_core::llm::ChatModel;
-use mimo_core::loader::sam::load_sam;
+use mimo_core::sam::load::load_sam;
 use mimo_core::sam::{Prompt, SamConfig};
 use mimo_core::tokenizer::conversation::Template;
 

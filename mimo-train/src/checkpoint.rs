@@ -11,6 +11,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The run summary, in a run directory.
+pub const RUN_FILE: &str = "run.json";
+/// Per-optimiser-step training metrics, in a run directory.
+pub const TRAIN_CSV: &str = "train.csv";
+/// Per-epoch validation metrics, in a run directory.
+pub const VALID_CSV: &str = "valid.csv";
+/// The final checkpoint directory, in a run directory.
+pub const FINAL_DIR: &str = "final";
+
 /// Where training stands (what resuming needs besides the weights and optimiser state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainState {

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+mod error;
 pub mod experiment;
 pub mod metrics;
 pub mod optim;

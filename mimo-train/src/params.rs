@@ -3,7 +3,7 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 
-use crate::train::TrainError;
+use crate::error::TrainError;
 
 /// FNV-1a of a string (stable across platforms and runs).
 pub(crate) fn fnv(s: &str) -> u64 {

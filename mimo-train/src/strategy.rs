@@ -10,23 +10,33 @@ use std::time::Instant;
 use burn::data::dataloader::Progress;
 use burn::data::dataset::Dataset;
 use burn::module::{AutodiffModule, Module};
-use burn::optim::GradientsAccumulator;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, GradientsAccumulator, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::ItemLazy;
 use burn::train::{
-    EventProcessorTraining, Learner, LearnerEvent, SupervisedLearningStrategy, TrainLoader,
-    TrainingComponents, TrainingItem, TrainingModel, ValidLoader,
+    EventProcessorTraining, Learner, LearnerEvent, LearningComponentsMarker,
+    SupervisedLearningStrategy, TrainLoader, TrainingComponents, TrainingItem, TrainingModel,
+    ValidLoader,
 };
 use mimo_data::batch::{MimoBatch, MimoBatcher, RecordsDataset, Sample};
 use mimo_data::mix::MixedDataset;
 
 use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{TRAIN_CSV, VALID_CSV};
 use crate::experiment::StageSpec;
 use crate::optim::SnapshotHandle;
+use crate::optim::{Snapshotting, WarmupDecay};
 use crate::params::fnv;
 use crate::step::{MimoStepStats, MimoTrainer, average_and_clip};
-use crate::train::{MimoComponents, OptimRecord, TRAIN_CSV, VALID_CSV};
+
+/// The optimiser of a MIMO run.
+pub type MimoOptimizer<B> = Snapshotting<OptimizerAdaptor<AdamW, MimoTrainer<B>, B>>;
+/// burn-train's components of a MIMO run.
+pub type MimoComponents<B> =
+    LearningComponentsMarker<B, WarmupDecay, MimoTrainer<B>, MimoOptimizer<B>>;
+pub(crate) type OptimRecord<B> = <MimoOptimizer<B> as Optimizer<MimoTrainer<B>, B>>::Record;
 
 /// A seeded permutation of `0..n` (xorshift; same for every platform).
 pub(crate) fn permutation(n: usize, seed: u64) -> Vec<usize> {

@@ -9,13 +9,12 @@ use std::time::Instant;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::module::{AutodiffModule, Module};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, Optimizer};
+use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{ItemLazy, IterationSpeedMetric, LearningRateMetric};
-use burn::train::{Learner, LearningComponentsMarker, SupervisedTraining, TrainingStrategy};
+use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use mimo_core::mimo::{MimoBuild, MimoConfig};
 use mimo_data::batch::{MimoBatch, MimoBatcher, RecordsDataset, Sample};
 use mimo_data::mix::MixedDataset;
@@ -23,35 +22,18 @@ use mimo_data::record::Record;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, TrainState};
-use crate::experiment::{Experiment, ExperimentError, StageSpec};
+use crate::error::other;
+use crate::experiment::{Experiment, StageSpec};
 use crate::metrics::{MimoMetric, MimoMetricKind};
 use crate::optim::{Snapshotting, WarmupDecay};
 use crate::params::{PathIds, all_paths, set_grad, trained_paths};
 use crate::renderer::{Display, RendererBox, renderer};
 use crate::step::{MimoStepStats, MimoTrainer};
-use crate::strategy::{StageResult, StageRun, add};
+use crate::strategy::{OptimRecord, StageResult, StageRun, add};
 
-/// The optimiser of a MIMO run.
-pub type MimoOptimizer<B> = Snapshotting<OptimizerAdaptor<AdamW, MimoTrainer<B>, B>>;
-/// burn-train's components of a MIMO run.
-pub type MimoComponents<B> =
-    LearningComponentsMarker<B, WarmupDecay, MimoTrainer<B>, MimoOptimizer<B>>;
-pub(crate) type OptimRecord<B> = <MimoOptimizer<B> as Optimizer<MimoTrainer<B>, B>>::Record;
-
-/// Why a run could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// The experiment file is wrong.
-    #[error(transparent)]
-    Experiment(#[from] ExperimentError),
-    /// Anything else, with what and where.
-    #[error("{0}")]
-    Other(String),
-}
-
-fn other(e: impl std::fmt::Display) -> TrainError {
-    TrainError::Other(e.to_string())
-}
+pub use crate::checkpoint::{FINAL_DIR, RUN_FILE, TRAIN_CSV, VALID_CSV};
+pub use crate::error::TrainError;
+pub use crate::strategy::{MimoComponents, MimoOptimizer};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -106,14 +88,6 @@ pub struct RunOutcome {
 
 /// The resolved experiment file inside a run directory.
 pub const EXPERIMENT_FILE: &str = "experiment.ron";
-/// The run summary.
-pub const RUN_FILE: &str = "run.json";
-/// Per-optimiser-step training metrics.
-pub const TRAIN_CSV: &str = "train.csv";
-/// Per-epoch validation metrics.
-pub const VALID_CSV: &str = "valid.csv";
-/// The final checkpoint directory.
-pub const FINAL_DIR: &str = "final";
 
 /// The data batcher for a built model.
 pub fn batcher_for<B: Backend>(

@@ -13,7 +13,6 @@ use burn::tensor::backend::Backend as _;
 use mimo_core::Image;
 use mimo_core::config::ModelConfig;
 use mimo_core::llm::GenerationConfig;
-use mimo_core::loader;
 use mimo_core::loader::LoadOptions;
 use mimo_core::mimo::{AnswerRequest, MimoBuild, MimoConfig, MimoError};
 use mimo_core::prompt::VisualPrompt;
@@ -195,8 +194,9 @@ fn load(spec: &ModelSpec) -> Result<(Engine, ModelInfo), String> {
         ModelSpec::Sam { model, checkpoint } => {
             let config = SamConfig::from_name_or_file(model).map_err(|e| e.to_string())?;
             backend::announce_load(checkpoint, model);
-            let (sam, report) = loader::sam::load_sam::<Backend>(&config, checkpoint, &device)
-                .map_err(|e| e.to_string())?;
+            let (sam, report) =
+                mimo_core::sam::load::load_sam::<Backend>(&config, checkpoint, &device)
+                    .map_err(|e| e.to_string())?;
             backend::note_unused(&report.unused);
             Ok((
                 Engine::Sam(Box::new(sam)),

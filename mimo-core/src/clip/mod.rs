@@ -5,13 +5,15 @@
 //! patch tokens ([`ClipVision::features`]).
 //!
 //! Fields carry HF's names, so HF checkpoints load as they are; open_clip checkpoints are
-//! mapped by [`crate::loader::clip`] (fused `in_proj` split into q, k, v).
+//! mapped by [`crate::clip::load`] (fused `in_proj` split into q, k, v).
 
 pub mod cache;
 mod config;
+pub mod load;
 pub mod preprocess;
 
 pub use config::{ClipVisionConfig, FeatureSelect, HiddenAct, SelectFeature};
+pub use load::load_clip;
 pub use preprocess::ClipPreprocessConfig;
 
 use burn::module::{Module, Param};

@@ -64,7 +64,7 @@ fn check(tower: &ClipVision<B>, io_name: &str) {
 
 #[test]
 fn hf_clipmodel_matches_transformers() {
-    let (tower, report) = loader::clip::load_clip::<B>(
+    let (tower, report) = crate::clip::load::load_clip::<B>(
         &config("hf_tiny"),
         fixture("clip/hf_tiny_clipmodel.safetensors"),
         &Default::default(),
@@ -87,7 +87,7 @@ fn hf_clipmodel_matches_transformers() {
 fn hf_v5_vision_model_without_prefix_loads_the_same_tower() {
     let mut cfg = config("hf_tiny");
     cfg.projection_dim = None;
-    let (tower, report) = loader::clip::load_clip::<B>(
+    let (tower, report) = crate::clip::load::load_clip::<B>(
         &cfg,
         fixture("clip/hf_tiny_vision.safetensors"),
         &Default::default(),
@@ -104,7 +104,7 @@ fn hf_v5_vision_model_without_prefix_loads_the_same_tower() {
     );
     assert!(out.image_embeds.is_none());
     // Asking for a projection the file does not have names the key.
-    let err = loader::clip::load_clip::<B>(
+    let err = crate::clip::load::load_clip::<B>(
         &config("hf_tiny"),
         fixture("clip/hf_tiny_vision.safetensors"),
         &Default::default(),
@@ -121,7 +121,7 @@ fn hf_v5_vision_model_without_prefix_loads_the_same_tower() {
 #[test]
 fn open_clip_matches_open_clip_pth_and_safetensors() {
     for ext in ["pth", "safetensors"] {
-        let (tower, report) = loader::clip::load_clip::<B>(
+        let (tower, report) = crate::clip::load::load_clip::<B>(
             &config("open_clip_tiny"),
             fixture(&format!("clip/open_clip_tiny.{ext}")),
             &Default::default(),
@@ -141,7 +141,7 @@ fn open_clip_shape_errors_name_the_fused_key() {
     // An HF-width config against the open_clip file: the fused in_proj is named.
     let mut cfg = config("open_clip_tiny");
     cfg.intermediate_size = 96;
-    let err = loader::clip::load_clip::<B>(
+    let err = crate::clip::load::load_clip::<B>(
         &cfg,
         fixture("clip/open_clip_tiny.pth"),
         &Default::default(),
@@ -152,7 +152,7 @@ fn open_clip_shape_errors_name_the_fused_key() {
             .contains("visual.transformer.resblocks.0.mlp.c_fc"),
         "{err}"
     );
-    let err = loader::clip::load_clip::<B>(
+    let err = crate::clip::load::load_clip::<B>(
         &config("hf_tiny"),
         fixture("sam/tiny_a.safetensors"),
         &Default::default(),
@@ -166,7 +166,7 @@ fn open_clip_shape_errors_name_the_fused_key() {
 
 #[test]
 fn real_key_sets_match_open_clip_and_transformers() {
-    use crate::loader::clip::{HfDialect, OpenClipDialect};
+    use crate::clip::load::{HfDialect, OpenClipDialect};
     let cases: [(&str, ClipVisionConfig, &dyn loader::Dialect); 2] = [
         (
             "keys_vit_h14_open_clip.txt",
@@ -182,7 +182,7 @@ fn real_key_sets_match_open_clip_and_transformers() {
     for (file, cfg, dialect) in cases {
         assert_key_list(
             &format!("clip/{file}"),
-            loader::clip::expected_keys::<B>(&cfg, dialect, &Default::default()),
+            crate::clip::load::expected_keys::<B>(&cfg, dialect, &Default::default()),
         );
     }
 }
@@ -257,7 +257,7 @@ fn preprocessing_matches_hf_clip_image_processor() {
 fn feature_cache_returns_what_the_tower_computes() {
     use super::cache::{CacheError, CacheManifest, FeatureCache, image_key};
     let cfg = config("hf_tiny");
-    let (tower, _) = loader::clip::load_clip::<B>(
+    let (tower, _) = crate::clip::load::load_clip::<B>(
         &cfg,
         fixture("clip/hf_tiny_clipmodel.safetensors"),
         &Default::default(),
@@ -348,7 +348,7 @@ fn feature_cache_returns_what_the_tower_computes() {
 /// field; the text tower's keys of a full CLIPModel file stay a note.
 #[test]
 fn config_with_fewer_layers_than_the_checkpoint_is_an_error() {
-    let (_, report) = loader::clip::load_clip::<B>(
+    let (_, report) = crate::clip::load::load_clip::<B>(
         &config("hf_tiny"),
         fixture("clip/hf_tiny_clipmodel.safetensors"),
         &Default::default(),
@@ -365,7 +365,8 @@ fn config_with_fewer_layers_than_the_checkpoint_is_an_error() {
             num_hidden_layers: layers - 1,
             ..full
         };
-        let e = loader::clip::load_clip::<B>(&cut, fixture(file), &Default::default()).unwrap_err();
+        let e = crate::clip::load::load_clip::<B>(&cut, fixture(file), &Default::default())
+            .unwrap_err();
         assert!(matches!(e, LoadError::Unused { .. }), "{file}: {e}");
         let e = e.to_string();
         assert!(
@@ -399,7 +400,8 @@ fn hf_model_directory_loads_like_the_ron_config() {
     let dir_name = dir.display().to_string();
     let cfg = ClipVisionConfig::from_name_or_file(&dir_name).unwrap();
     assert_eq!(cfg, config("hf_tiny"));
-    let (tower, report) = loader::clip::load_clip::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let (tower, report) =
+        crate::clip::load::load_clip::<B>(&cfg, &dir, &Default::default()).unwrap();
     assert!(report.unused.iter().all(|k| k.starts_with("text_model.")
         || k == "text_projection.weight"
         || k == "logit_scale"

@@ -15,7 +15,7 @@ use super::generate::{GeneratedText, generate_text};
 use super::lora::{LoraConfig, LoraError};
 use super::{GenerationConfig, Llama, LlamaConfig, NewTokenInit};
 use crate::config::ConfigError;
-use crate::loader::llama::{load_llama, weights_file};
+use crate::llm::load::{load_llama, weights_file};
 use crate::loader::{LoadError, LoadOptions, LoadReport};
 use crate::tokenizer::conversation::Template;
 use crate::tokenizer::{MimoTokenizer, TokenizerError};

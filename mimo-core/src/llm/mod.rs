@@ -4,16 +4,18 @@
 //! decoding, and forward from token ids or from `inputs_embeds`.
 //!
 //! Module fields carry HF's names, so `model.safetensors` loads without renames
-//! ([`crate::loader::llama`]).
+//! ([`crate::llm::load`]).
 
 pub mod chat;
 mod config;
 pub mod generate;
+pub mod load;
 pub mod lora;
 
 pub use chat::{ChatError, ChatModel, ChatOptions, OpenReport};
 pub use config::LlamaConfig;
 pub use generate::{FinishReason, Generated, GenerationConfig};
+pub use load::load_llama;
 pub use lora::{LoraConfig, LoraLinear};
 
 use burn::module::{Module, Param};

@@ -22,7 +22,8 @@ fn rows_u32(a: &Array) -> Vec<Vec<u32>> {
 fn check(name: &str) {
     let dir = fixture(&format!("llm/{name}"));
     let cfg = LlamaConfig::load(&dir).unwrap();
-    let (model, report) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let (model, report) =
+        crate::llm::load::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
     assert!(report.unused.is_empty(), "{:?}", report.unused);
     let io: HashMap<String, Array> = read_fixture(&format!("llm/{name}/io.safetensors"));
     let ids = rows_u32(&io["input_ids"]);
@@ -106,7 +107,7 @@ fn vicuna_7b_key_set_matches_transformers() {
     let model = LlamaConfig::vicuna_7b_v1_5().init::<B>(&Default::default());
     assert_key_list(
         "llm/keys_vicuna_7b_v1_5.txt",
-        loader::file_params(&model, &loader::llama::DIALECT),
+        loader::file_params(&model, &crate::llm::load::DIALECT),
     );
 }
 
@@ -155,7 +156,7 @@ fn bf16_checkpoint_loads_as_f32() {
     let dir = fixture("llm/mha");
     let tmp = bf16_copy(&dir, "f32");
     let cfg = LlamaConfig::load(&dir).unwrap();
-    let (model, _) = loader::llama::load_llama::<B>(&cfg, &tmp, &Default::default()).unwrap();
+    let (model, _) = crate::llm::load::load_llama::<B>(&cfg, &tmp, &Default::default()).unwrap();
     std::fs::remove_file(&tmp).unwrap();
     assert_eq!(
         model.model.layers[0]
@@ -173,7 +174,8 @@ fn bf16_checkpoint_loads_as_f32() {
     let bf = model
         .forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
         .logits;
-    let (f32_model, _) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let (f32_model, _) =
+        crate::llm::load::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
     let full = f32_model
         .forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
         .logits;
@@ -186,7 +188,7 @@ fn bf16_checkpoint_loads_as_f32() {
 fn added_token_rows_keep_old_rows_and_follow_the_init_switch() {
     let dir = fixture("llm/mha");
     let cfg = LlamaConfig::load(&dir).unwrap();
-    let (model, _) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let (model, _) = crate::llm::load::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
     let old_emb = model.model.embed_tokens.weight.val();
     let old_head = model.lm_head.as_ref().unwrap().weight.val();
     let grown = model.resize_token_embeddings(100, NewTokenInit::Mean);
@@ -262,9 +264,9 @@ fn sharded_checkpoint_loads_like_the_single_file() {
     .unwrap();
     let cfg = LlamaConfig::load(&tmp).unwrap();
     let (sharded, report) =
-        loader::llama::load_llama::<B>(&cfg, &tmp, &Default::default()).unwrap();
+        crate::llm::load::load_llama::<B>(&cfg, &tmp, &Default::default()).unwrap();
     assert!(report.unused.is_empty());
-    let (single, _) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let (single, _) = crate::llm::load::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
     let ids = vec![vec![1u32, 17, 42, 9]];
     let mask = vec![vec![1u8; 4]];
     let pos = positions_from_mask(&mask);
@@ -275,7 +277,7 @@ fn sharded_checkpoint_loads_like_the_single_file() {
         b.logits.into_data().to_vec::<f32>().unwrap()
     );
     std::fs::remove_file(tmp.join("model-00002-of-00003.safetensors")).unwrap();
-    let e = loader::llama::load_llama::<B>(&cfg, &tmp, &Default::default())
+    let e = crate::llm::load::load_llama::<B>(&cfg, &tmp, &Default::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -301,11 +303,11 @@ fn load_options_dtype_loads_in_bf16() {
         m.forward_ids(&ids, &mask, &pos, &mut KvCache::new(), false)
             .logits
     };
-    let (f32_model, _) = loader::llama::load_llama::<B>(&cfg, &dir, &device).unwrap();
+    let (f32_model, _) = crate::llm::load::load_llama::<B>(&cfg, &dir, &device).unwrap();
     let want = run(&f32_model.cast(DType::BF16));
     let tmp = bf16_copy(&dir, "bf16");
     for (name, path) in [("bf16 file", tmp.as_path()), ("f32 file", dir.as_path())] {
-        let (model, report) = loader::llama::load_llama(&cfg, path, bf16.clone()).unwrap();
+        let (model, report) = crate::llm::load::load_llama(&cfg, path, bf16.clone()).unwrap();
         assert!(report.unused.is_empty(), "{name}: {:?}", report.unused);
         assert_eq!(model.dtype(), DType::BF16, "{name}");
         let q = &model.model.layers[0].self_attn.q_proj.base.weight;
@@ -330,7 +332,7 @@ fn load_options_dtype_loads_in_bf16() {
 fn bf16_activations_run_close_to_f32() {
     let dir = fixture("llm/mha");
     let cfg = LlamaConfig::load(&dir).unwrap();
-    let (model, _) = loader::llama::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
+    let (model, _) = crate::llm::load::load_llama::<B>(&cfg, &dir, &Default::default()).unwrap();
     let ids = vec![vec![0u32, 1, 17, 42, 9], vec![1, 5, 77, 3, 29]];
     let mask = vec![vec![0u8, 1, 1, 1, 1], vec![1; 5]];
     let pos = positions_from_mask(&mask);

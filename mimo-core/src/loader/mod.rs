@@ -1,14 +1,13 @@
-//! Checkpoint loading: one module per checkpoint dialect, each a commented table from the
-//! file's keys to our module paths, on top of the shared machinery here: reading
+//! Checkpoint loading, the machinery every model shares: reading
 //! `.safetensors` (single or sharded with an HF `index.json`) and PyTorch `.pth`/`.pt`/`.bin`
 //! files into a [`Checkpoint`], mapping its tensors through a [`Dialect`] (renames, splits of
 //! fused tensors, transposes), typed errors that name the file key and both shapes,
 //! unused-key reports, dtype normalisation, and listing a module's parameters under the
 //! file's names.
-
-pub mod clip;
-pub mod llama;
-pub mod sam;
+//!
+//! Each model owns its dialect beside its code: [`crate::sam::load`] (segment_anything),
+//! [`crate::clip::load`] (HF and open_clip), [`crate::llm::load`] (HF LLaMA) and peft's
+//! adapter files in [`crate::llm::lora`]. This module imports no model.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

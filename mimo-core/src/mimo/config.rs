@@ -341,11 +341,8 @@ impl MimoConfig {
         let w = &self.weights;
         let clip = match &w.clip {
             Some(p) => {
-                let (m, r) = crate::loader::clip::load_clip(
-                    &config.clip,
-                    resolve(base, p),
-                    options.clone(),
-                )?;
+                let (m, r) =
+                    crate::clip::load::load_clip(&config.clip, resolve(base, p), options.clone())?;
                 note("clip", r);
                 m
             }
@@ -357,7 +354,7 @@ impl MimoConfig {
         let sam = match &w.sam {
             Some(p) => {
                 let (m, r) =
-                    crate::loader::sam::load_sam(&config.sam, resolve(base, p), options.clone())?;
+                    crate::sam::load::load_sam(&config.sam, resolve(base, p), options.clone())?;
                 note("sam", r);
                 m
             }
@@ -372,8 +369,7 @@ impl MimoConfig {
                 let path = resolve(base, p);
                 // The checkpoint has the base vocabulary; grow it afterwards.
                 llm_file_cfg.vocab_size = self.llm_config(base)?.vocab_size;
-                let (m, r) =
-                    crate::loader::llama::load_llama(&llm_file_cfg, path, options.clone())?;
+                let (m, r) = crate::llm::load::load_llama(&llm_file_cfg, path, options.clone())?;
                 note("llm", r);
                 m.resize_token_embeddings(config.llm.vocab_size, self.new_token_init)
             }

@@ -48,7 +48,7 @@ impl TrainedPartsDialect {
         if let Some(rest) = key.strip_prefix("mask_decoder.") {
             return Some(format!(
                 "sam.{}",
-                crate::loader::sam::DIALECT.to_module(&format!("mask_decoder.{rest}"))
+                crate::sam::load::DIALECT.to_module(&format!("mask_decoder.{rest}"))
             ));
         }
         if key == "model.embed_tokens.weight" || key == "lm_head.weight" {
@@ -72,7 +72,7 @@ impl Dialect for TrainedPartsDialect {
 
     fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>) {
         let key = if let Some(rest) = torch_path.strip_prefix("sam.") {
-            crate::loader::sam::DIALECT.to_file(rest)
+            crate::sam::load::DIALECT.to_file(rest)
         } else if let Some(rest) = torch_path.strip_prefix("llm.") {
             rest.to_string()
         } else {

@@ -10,13 +10,13 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::*;
 use crate::clip::ClipVisionConfig;
+use crate::clip::load::load_clip;
 use crate::config::ModelConfig;
 use crate::llm::LlamaConfig;
-use crate::loader::clip::load_clip;
-use crate::loader::llama::load_llama;
-use crate::loader::sam::load_sam;
+use crate::llm::load::load_llama;
 use crate::prompt::PromptTensors;
 use crate::sam::SamConfig;
+use crate::sam::load::load_sam;
 use crate::test_util::{Array, TestBackend, assert_close, fixture, read_fixture};
 use crate::tokenizer::IMAGE_TOKEN_INDEX;
 
@@ -166,7 +166,7 @@ fn module_path(key: &str) -> String {
         return format!("llm.{key}");
     }
     if key.starts_with("mask_decoder.") {
-        return format!("sam.{}", crate::loader::sam::DIALECT.to_module(key));
+        return format!("sam.{}", crate::sam::load::DIALECT.to_module(key));
     }
     load::NEW_MODULES.to_module(key)
 }

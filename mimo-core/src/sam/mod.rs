@@ -3,7 +3,7 @@
 //!
 //! The image embedding is computed once with [`Sam::embed_image`] and reused by any number
 //! of [`Sam::predict`] calls. Module fields carry the PyTorch names, so a checkpoint loads
-//! with a handful of renames (see [`crate::loader::sam`]).
+//! with a handful of renames (see [`crate::sam::load`]).
 //!
 //! ```no_run
 //! # use burn::backend::Flex;
@@ -20,6 +20,7 @@
 
 mod config;
 mod image_encoder;
+pub mod load;
 mod mask_decoder;
 mod prompt_encoder;
 pub mod transforms;
@@ -32,6 +33,7 @@ pub use image_encoder::{
     Attention as EncoderAttention, Block, ImageEncoderViT, MlpBlock, Neck, PatchEmbed,
     window_partition, window_unpartition,
 };
+pub use load::load_sam;
 pub use mask_decoder::{
     Attention as DecoderAttention, MaskDecoder, MlpBlock as DecoderMlpBlock, OutputUpscaling,
     TwoWayAttentionBlock, TwoWayTransformer,
@@ -304,7 +306,7 @@ impl<B: Backend> MaskPrediction<B> {
 
 impl SamConfig {
     /// Builds a model of this config with lazily initialised weights (load a checkpoint
-    /// next, or use [`crate::loader::sam::load_sam`]).
+    /// next, or use [`crate::sam::load::load_sam`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Sam<B> {
         Sam {
             image_encoder: self.image_encoder.init(device),

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::*;
 use crate::config::ModelConfig;
-use crate::loader::{self, LoadError};
+use crate::loader::LoadError;
 use crate::test_util::*;
 
 type B = TestBackend;
@@ -21,7 +21,7 @@ const TOL_MASKS: f32 = 1e-4;
 
 fn load_tiny(name: &str, ext: &str) -> Sam<B> {
     let cfg = SamConfig::load(fixture(&format!("sam/{name}.ron"))).expect("tiny config");
-    let (sam, report) = loader::sam::load_sam::<B>(
+    let (sam, report) = crate::sam::load::load_sam::<B>(
         &cfg,
         fixture(&format!("sam/{name}.{ext}")),
         &Default::default(),
@@ -205,7 +205,7 @@ fn real_checkpoint_key_sets_match_segment_anything() {
     for (name, cfg) in [("vit_b", SamConfig::vit_b()), ("vit_h", SamConfig::vit_h())] {
         assert_key_list(
             &format!("sam/keys_{name}.txt"),
-            loader::sam::expected_keys::<B>(&cfg, &Default::default()),
+            crate::sam::load::expected_keys::<B>(&cfg, &Default::default()),
         );
     }
 }
@@ -276,8 +276,8 @@ fn missing_key_is_named_with_its_shape() {
     let path = edited_checkpoint(|m| {
         m.remove(key);
     });
-    let err =
-        loader::sam::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default()).unwrap_err();
+    let err = crate::sam::load::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default())
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Missing { .. }), "{msg}");
     assert!(msg.contains(&format!("{key} [15, 24]")), "{msg}");
@@ -292,8 +292,8 @@ fn mis_shaped_key_names_key_and_both_shapes() {
         *shape = vec![32, 32];
         data.truncate(32 * 32 * 4);
     });
-    let err =
-        loader::sam::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default()).unwrap_err();
+    let err = crate::sam::load::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default())
+        .unwrap_err();
     let msg = err.to_string();
     match &err {
         LoadError::Shape {
@@ -320,27 +320,28 @@ fn unused_keys_are_reported() {
         m.insert("extra_head.weight".into(), (vec![2], vec![0; 8]));
     });
     let (_, report) =
-        loader::sam::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default()).unwrap();
+        crate::sam::load::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default()).unwrap();
     assert_eq!(report.unused, vec!["extra_head.weight".to_string()]);
 }
 
 #[test]
 fn bad_checkpoint_paths_are_clear_errors() {
     let cfg = tiny_a_config();
-    let err =
-        loader::sam::load_sam::<B>(&cfg, "/nonexistent/sam.pth", &Default::default()).unwrap_err();
+    let err = crate::sam::load::load_sam::<B>(&cfg, "/nonexistent/sam.pth", &Default::default())
+        .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/sam.pth"), "{err}");
-    let err = loader::sam::load_sam::<B>(&cfg, fixture("sam/tiny_a.ron"), &Default::default())
+    let err = crate::sam::load::load_sam::<B>(&cfg, fixture("sam/tiny_a.ron"), &Default::default())
         .unwrap_err();
     assert!(matches!(err, LoadError::UnknownFormat { .. }), "{err}");
     let garbage = tempfile_path::TempPath::new("garbage.pth");
     std::fs::write(&garbage.0, b"not a zip").unwrap();
-    let err = loader::sam::load_sam::<B>(&cfg, &garbage.0, &Default::default()).unwrap_err();
+    let err = crate::sam::load::load_sam::<B>(&cfg, &garbage.0, &Default::default()).unwrap_err();
     assert!(matches!(err, LoadError::Read { .. }), "{err}");
     // A checkpoint of another config names the first offending key.
     let cfg_b = SamConfig::load(fixture("sam/tiny_b.ron")).unwrap();
-    let err = loader::sam::load_sam::<B>(&cfg_b, fixture("sam/tiny_a.pth"), &Default::default())
-        .unwrap_err();
+    let err =
+        crate::sam::load::load_sam::<B>(&cfg_b, fixture("sam/tiny_a.pth"), &Default::default())
+            .unwrap_err();
     assert!(matches!(err, LoadError::Shape { .. }), "{err}");
 }
 
@@ -503,8 +504,8 @@ fn mis_shaped_square_linear_reports_the_file_layout() {
         *shape = vec![16, 32];
         data.truncate(16 * 32 * 4);
     });
-    let err =
-        loader::sam::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default()).unwrap_err();
+    let err = crate::sam::load::load_sam::<B>(&tiny_a_config(), &path.0, &Default::default())
+        .unwrap_err();
     match err {
         LoadError::Shape {
             key: k,
@@ -539,7 +540,8 @@ fn sharded_safetensors_with_index_load_like_one_file() {
     let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
     std::fs::write(&dir.0, index.to_string()).unwrap();
     let cfg = tiny_a_config();
-    let (sharded, report) = loader::sam::load_sam::<B>(&cfg, &dir.0, &Default::default()).unwrap();
+    let (sharded, report) =
+        crate::sam::load::load_sam::<B>(&cfg, &dir.0, &Default::default()).unwrap();
     assert!(report.unused.is_empty());
     let single = load_tiny("tiny_a", "safetensors");
     let x = Tensor::<B, 4>::ones([1, 3, 128, 128], &Default::default());
@@ -550,7 +552,7 @@ fn sharded_safetensors_with_index_load_like_one_file() {
     assert_eq!(diff, 0.0);
     // A missing shard is named.
     std::fs::remove_file(root.join("model-00002-of-00002.safetensors")).unwrap();
-    let err = loader::sam::load_sam::<B>(&cfg, &dir.0, &Default::default()).unwrap_err();
+    let err = crate::sam::load::load_sam::<B>(&cfg, &dir.0, &Default::default()).unwrap_err();
     assert!(
         err.to_string().contains("model-00002-of-00002.safetensors"),
         "{err}"
@@ -564,9 +566,12 @@ fn config_with_fewer_blocks_than_the_checkpoint_is_an_error() {
     let mut cfg = SamConfig::load(fixture("sam/tiny_b.ron")).unwrap();
     cfg.image_encoder.depth = 2;
     cfg.image_encoder.global_attn_indexes = vec![1];
-    let e =
-        loader::sam::load_sam::<B>(&cfg, fixture("sam/tiny_b.safetensors"), &Default::default())
-            .unwrap_err();
+    let e = crate::sam::load::load_sam::<B>(
+        &cfg,
+        fixture("sam/tiny_b.safetensors"),
+        &Default::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, LoadError::Unused { .. }), "{e}");
     let e = e.to_string();
     assert!(

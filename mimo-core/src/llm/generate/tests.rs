@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::llm::LlamaConfig;
-use crate::loader;
 use crate::test_util::*;
 
 type Bk = TestBackend;
@@ -66,7 +65,7 @@ struct Chat {
 fn chat() -> Chat {
     let dir = fixture("llm/chat");
     let cfg = LlamaConfig::load(&dir).unwrap();
-    let (model, _) = loader::llama::load_llama::<Bk>(&cfg, &dir, &Default::default()).unwrap();
+    let (model, _) = crate::llm::load::load_llama::<Bk>(&cfg, &dir, &Default::default()).unwrap();
     let io = read_fixture("llm/chat/io.safetensors");
     let w = io["input_ids"].shape[1];
     let ids = io["input_ids"]
@@ -308,7 +307,7 @@ fn chat_model_open_does_the_five_steps() {
     let (lora, adapter_report) = report.adapter.unwrap();
     assert!(adapter_report.applied > 0 && lora.r > 0);
     let cfg = LlamaConfig::load(&base).unwrap();
-    let (manual, _) = loader::llama::load_llama::<Bk>(&cfg, &base, &device).unwrap();
+    let (manual, _) = crate::llm::load::load_llama::<Bk>(&cfg, &base, &device).unwrap();
     let (manual, _, _) = manual
         .resize_token_embeddings(tok.vocab_size(), NewTokenInit::Mean)
         .load_lora(&adapter)

@@ -8,7 +8,6 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::*;
 use crate::llm::{KvCache, LlamaConfig, positions_from_mask};
-use crate::loader;
 use crate::test_util::*;
 
 type B = TestBackend;
@@ -42,7 +41,7 @@ fn batch() -> Batch {
 fn base<Bk: Backend>() -> Llama<Bk> {
     let dir = fixture("llm/mha");
     let cfg = LlamaConfig::load(&dir).unwrap();
-    loader::llama::load_llama::<Bk>(&cfg, &dir, &Default::default())
+    crate::llm::load::load_llama::<Bk>(&cfg, &dir, &Default::default())
         .unwrap()
         .0
 }

@@ -10,8 +10,11 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 
-use super::{FileParam, LoadError, LoadOptions, LoadReport, PrefixDialect, file_params, load_into};
-use crate::sam::{Sam, SamConfig};
+use super::{Sam, SamConfig};
+use crate::loader::{
+    FileParam, LoadError, LoadOptions, LoadReport, PrefixDialect, file_params, load_into,
+    max_layer_index,
+};
 
 /// File prefix -> module prefix.
 pub const RENAMES: &[(&str, &str)] = &[
@@ -87,7 +90,7 @@ pub fn load_sam<B: Backend>(
         .cloned()
         .collect();
     if !own.is_empty() {
-        let hint = match super::max_layer_index(own.iter(), "image_encoder.blocks.") {
+        let hint = match max_layer_index(own.iter(), "image_encoder.blocks.") {
             Some(max) => format!(
                 " (the checkpoint has {} encoder blocks, the config's `image_encoder.depth` is {depth})",
                 max + 1

@@ -13,9 +13,9 @@ use burn::tensor::backend::Backend;
 
 use burn_store::TensorSnapshot;
 
-use super::{Checkpoint, Dialect, LoadError, LoadOptions, LoadReport, load_checkpoint};
-use crate::llm::lora::PROJECTIONS;
-use crate::llm::{Llama, LlamaConfig};
+use super::lora::PROJECTIONS;
+use super::{Llama, LlamaConfig};
+use crate::loader::{Checkpoint, Dialect, LoadError, LoadOptions, LoadReport, load_checkpoint};
 
 /// HF LLaMA names; the only remap:
 ///

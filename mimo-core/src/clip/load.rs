@@ -7,11 +7,11 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use burn_store::TensorSnapshot;
 
-use super::{
+use super::{ClipVision, ClipVisionConfig};
+use crate::loader::{
     Checkpoint, Dialect, FileParam, LoadError, LoadOptions, LoadReport, derived_tensor,
     file_params, load_checkpoint, rename,
 };
-use crate::clip::{ClipVision, ClipVisionConfig};
 
 const VM: &str = "vision_model.";
 
@@ -264,8 +264,10 @@ pub fn load_clip<B: Backend>(
         .cloned()
         .collect();
     if !own.is_empty() {
-        let layers = super::max_layer_index(own.iter(), "vision_model.encoder.layers.")
-            .or_else(|| super::max_layer_index(own.iter(), "visual.transformer.resblocks."));
+        let layers = crate::loader::max_layer_index(own.iter(), "vision_model.encoder.layers.")
+            .or_else(|| {
+                crate::loader::max_layer_index(own.iter(), "visual.transformer.resblocks.")
+            });
         let hint = match layers {
             Some(max) => format!(
                 " (the checkpoint has {} layers, the config's `num_hidden_layers` is {})",
