@@ -11,58 +11,28 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 
-use burn_store::TensorSnapshot;
-
-use super::lora::PROJECTIONS;
 use super::{Llama, LlamaConfig};
-use crate::loader::{Checkpoint, Dialect, LoadError, LoadOptions, LoadReport, load_checkpoint};
+use crate::loader::{
+    Checkpoint, LoadError, LoadOptions, LoadReport, PatternDialect, load_checkpoint,
+};
 
-/// HF LLaMA names; the only remap:
-///
-/// | file key | module path |
-/// |---|---|
-/// | `model.layers.N.self_attn.{q,k,v,o}_proj.weight` | `model.layers.N.self_attn.{q,k,v,o}_proj.base.weight` |
-/// | `model.layers.N.mlp.{gate,up,down}_proj.weight` | `model.layers.N.mlp.{gate,up,down}_proj.base.weight` |
-#[derive(Debug, Clone, Copy)]
-pub struct LlamaDialect;
-
-/// The dialect of HF LLaMA checkpoints.
-pub const DIALECT: LlamaDialect = LlamaDialect;
-
-/// `(module prefix, leaf)` of a projection parameter path, e.g.
-/// `("model.layers.0.self_attn.q_proj", "weight")`.
-fn projection(path: &str) -> Option<(&str, &str)> {
-    let (module, leaf) = path.rsplit_once('.')?;
-    PROJECTIONS
-        .iter()
-        .any(|p| module.ends_with(p) && module.starts_with("model.layers."))
-        .then_some((module, leaf))
-}
-
-impl Dialect for LlamaDialect {
-    fn name(&self) -> &str {
-        "HF LLaMA"
-    }
-
-    fn module_tensors(&self, key: &str, tensor: &TensorSnapshot) -> Vec<(String, TensorSnapshot)> {
-        let path = match projection(key) {
-            Some((module, leaf)) => format!("{module}.base.{leaf}"),
-            None => key.to_string(),
-        };
-        vec![(path, tensor.clone())]
-    }
-
-    fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>) {
-        let key = match torch_path.rsplit_once('.') {
-            Some((module, leaf)) => match module.strip_suffix(".base") {
-                Some(m) if projection(&format!("{m}.{leaf}")).is_some() => format!("{m}.{leaf}"),
-                _ => torch_path.to_string(),
-            },
-            None => torch_path.to_string(),
-        };
-        (key, torch_shape.to_vec())
-    }
-}
+/// HF LLaMA names; the only remap puts each projection's tensors one level deeper, under the
+/// [`crate::llm::LoraLinear`]'s `base` (`model.layers.N.self_attn.q_proj.weight` ->
+/// `model.layers.N.self_attn.q_proj.base.weight`); every other key is its module path.
+pub const DIALECT: PatternDialect = PatternDialect {
+    name: "HF LLaMA",
+    rules: &[
+        (
+            "model.layers.*.self_attn.{q_proj|k_proj|v_proj|o_proj}.*",
+            "model.layers.*.self_attn.{q_proj|k_proj|v_proj|o_proj}.base.*",
+        ),
+        (
+            "model.layers.*.mlp.{gate_proj|up_proj|down_proj}.*",
+            "model.layers.*.mlp.{gate_proj|up_proj|down_proj}.base.*",
+        ),
+    ],
+    keep_unmatched: true,
+};
 
 /// The weights file of a model directory: the shard index if there is one, else
 /// `model.safetensors`, else `pytorch_model.bin`; a file path is used as it is.
