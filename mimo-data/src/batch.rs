@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 use mimo_core::clip::ClipVisionConfig;
 use mimo_core::clip::preprocess::ClipPreprocessConfig;
 use mimo_core::sam::SamConfig;
-use mimo_core::sam::transforms::{apply_coords, preprocess_shape, resize_bilinear_u8};
+use mimo_core::sam::transforms::{apply_coords, pixels};
 use mimo_core::tokenizer::conversation::{Template, tokenize_conversation};
 use mimo_core::tokenizer::{IGNORE_INDEX, IMAGE_TOKEN_INDEX, MimoTokenizer};
 
@@ -247,23 +247,10 @@ impl MimoBatcher {
         }
     }
 
-    /// SAM's pre-processing on the host: Pillow-bilinear resize of the long side to
-    /// `sam_size`, `(x - mean) / std`, zero padding to `sam_size²`, channel-major. Equal to
-    /// `Sam::preprocess`.
+    /// SAM's pre-processing on the host ([`mimo_core::sam::transforms::pixels`], which
+    /// `Sam::preprocess` uses too) at `sam_size` with the batcher's mean and std.
     pub fn sam_pixels(&self, rgb: &[u8], h: usize, w: usize) -> (Vec<f32>, (usize, usize)) {
-        let s = self.sam_size;
-        let (rh, rw) = preprocess_shape(h, w, s);
-        let resized = resize_bilinear_u8(rgb, (h, w), 3, (rh, rw));
-        let mut out = vec![0f32; 3 * s * s];
-        for c in 0..3 {
-            for y in 0..rh {
-                for x in 0..rw {
-                    let v = resized[(y * rw + x) * 3 + c] as f32;
-                    out[(c * s + y) * s + x] = (v - self.sam_mean[c]) / self.sam_std[c];
-                }
-            }
-        }
-        (out, (rh, rw))
+        pixels(rgb, (h, w), self.sam_size, self.sam_mean, self.sam_std)
     }
 
     /// Token ids and labels of a record's conversation, truncated to `max_text_len`; the

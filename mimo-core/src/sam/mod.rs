@@ -333,20 +333,16 @@ impl<B: Backend> Sam<B> {
     /// Resizes (Pillow bilinear, long side = `img_size`), normalises and zero-pads an image
     /// to `[1, 3, img_size, img_size]`; returns it with the resized size.
     pub fn preprocess(&self, image: &Image) -> (Tensor<B, 4>, (usize, usize)) {
-        let device = self.device();
         let s = self.img_size();
-        let (h, w) = transforms::preprocess_shape(image.height(), image.width(), s);
-        let resized =
-            transforms::resize_bilinear_u8(image.rgb(), (image.height(), image.width()), 3, (h, w));
-        let pixels: Vec<f32> = resized.iter().map(|&v| v as f32).collect();
-        let x = Tensor::<B, 3>::from_data(TensorData::new(pixels, [h, w, 3]), &device)
-            .permute([2, 0, 1])
-            .unsqueeze::<4>();
-        let mean = Tensor::<B, 1>::from_floats(self.pixel_mean, &device).reshape([1, 3, 1, 1]);
-        let std = Tensor::<B, 1>::from_floats(self.pixel_std, &device).reshape([1, 3, 1, 1]);
-        let x = (x - mean) / std;
-        let padded = Tensor::zeros([1, 3, s, s], &device).slice_assign([0..1, 0..3, 0..h, 0..w], x);
-        (padded, (h, w))
+        let (data, resized) = transforms::pixels(
+            image.rgb(),
+            (image.height(), image.width()),
+            s,
+            self.pixel_mean,
+            self.pixel_std,
+        );
+        let x = Tensor::from_data(TensorData::new(data, [1, 3, s, s]), &self.device());
+        (x, resized)
     }
 
     /// Runs the image encoder once; the result serves any number of prompts.

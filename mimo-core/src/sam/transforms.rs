@@ -7,6 +7,32 @@
 
 use crate::imageops::{Filter, resize_u8};
 
+/// SAM's input pixels on the host (segment_anything's `ResizeLongestSide.apply_image`
+/// then `Sam.preprocess`): the RGB image (`height x width x 3`) resized with Pillow's
+/// bilinear filter so its long side is `size`, normalised `(x - mean) / std` per channel,
+/// zero-padded to `size x size`, channel-major `[3, size, size]`. Also returns the resized
+/// `(height, width)`.
+pub fn pixels(
+    rgb: &[u8],
+    (h, w): (usize, usize),
+    size: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> (Vec<f32>, (usize, usize)) {
+    let (rh, rw) = preprocess_shape(h, w, size);
+    let resized = resize_bilinear_u8(rgb, (h, w), 3, (rh, rw));
+    let mut out = vec![0f32; 3 * size * size];
+    for c in 0..3 {
+        for y in 0..rh {
+            for x in 0..rw {
+                let v = resized[(y * rw + x) * 3 + c] as f32;
+                out[(c * size + y) * size + x] = (v - mean[c]) / std[c];
+            }
+        }
+    }
+    (out, (rh, rw))
+}
+
 /// Output size `(new_h, new_w)` of resizing `(old_h, old_w)` so the long side is `long`:
 /// `int(old * long / max(old_h, old_w) + 0.5)` per side, computed in f64 as in Python.
 pub fn preprocess_shape(old_h: usize, old_w: usize, long: usize) -> (usize, usize) {
