@@ -5,6 +5,8 @@ Writes into mimo-core/fixtures/llm/lora/:
   peft_qv/   peft adapter r=4, alpha=8 on q_proj/v_proj (target list), A and B random (B non-zero)
   peft_rs/   rsLoRA r=2, alpha=3 on k_proj/o_proj/down_proj, layers_to_transform=[1]
   peft_re/   r=3, alpha=5, regex target_modules (layer 0 gate_proj and up_proj)
+  peft_mts/  r=2, alpha=4 on q_proj/v_proj with modules_to_save=[embed_tokens, lm_head] (their
+             trained copies perturbed), as LISA saves them
              each with adapter_config.json + adapter_model.safetensors (peft save_pretrained) and
              io.safetensors: `logits` of the adapted model and `merged_logits` after merge_and_unload
              on the batch of llm/mha/io.safetensors.
@@ -35,6 +37,9 @@ ADAPTERS = {
     "peft_rs": dict(r=2, lora_alpha=3, target_modules=["k_proj", "o_proj", "down_proj"], use_rslora=True,
                     layers_to_transform=[1]),
     "peft_re": dict(r=3, lora_alpha=5, target_modules=r".*layers\.0\.mlp\.(gate|up)_proj"),
+    # LISA's layout: adapters plus fully trained token embeddings and LM head.
+    "peft_mts": dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                     modules_to_save=["embed_tokens", "lm_head"]),
 }
 
 
@@ -47,13 +52,17 @@ def batch():
     return dict(input_ids=io["input_ids"], attention_mask=io["attention_mask"], position_ids=io["position_ids"])
 
 
-def main():
+def main(only=None):
     gen = torch.Generator().manual_seed(1)
     for name, kw in ADAPTERS.items():
         model = get_peft_model(base(), LoraConfig(lora_dropout=0.0, bias="none", task_type="CAUSAL_LM", **kw))
         for k, p in model.named_parameters():
             if "lora_" in k:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+            elif "modules_to_save" in k:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+        if only and name not in only:
+            continue  # the random draws above keep the other adapters' values
         model.eval()
         out_dir = f"{OUT}/{name}"
         model.save_pretrained(out_dir)
@@ -89,4 +98,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    # `lora.py peft_mts` rewrites only the named adapters.
+    main(set(sys.argv[1:]) or None)

@@ -7,7 +7,7 @@
 mod config;
 mod peft;
 
-pub use config::{LayerSelection, LoraConfig, LoraError, TargetModules};
+pub use config::{LayerSelection, LoraConfig, LoraError, MODULES_TO_SAVE, TargetModules};
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
@@ -215,6 +215,20 @@ impl<B: Backend> Llama<B> {
                 targets: serde_json::to_string(&config.target_modules).unwrap_or_default(),
                 example,
             });
+        }
+        // modules_to_save train in full beside the adapters.
+        if config.saves("embed_tokens") {
+            let w = model.model.embed_tokens.weight;
+            model.model.embed_tokens.weight = w.set_require_grad(true);
+        }
+        if config.saves("lm_head") {
+            let head = model.lm_head.as_mut().ok_or_else(|| LoraError::Config {
+                field: "modules_to_save",
+                message: "the model ties lm_head to embed_tokens: there is no lm_head to train"
+                    .into(),
+            })?;
+            let w = head.weight.clone();
+            head.weight = w.set_require_grad(true);
         }
         Ok((model, count))
     }

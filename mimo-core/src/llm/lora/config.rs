@@ -53,7 +53,8 @@ pub struct LoraConfig {
     /// Per-module alphas (not supported; must be empty).
     #[serde(default)]
     pub alpha_pattern: BTreeMap<String, serde_json::Value>,
-    /// Fully trained extra modules (not supported in adapter files; must be empty).
+    /// Fully trained modules saved in the adapter file beside the adapters: `embed_tokens`
+    /// and/or `lm_head` (LISA trains both with its added tokens).
     #[serde(default)]
     pub modules_to_save: Option<Vec<String>>,
     /// Where the base model came from (informational).
@@ -64,6 +65,9 @@ pub struct LoraConfig {
     #[serde(flatten, skip_serializing)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
+
+/// The modules `modules_to_save` may name.
+pub const MODULES_TO_SAVE: [&str; 2] = ["embed_tokens", "lm_head"];
 
 /// peft fields that change what an adapter computes and are not implemented here: they
 /// must be absent, `null`, `false`, or empty.
@@ -184,10 +188,15 @@ impl LoraConfig {
         if !self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty() {
             return bad("rank_pattern", "per-module ranks/alphas are not supported");
         }
-        if self.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
+        if let Some(m) = self
+            .modules_to_save
+            .iter()
+            .flatten()
+            .find(|m| !MODULES_TO_SAVE.contains(&m.as_str()))
+        {
             return bad(
                 "modules_to_save",
-                "fully trained extra modules are not supported in adapters",
+                &format!("`{m}` is not supported: use embed_tokens and/or lm_head"),
             );
         }
         for field in UNSUPPORTED {
@@ -220,6 +229,11 @@ impl LoraConfig {
             );
         }
         Ok(())
+    }
+
+    /// Whether `modules_to_save` names `module` (`embed_tokens` or `lm_head`).
+    pub fn saves(&self, module: &str) -> bool {
+        self.modules_to_save.iter().flatten().any(|m| m == module)
     }
 
     /// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
@@ -289,7 +303,7 @@ impl LoraConfig {
             "bias": self.bias,
             "fan_in_fan_out": false,
             "inference_mode": true,
-            "modules_to_save": null,
+            "modules_to_save": self.modules_to_save,
             "init_lora_weights": true,
             "revision": null,
         });

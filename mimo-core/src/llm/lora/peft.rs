@@ -13,7 +13,9 @@ use crate::loader::{Checkpoint, LoadReport, PatternDialect, load_checkpoint_part
 
 /// peft's file keys: `base_model.model.<module>.lora_{A,B}.weight` <->
 /// `<module>.lora_{a,b}.weight`. Also read: the in-memory form with an adapter name
-/// (`lora_A.default.weight`) and keys without peft's `base_model.model.` prefix.
+/// (`lora_A.default.weight`) and keys without peft's `base_model.model.` prefix; and the
+/// `modules_to_save` tensors (`base_model.model.model.embed_tokens.weight`,
+/// `base_model.model.lm_head.weight`).
 const ADAPTER_DIALECT: PatternDialect = PatternDialect {
     name: "peft LoRA adapter",
     rules: &[
@@ -25,6 +27,12 @@ const ADAPTER_DIALECT: PatternDialect = PatternDialect {
         ("**.lora_B.weight", "**.lora_b.weight"),
         ("**.lora_A.*.weight", "**.lora_a.weight"),
         ("**.lora_B.*.weight", "**.lora_b.weight"),
+        // modules_to_save: whole modules, under their own names.
+        (
+            "base_model.model.model.embed_tokens.weight",
+            "model.embed_tokens.weight",
+        ),
+        ("base_model.model.lm_head.weight", "lm_head.weight"),
     ],
     keep_unmatched: false,
 };
@@ -32,7 +40,8 @@ const ADAPTER_DIALECT: PatternDialect = PatternDialect {
 impl<B: Backend> Llama<B> {
     /// Attaches the adapter of a peft directory (`adapter_config.json` +
     /// `adapter_model.safetensors` or `adapter_model.bin`): every adapter tensor the config
-    /// implies must be in the file with its shape.
+    /// implies must be in the file with its shape, and so must the `modules_to_save`
+    /// (`embed_tokens`, `lm_head`), which replace the model's and train with the adapters.
     pub fn load_lora(
         self,
         dir: impl AsRef<Path>,
@@ -52,7 +61,12 @@ impl<B: Backend> Llama<B> {
             model,
             &checkpoint,
             &ADAPTER_DIALECT,
-            &|p| p.contains(".lora_a.") || p.contains(".lora_b."),
+            &|p| {
+                p.contains(".lora_a.")
+                    || p.contains(".lora_b.")
+                    || (p == "model.embed_tokens.weight" && config.saves("embed_tokens"))
+                    || (p.starts_with("lm_head.") && config.saves("lm_head"))
+            },
             dtype,
         )?;
         Ok((model, config, report))
@@ -84,6 +98,30 @@ impl<B: Backend> Llama<B> {
                     bytes,
                 ));
             }
+        }
+        // modules_to_save, in PyTorch's layout ([vocab, hidden] for both).
+        if config.saves("embed_tokens") {
+            let t = self.model.embed_tokens.weight.val();
+            let data: TensorData = t.clone().into_data().convert::<f32>();
+            tensors.push((
+                "base_model.model.model.embed_tokens.weight".into(),
+                t.dims().to_vec(),
+                data.as_bytes().to_vec(),
+            ));
+        }
+        if config.saves("lm_head") {
+            let head = self.lm_head.as_ref().ok_or_else(|| LoraError::Config {
+                field: "modules_to_save",
+                message: "the model ties lm_head to embed_tokens: there is no lm_head to save"
+                    .into(),
+            })?;
+            let t = head.weight.val().transpose();
+            let data: TensorData = t.clone().into_data().convert::<f32>();
+            tensors.push((
+                "base_model.model.lm_head.weight".into(),
+                t.dims().to_vec(),
+                data.as_bytes().to_vec(),
+            ));
         }
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
             .iter()

@@ -381,3 +381,72 @@ fn snapshot<Bk: Backend>(m: &Llama<Bk>) -> HashMap<ParamId, Vec<f32>> {
     m.visit(&mut s);
     s.0
 }
+
+/// peft's `modules_to_save` (LISA's layout: adapters plus fully trained `embed_tokens` and
+/// `lm_head`): the adapter file's whole modules replace the model's, train, and are written
+/// back under peft's keys.
+#[test]
+fn modules_to_save_match_peft_and_round_trip() {
+    let b = batch();
+    let dir = fixture("llm/lora/peft_mts");
+    let (model, cfg, report) = base::<B>().load_lora(&dir).unwrap();
+    assert!(report.unused.is_empty(), "{:?}", report.unused);
+    assert_eq!(
+        report.applied,
+        2 * 4 + 2,
+        "adapter tensors + two whole modules"
+    );
+    assert!(cfg.saves("embed_tokens") && cfg.saves("lm_head"));
+    // On an autodiff backend the two modules train; the base projections stay frozen.
+    {
+        type A = burn::backend::Autodiff<B>;
+        let (m, _, _) = base::<A>().load_lora(&dir).unwrap();
+        assert!(m.model.embed_tokens.weight.is_require_grad());
+        assert!(m.lm_head.as_ref().unwrap().weight.is_require_grad());
+        assert!(
+            !m.model.layers[0]
+                .self_attn
+                .q_proj
+                .base
+                .weight
+                .is_require_grad()
+        );
+        assert!(!m.model.norm.weight.is_require_grad());
+    }
+    let io = read_fixture("llm/lora/peft_mts/io.safetensors");
+    let e = err(logits(&model, &b), &io["logits"].f32, &b);
+    println!("peft_mts: logits max abs err {e:.3e} (tol {TOL:.0e})");
+    assert!(e <= TOL, "{e}");
+    let merged = model.clone().merge_lora();
+    let e = err(logits(&merged, &b), &io["merged_logits"].f32, &b);
+    assert!(e <= TOL, "merged: {e}");
+
+    // Written back: the same keys and values as peft's file.
+    let out = std::env::temp_dir().join(format!("mimo-lora-mts-{}", std::process::id()));
+    model.save_lora(&cfg, &out).unwrap();
+    let read = |p: &std::path::Path| {
+        let bytes = std::fs::read(p.join("adapter_model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(k, t)| (k, t.shape().to_vec(), t.data().to_vec()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(read(&out), read(&dir));
+    let text = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
+    assert!(text.contains("\"lm_head\""), "{text}");
+    let (again, _, _) = base::<B>().load_lora(&out).unwrap();
+    assert!(err(logits(&again, &b), &io["logits"].f32, &b) <= TOL);
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // Modules other than the two are refused, naming the field and the entry.
+    let bad = LoraConfig {
+        modules_to_save: Some(vec!["norm".into()]),
+        ..LoraConfig::default()
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("modules_to_save") && e.contains("norm"), "{e}");
+}
