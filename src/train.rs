@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use clap::Args;
 use mimo_train::{Display, TrainOptions};
 
@@ -123,11 +124,20 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         args.devices.clone()
     };
     let devices = backend::devices(&indices);
-    let out = mimo_train::train::<burn::backend::Autodiff<backend::Backend>>(
-        args.experiment.as_deref(),
-        &options,
-        &devices,
-    )
+    let out = if exp.activation_checkpointing {
+        eprintln!("activation checkpointing: on (burn's BalancedCheckpointing)");
+        mimo_train::train::<burn::backend::Autodiff<backend::Backend, BalancedCheckpointing>>(
+            args.experiment.as_deref(),
+            &options,
+            &devices,
+        )
+    } else {
+        mimo_train::train::<burn::backend::Autodiff<backend::Backend>>(
+            args.experiment.as_deref(),
+            &options,
+            &devices,
+        )
+    }
     .map_err(|e| e.to_string())?;
     let i = &out.info;
     println!(

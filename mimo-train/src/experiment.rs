@@ -86,6 +86,12 @@ pub struct Experiment {
     /// Seed of the data order, the new modules' initialisation and dropout.
     #[serde(default)]
     pub seed: u64,
+    /// Activation checkpointing: burn's `Autodiff<B, BalancedCheckpointing>` keeps only the
+    /// outputs of compute-bound operations (matmuls, convolutions) for the backward pass and
+    /// recomputes the memory-bound ones (element-wise, activations, normalisations), trading
+    /// some compute for activation memory. The `mimo` CLI picks the backend from this field.
+    #[serde(default)]
+    pub activation_checkpointing: bool,
 }
 
 fn yes() -> bool {

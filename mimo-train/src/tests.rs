@@ -448,3 +448,61 @@ fn two_devices_train_like_accumulation_on_one() {
     assert!(worst <= 1e-5, "parameters differ by {worst}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `activation_checkpointing: true` selects burn's `BalancedCheckpointing`: memory-bound
+/// activations are recomputed in the backward pass instead of kept, and training ends with
+/// the same parameters.
+#[test]
+fn activation_checkpointing_trains_like_the_default() {
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    type C = Autodiff<Flex, BalancedCheckpointing>;
+    let _rng = rng_lock();
+    let dir = scratch("checkpointing");
+    let records = phantom_records(&dir.join("data"));
+    let base = repo().join("experiments/tiny_phantom.ron");
+    let exp = |name: &str, on: bool| {
+        write(
+            &dir,
+            &format!("{name}.ron"),
+            &format!(
+                "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
+                 stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(12))], \
+                 validation: (batch_size: 4, max_samples: Some(4)), \
+                 activation_checkpointing: {on})",
+                base.display(),
+                records.display()
+            ),
+        )
+    };
+    let plain = exp("plain", false);
+    let ckpt = exp("ckpt", true);
+    assert!(
+        crate::Experiment::load(&ckpt)
+            .unwrap()
+            .activation_checkpointing
+    );
+    let opts = |run: &str| TrainOptions {
+        run_dir: dir.join(run),
+        resume: false,
+        display: crate::Display::Quiet,
+        max_steps: None,
+        max_seconds: None,
+    };
+    let a = crate::train::<B>(Some(&plain), &opts("plain"), &[Default::default()]).unwrap();
+    let b = crate::train::<C>(Some(&ckpt), &opts("ckpt"), &[Default::default()]).unwrap();
+    assert_eq!(a.info.steps, b.info.steps);
+    let (va, vb) = (
+        final_values(&dir.join("plain")),
+        final_values(&dir.join("ckpt")),
+    );
+    assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
+    let mut worst = 0f32;
+    for (k, x) in &va {
+        for (p, q) in x.iter().zip(&vb[k]) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    println!("activation checkpointing vs default: max |diff| {worst:e}");
+    assert!(worst <= 1e-5, "parameters differ by {worst}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
