@@ -26,6 +26,9 @@ enum Component {
     /// MIMO: one training step (forward, backward, AdamW) of a model file, or the parity
     /// of the tiny fixture on this backend (`--check-fixture`).
     Mimo,
+    /// LLaMA checkpoint loading: peak memory and time of loading a bf16 checkpoint as f32
+    /// and as bf16 (each in a fresh process).
+    Load,
 }
 
 /// Arguments of `mimo bench`.
@@ -109,6 +112,9 @@ pub struct BenchArgs {
     /// Data: SAM input side (1024 for the released SAMs).
     #[arg(long, default_value_t = 1024)]
     sam_size: usize,
+    /// Load: measure one load of this model directory (the child process of `bench load`).
+    #[arg(long, hide = true, value_name = "DIR")]
+    measure_load: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize)]
@@ -303,7 +309,173 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Component::Llm => run_llm(&args),
         Component::Data => run_data(&args),
         Component::Mimo => run_mimo(&args),
+        Component::Load => run_load(&args),
     }
+}
+
+/// The default model of `bench load`: a LLaMA of 0.54 B parameters (1.07 GB in bf16), big
+/// enough that the weights dominate the process's memory.
+const LOAD_MODEL: &str = r#"{"vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5504,
+  "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 16,
+  "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+  "tie_word_embeddings": false, "hidden_act": "silu"}"#;
+
+/// `(VmRSS, VmHWM, RssAnon)` of this process in bytes (Linux; zeros elsewhere).
+fn memory() -> (u64, u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LoadFigures {
+    dtype: String,
+    params: u64,
+    file_bytes: u64,
+    rss_before: u64,
+    peak_rss: u64,
+    rss_anon_after: u64,
+    seconds: f64,
+}
+
+fn run_load(args: &BenchArgs) -> Result<(), String> {
+    use burn::tensor::backend::Backend as _;
+    use mimo_core::llm::{LlamaConfig, load::DIALECT, load_llama};
+    use mimo_core::loader::LoadOptions;
+    let device = backend::device();
+    if let Some(dir) = &args.measure_load {
+        // The child: one load, then its figures as one JSON line.
+        let dtype = crate::backend::parse_dtype(&args.dtype)?;
+        let config = LlamaConfig::load(dir).map_err(|e| e.to_string())?;
+        let (rss_before, _, _) = memory();
+        let started = std::time::Instant::now();
+        let (model, _) =
+            load_llama::<Backend>(&config, dir, LoadOptions::new(&device).with_dtype(dtype))
+                .map_err(|e| e.to_string())?;
+        Backend::sync(&device).map_err(|e| format!("backend error: {e:?}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let (_, peak_rss, rss_anon_after) = memory();
+        let params: usize = mimo_core::loader::file_params(&model, &DIALECT)
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum();
+        let file_bytes = std::fs::metadata(dir.join("model.safetensors"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let figures = LoadFigures {
+            dtype: args.dtype.clone(),
+            params: params as u64,
+            file_bytes,
+            rss_before,
+            peak_rss,
+            rss_anon_after,
+            seconds,
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&figures).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    let config_text = match &args.model {
+        Some(m) => {
+            let config = LlamaConfig::load(m).map_err(|e| e.to_string())?;
+            serde_json::to_string(&config).map_err(|e| e.to_string())?
+        }
+        None => LOAD_MODEL.to_string(),
+    };
+    let config = LlamaConfig::from_hf_json(&config_text)?;
+    // A bf16 checkpoint as HF ships Vicuna, written tensor by tensor from a cheap generator.
+    let dir = std::env::temp_dir().join(format!("mimo-bench-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::write(dir.join("config.json"), &config_text)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let params = mimo_core::loader::file_params(&config.init::<Backend>(&device), &DIALECT);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = params
+        .iter()
+        .map(|p| {
+            let n: usize = p.shape.iter().product();
+            let bytes = (0..n)
+                .flat_map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // bf16 of a value in [-0.05, 0.05)
+                    let v = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+                    ((v.to_bits() >> 16) as u16).to_le_bytes()
+                })
+                .collect();
+            (p.key.clone(), p.shape.clone(), bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, s, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), b)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let file = dir.join("model.safetensors");
+    safetensors::serialize_to_file(views, None, &file).map_err(|e| e.to_string())?;
+    drop(tensors);
+    eprintln!(
+        "wrote a bf16 checkpoint of {:.2} B parameters ({:.2} GB); loading it in fresh processes ...",
+        params
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum::<usize>() as f64
+            / 1e9,
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) as f64 / 1e9
+    );
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let gb = |b: u64| b as f64 / 1e9;
+    let mut rows = Vec::new();
+    for dtype in ["f32", "bf16"] {
+        let out = std::process::Command::new(&exe)
+            .args(["bench", "load", "--dtype", dtype, "--measure-load"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!(
+                "loading as {dtype} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let line = String::from_utf8_lossy(&out.stdout);
+        let f: LoadFigures = serde_json::from_str(line.trim()).map_err(|e| e.to_string())?;
+        println!(
+            "load as {:<4}: {:.2} s, peak RSS {:.2} GB ({:.2} GB above the {:.2} GB before loading), \
+             anonymous memory after {:.2} GB; weights in {dtype}: {:.2} GB",
+            f.dtype,
+            f.seconds,
+            gb(f.peak_rss),
+            gb(f.peak_rss.saturating_sub(f.rss_before)),
+            gb(f.rss_before),
+            gb(f.rss_anon_after),
+            gb(f.params * if dtype == "f32" { 4 } else { 2 }),
+        );
+        rows.push(f);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let [a, b] = rows.as_slice() {
+        println!(
+            "bf16 loading needs {:.2}x the memory of f32 loading (peak RSS above baseline), on {}",
+            b.peak_rss.saturating_sub(b.rss_before) as f64
+                / a.peak_rss.saturating_sub(a.rss_before).max(1) as f64,
+            backend::NAME
+        );
+    }
+    write_json(&args.json, &rows)
 }
 
 fn run_data(args: &BenchArgs) -> Result<(), String> {
