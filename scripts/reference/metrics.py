@@ -11,7 +11,8 @@ Writes into mimo-bench/fixtures/metrics/:
               per (prediction, ground truth) pair of each image the mask IoU (maskUtils.iou, iscrowd 0).
   vqa.json    LLaVA-Med `normalize_word` outputs and CLOSED hits, and HuatuoGPT-Vision `match_choice3` letters,
               on generated and hand-written strings (the functions are transcribed from the released code,
-              spec section 7.5, and run here).
+              LLaVA-Med v1.0's llava/eval/run_eval.py and eval_metrics/glossary.py and HuatuoGPT-Vision's
+              scorer.py, and run here).
 
   stems.json  nltk PorterStemmer() on ~7000 WordNet lemmas and inflections plus the paper's examples.
   text.json also holds nltk `meteor_score` per pair (WordNet 3.0), pycocoevalcap's Java METEOR 1.5 over the
@@ -213,7 +214,8 @@ def masks(rng):
             "ap50_all_ones": ap50(ones), "ious": iou_pairs}
 
 
-# ---- LLaVA-Med v1.0 eval_metrics (transcribed; spec 7.5) ----
+# ---- LLaVA-Med v1.0 eval_metrics (transcribed from llava/eval/run_eval.py and eval_metrics/glossary.py);
+# HuatuoGPT-Vision's match_choice3 (transcribed from scorer.py) ----
 # The contractions table is shared with the Rust implementation (one data file, transcribed from the
 # VQA-challenge list LLaVA-Med ships in eval_metrics/glossary.py).
 with open(os.path.join(os.path.dirname(__file__), "..", "..", "mimo-bench", "data", "vqa_contractions.json")) as _f:

@@ -171,7 +171,8 @@ def load_llm(gen):
 # New modules
 # ---------------------------------------------------------------------------------------------
 class VisualPromptEncoder(nn.Module):
-    """§a: SAM-style point/box tokens (random-Fourier PE + label embedding), projected to the CLIP width."""
+    """Visual prompt encoder: SAM-style point/box tokens (random-Fourier PE + label embedding), projected to the
+    CLIP width."""
 
     def __init__(self):
         super().__init__()
@@ -244,7 +245,7 @@ class AlignerBlock(nn.Module):
 
 
 class Aligner(nn.Module):
-    """§b: N_q learned queries attend to [image features, visual prompts, instruction text]."""
+    """Multi-modal Input Aligner: N_q learned queries attend to [image features, visual prompts, instruction text]."""
 
     def __init__(self):
         super().__init__()

@@ -9,8 +9,8 @@
    every test string, so the committed file tokenises like the slow LLaMA tokenizer.
 2. Writes `cases.json`: ids for plain strings (sentencepiece = tokenizers, asserted), ids with
    MIMO's added tokens (tokenizers), decodes, and LISA-style conversation tokenisation with
-   label masking (a line-by-line port of LISA's `tokenizer_image_token` and
-   `utils/dataset.py` target masking, spec §1.2-1.3).
+   label masking (a line-by-line port of LISA's `tokenizer_image_token` from
+   `model/llava/mm_utils.py` and `utils/dataset.py` target masking).
 3. With `--real DIR` (a directory holding the real LLaMA `tokenizer.json` built by
    ../shared/tools/make_llama_tokenizer.py): writes `real_golden.json` with the ids of the
    golden prompts under the real 32000-token vocabulary (numbers only; the vocabulary itself

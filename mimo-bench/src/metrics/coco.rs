@@ -1,4 +1,5 @@
-//! AP50 for masks with pycocotools' `COCOeval(..., "segm")` semantics (spec §7.2): one
+//! AP50 for masks with pycocotools' `COCOeval(..., "segm")` semantics, as GLaMM scores
+//! it (`groundingLMM/eval/gcg/evaluate.py`): one
 //! category, area range "all", at most 100 detections per image, greedy matching in score
 //! order with ties kept in input order, precision made monotone from the right and sampled
 //! at 101 recall thresholds; AP50 is `stats[1]`.

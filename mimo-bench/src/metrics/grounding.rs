@@ -1,7 +1,7 @@
-//! Grounding F1 (spec §7.3, MIMO's rule): grounded phrases `<p>…</p>` paired in order with
-//! the answer's `<SEG>` masks; a prediction matches a ground truth when the normalised
-//! phrases are equal and the masks' IoU is above 0.5; one-to-one greedy matching by
-//! descending IoU; micro-averaged over the test set.
+//! Grounding F1 (MIMO's own rule: the paper's evaluation code is not public): grounded
+//! phrases `<p>…</p>` paired in order with the answer's `<SEG>` masks; a prediction matches
+//! a ground truth when the normalised phrases are equal and the masks' IoU is above 0.5;
+//! one-to-one greedy matching by descending IoU; micro-averaged over the test set.
 
 use super::seg::mask_iou;
 

@@ -1,11 +1,13 @@
-//! METEOR, two labelled implementations (spec §7.4):
+//! METEOR, two labelled implementations:
 //!
-//! * [`nltk_meteor`]: nltk's `meteor_score` (exact, then Porter-stem, then WordNet-synonym
-//!   matching; `Fmean = PR / (αP + (1-α)R)`, fragmentation penalty `γ (chunks/matches)^β`),
-//!   natively, with WordNet read from the WordNet 3.0 database files (Debian's `wordnet-base`
-//!   installs them in `/usr/share/wordnet`) by [`WordNet`].
-//! * [`JavaMeteor`]: pycocoevalcap's METEOR 1.5, which papers quote, by running the user's
-//!   `meteor-1.5.jar` (`-stdio -l en -norm`) through Java exactly as pycocoevalcap does.
+//! * [`nltk_meteor`]: nltk's `meteor_score` (`nltk/translate/meteor_score.py`: exact, then
+//!   Porter-stem, then WordNet-synonym matching; `Fmean = PR / (αP + (1-α)R)`, fragmentation
+//!   penalty `γ (chunks/matches)^β`), natively, with WordNet read from the WordNet 3.0
+//!   database files (Debian's `wordnet-base` installs them in `/usr/share/wordnet`) by
+//!   [`WordNet`].
+//! * [`JavaMeteor`]: pycocoevalcap's METEOR 1.5 (`pycocoevalcap/meteor/meteor.py`), which
+//!   papers quote, by running the user's `meteor-1.5.jar` (`-stdio -l en -norm`) through
+//!   Java exactly as pycocoevalcap does.
 //!
 //! The two give different values; tables say which one was used.
 

@@ -1,6 +1,8 @@
-//! Segmentation metrics (spec §7.1–7.2): per-mask IoU, LISA's gIoU (= the papers' mIoU) and
-//! cIoU, Dice, the hit rate Pr@0.5, GLaMM's greedy-pairing mIoU, and mask IoU with
-//! pycocotools' conventions.
+//! Segmentation metrics: per-mask IoU, LISA's gIoU (= the papers' mIoU) and cIoU (LISA's
+//! validation in `train_ds.py` with `intersectionAndUnionGPU` from `utils/utils.py`), Dice
+//! (0/0 counts as 1), the hit rate Pr@0.5 (IoU strictly above 0.5), GLaMM's greedy-pairing
+//! mIoU (`groundingLMM/eval/gcg/evaluate.py`), and mask IoU with pycocotools' conventions
+//! (`maskUtils.iou`).
 
 /// A binary mask, row-major.
 pub type Mask = [bool];

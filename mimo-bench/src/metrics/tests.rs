@@ -1,5 +1,7 @@
 //! Golden tests against the Python references (fixtures by `scripts/reference/metrics.py`)
-//! and the spec's §9 values.
+//! and a few worked examples computed with the reference code (pycocoevalcap's `bleu/` and
+//! `rouge/` modules, nltk's `bleu_score.py`) or a transcription of it (LLaVA-Med's CLOSED
+//! rule, HuatuoGPT-Vision's `match_choice3`).
 
 use std::path::Path;
 
@@ -119,7 +121,7 @@ fn text_metrics_match_pycocoevalcap_rouge_score_and_nltk() {
 
 #[test]
 fn spec_golden_text_values() {
-    // pycocoevalcap (spec §9)
+    // pycocoevalcap's `bleu/` and `rouge/` modules run on these two samples
     let s = vec![
         (
             vec![

@@ -1,7 +1,9 @@
-//! Text metrics (spec §7.4): BLEU-1..4 and ROUGE-L with pycocoevalcap's semantics (corpus
-//! BLEU with the closest reference length; per-sample ROUGE-L with β = 1.2, averaged),
-//! `rouge-score`'s ROUGE-L (its tokeniser, β = 1), nltk's `sentence_bleu`, and an
-//! approximation of the PTB tokenisation pycocoevalcap applies first.
+//! Text metrics: BLEU-1..4 and ROUGE-L with pycocoevalcap's semantics
+//! (`pycocoevalcap/bleu/bleu_scorer.py`, `rouge/rouge.py`: corpus BLEU with the closest
+//! reference length; per-sample ROUGE-L with β = 1.2, averaged), `rouge-score`'s ROUGE-L
+//! (`rouge_score/tokenize.py`, `rouge_scorer.py`: its tokeniser, β = 1), nltk's
+//! `sentence_bleu` (`nltk/translate/bleu_score.py`), and an approximation of the PTB
+//! tokenisation pycocoevalcap applies first (`pycocoevalcap/tokenizer/ptbtokenizer.py`).
 
 use std::collections::HashMap;
 

@@ -1,6 +1,8 @@
-//! Closed-ended medical VQA accuracy (spec §7.5): LLaVA-Med's `normalize_word` and its
-//! substring hit rule for yes/no questions, and HuatuoGPT-Vision's multiple-choice prompt and
-//! answer-letter regex.
+//! Closed-ended medical VQA accuracy: LLaVA-Med v1.0's `normalize_word`
+//! (`eval_metrics/glossary.py`) and the substring hit rule for yes/no questions of its
+//! `llava/eval/run_eval.py` (commit `b9a98a7`; later versions dropped this code), and
+//! HuatuoGPT-Vision's multiple-choice prompt (`eval.py`, `llava_prompt`) and answer-letter
+//! regex (`scorer.py`, `match_choice3`).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

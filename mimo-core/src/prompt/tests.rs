@@ -59,8 +59,9 @@ fn point_lands_on_its_clip_patch() {
     }
 }
 
-/// The Fourier features follow SAM: a column (1, 0) of `G` and c = (0.75, 0.5) give
-/// sin(π) = 0 and cos(π) = -1 (spec golden value).
+/// The Fourier features follow SAM's `PositionEmbeddingRandom`
+/// (`segment_anything/modeling/prompt_encoder.py`): a column (1, 0) of `G` and
+/// c = (0.75, 0.5) give (2c - 1) · (1, 0) = 0.5, so sin(π) = 0 and cos(π) = -1.
 #[test]
 fn fourier_features_golden() {
     let device = Default::default();

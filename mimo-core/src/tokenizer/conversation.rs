@@ -1,5 +1,7 @@
-//! Conversation templates (Vicuna v1 and LLaVA v1, FastChat's `SeparatorStyle.TWO`) and
-//! LISA's tokenisation of `<image>` with label masking (spec §1.2–1.3).
+//! Conversation templates (Vicuna v1 and LLaVA v1, FastChat's `SeparatorStyle.TWO`, as in
+//! LISA's `model/llava/conversation.py`) and LISA's tokenisation of `<image>` with label
+//! masking (`tokenizer_image_token` in `model/llava/mm_utils.py`, the targets of
+//! `utils/dataset.py`).
 
 use serde::{Deserialize, Serialize};
 

@@ -209,7 +209,8 @@ fn fresh_adapter_leaves_output_unchanged_and_counts_params() {
     assert!(err(logits(&model, &b), &io["logits"].f32, &b) <= TOL);
     // 2 layers x (q: 32*8 + 8*32, v: 32*8 + 8*32)
     assert_eq!(model.lora_param_count(), 2 * 2 * (32 * 8 + 8 * 32));
-    // Vicuna-7B: 4,194,304 trainable LoRA parameters (spec §1.13).
+    // Vicuna-7B: 4,194,304 trainable LoRA parameters (LISA's `train_ds.py` LoRA, r = 8 on
+    // `q_proj` and `v_proj` of the 32 layers: 64 x (8 x 4096 + 4096 x 8)).
     let big = LlamaConfig::vicuna_7b_v1_5().init::<B>(&Default::default());
     let (big, _) = big.with_lora(&LoraConfig::default()).unwrap();
     assert_eq!(big.lora_param_count(), 4_194_304);

@@ -1,0 +1,63 @@
+use burn::backend::Autodiff;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Distribution, Tensor};
+
+use super::*;
+use crate::test_util::TestBackend;
+
+type AD = Autodiff<TestBackend>;
+
+fn max_diff<const D: usize>(a: Tensor<AD, D>, b: Tensor<AD, D>) -> f32 {
+    (a - b).abs().max().into_scalar()
+}
+
+/// One folded resize (up to 64, crop, down to 37x29) equals burn's two bilinear
+/// interpolations with the crop between them, forward and backward (the CPU backend has
+/// interpolate's backward; the GPU backends do not, which is why SAM uses this).
+#[test]
+fn folded_bilinear_resize_matches_interpolate_forward_and_backward() {
+    let device = Default::default();
+    let x = Tensor::<AD, 4>::random([2, 3, 16, 12], Distribution::Normal(0.0, 1.0), &device)
+        .require_grad();
+    let (s, crop, out) = (64usize, [48usize, 40usize], [37usize, 29usize]);
+    let opts = || InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false);
+    let reference = interpolate(
+        interpolate(x.clone(), [s, s], opts()).slice([0..2, 0..3, 0..crop[0], 0..crop[1]]),
+        out,
+        opts(),
+    );
+    let axis = |low: usize, crop: usize, out: usize| {
+        let up = bilinear_weights(low, s)[..crop * low].to_vec();
+        host_matmul(&bilinear_weights(crop, out), &up, out, crop, low)
+    };
+    let got = resize_separable(
+        x.clone(),
+        &axis(16, crop[0], out[0]),
+        &axis(12, crop[1], out[1]),
+        out,
+    );
+    let fwd = max_diff(got.clone(), reference.clone());
+    // f32 weights folded on the host in f64: differences of a few ulps of values ~3.
+    assert!(fwd < 1e-5, "forward differs by {fwd}");
+    let w = Tensor::<AD, 4>::random([2, 3, 37, 29], Distribution::Normal(0.0, 1.0), &device);
+    let g_ref = (reference * w.clone()).sum().backward();
+    let g_ref = x.grad(&g_ref).unwrap();
+    let g = (got * w).sum().backward();
+    let g = x.grad(&g).unwrap();
+    let bwd = (g - g_ref).abs().max().into_scalar();
+    assert!(bwd < 1e-5, "gradient differs by {bwd}");
+}
+
+/// Each row of the weights sums to one and reads at most two neighbouring pixels.
+#[test]
+fn bilinear_weights_are_a_partition_of_unity() {
+    for (i, o) in [(4, 16), (16, 4), (7, 7), (1, 5), (5, 1)] {
+        let w = bilinear_weights(i, o);
+        for r in 0..o {
+            let row = &w[r * i..(r + 1) * i];
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+            assert!(row.iter().filter(|&&v| v != 0.0).count() <= 2);
+        }
+    }
+}
