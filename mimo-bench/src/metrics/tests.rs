@@ -120,7 +120,7 @@ fn text_metrics_match_pycocoevalcap_rouge_score_and_nltk() {
 }
 
 #[test]
-fn spec_golden_text_values() {
+fn golden_text_values() {
     // pycocoevalcap's `bleu/` and `rouge/` modules run on these two samples
     let s = vec![
         (
@@ -140,9 +140,9 @@ fn spec_golden_text_values() {
         .iter()
         .zip([0.8124999999, 0.6373774391, 0.5135200122, 0.3411285198])
     {
-        close("spec Bleu", *g, w, 1e-9);
+        close("golden Bleu", *g, w, 1e-9);
     }
-    close("spec ROUGE_L", coco_rouge_l(&s), 0.7267510827, 1e-9);
+    close("golden ROUGE_L", coco_rouge_l(&s), 0.7267510827, 1e-9);
     // nltk
     let refs = ["the lesion is in the left lung"];
     let hyp = "there is a lesion in the left lung";
@@ -350,7 +350,7 @@ fn vqa_rules_match_llava_med_and_huatuogpt() {
 }
 
 #[test]
-fn spec_golden_vqa_values() {
+fn golden_vqa_values() {
     // The LLaVA-Med substring quirk: "no" is found in "nodule".
     assert!(closed_hit("no", "The nodule is benign"));
     for (text, want) in [

@@ -89,7 +89,7 @@ fn grouped_query_tied_rope_theta_500k_matches_transformers() {
 }
 
 #[test]
-fn rope_golden_values_from_the_spec() {
+fn rope_golden_values() {
     // d=4, theta=10000, position 1, x=[5,6,7,8] -> HF rotate_half [-3.1888, 5.9197, 7.9895, 8.0596]
     let device = Default::default();
     let pos = Tensor::<B, 1, Int>::from_ints([1], &device).reshape([1, 1]);
