@@ -245,29 +245,56 @@ pub fn score(
 ) -> Result<Scores, ScoreError> {
     let by_id: HashMap<&str, &Prediction> =
         predictions.iter().map(|p| (p.id.as_str(), p)).collect();
-    let empty = Prediction {
-        id: String::new(),
-        answer: String::new(),
-        masks: Vec::new(),
-        choice: None,
-    };
-    let mut out = Scores {
-        meteor_kind: meteor.label().into(),
-        ..Default::default()
-    };
-    let mut seg: BTreeMap<String, SegGroup> = BTreeMap::new();
-    let mut f1: BTreeMap<String, GroundingF1> = BTreeMap::new();
-    let mut text: BTreeMap<String, Vec<(Vec<String>, String)>> = BTreeMap::new();
-    let mut held_out: BTreeMap<(String, String), SegGroup> = BTreeMap::new();
-    let mut vqa: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut scorer = Scorer::new(meteor);
     for r in records {
         if split.is_some_and(|s| s != r.split) {
             continue;
         }
-        let p = match by_id.get(r.id.as_str()) {
-            Some(p) => *p,
+        scorer.add(r, by_id.get(r.id.as_str()).copied())?;
+    }
+    scorer.finish()
+}
+
+/// The paper's metrics accumulated record by record (as predictions arrive, e.g. during
+/// training's validation or a long `mimo eval`); [`Scorer::finish`] computes the tables.
+/// [`score`] is this over a predictions file.
+pub struct Scorer {
+    meteor: MeteorMode,
+    missing: usize,
+    seg: BTreeMap<String, SegGroup>,
+    f1: BTreeMap<String, GroundingF1>,
+    text: BTreeMap<String, Vec<(Vec<String>, String)>>,
+    held_out: BTreeMap<(String, String), SegGroup>,
+    vqa: BTreeMap<String, (usize, usize)>,
+}
+
+impl Scorer {
+    /// An empty scorer computing METEOR as `meteor` says.
+    pub fn new(meteor: &MeteorMode) -> Self {
+        Self {
+            meteor: meteor.clone(),
+            missing: 0,
+            seg: BTreeMap::new(),
+            f1: BTreeMap::new(),
+            text: BTreeMap::new(),
+            held_out: BTreeMap::new(),
+            vqa: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one record and its prediction (`None`: no prediction, scored as an empty
+    /// answer and counted in [`Scores::missing_predictions`]).
+    pub fn add(&mut self, r: &Record, p: Option<&Prediction>) -> Result<(), ScoreError> {
+        let empty = Prediction {
+            id: String::new(),
+            answer: String::new(),
+            masks: Vec::new(),
+            choice: None,
+        };
+        let p = match p {
+            Some(p) => p,
             None => {
-                out.missing_predictions += 1;
+                self.missing += 1;
                 &empty
             }
         };
@@ -298,14 +325,16 @@ pub fn score(
                     grounded_phrases(&p.answer),
                     pm.iter().map(|(m, _)| m.clone()).collect(),
                 );
-                f1.entry(key.clone())
+                self.f1
+                    .entry(key.clone())
                     .or_default()
                     .add(&pred_items, &gt_items);
-                seg.entry(key.clone())
+                self.seg
+                    .entry(key.clone())
                     .or_insert_with(SegGroup::new)
                     .add(g, pm);
                 if !gt_answer.is_empty() {
-                    text.entry(key).or_default().push((
+                    self.text.entry(key).or_default().push((
                         vec![coco_tokenize(&strip_markup(gt_answer))],
                         coco_tokenize(&strip_markup(&p.answer)),
                     ));
@@ -317,15 +346,15 @@ pub fn score(
                 } else {
                     "without_box"
                 };
-                held_out
+                self.held_out
                     .entry((r.source.clone(), boxed.into()))
                     .or_insert_with(SegGroup::new)
                     .add(gts()?, preds()?);
             }
             Perspective::Vqa => {
-                let Some(item) = &r.vqa else { continue };
+                let Some(item) = &r.vqa else { return Ok(()) };
                 if item.answer_type != "closed" {
-                    continue;
+                    return Ok(());
                 }
                 let hit = if item.options.is_empty() {
                     closed_hit(&item.answer, &p.answer)
@@ -341,82 +370,95 @@ pub fn score(
                     };
                     want.is_some() && got == want
                 };
-                let e = vqa.entry(r.source.clone()).or_default();
+                let e = self.vqa.entry(r.source.clone()).or_default();
                 e.0 += usize::from(hit);
                 e.1 += 1;
             }
         }
+        Ok(())
     }
-    let mut java = match meteor {
-        MeteorMode::Java(jar) => {
-            Some(JavaMeteor::start(jar).map_err(|e| ScoreError::Meteor(e.to_string()))?)
-        }
-        _ => None,
-    };
-    let wordnet: Option<Box<dyn Synonyms>> = match meteor {
-        MeteorMode::Nltk(dir) => Some(Box::new(
-            WordNet::open(dir).map_err(|e| ScoreError::Meteor(e.to_string()))?,
-        )),
-        _ => None,
-    };
-    for (key, group) in &seg {
-        let samples = text.get(key).cloned().unwrap_or_default();
-        let meteor_score = if samples.is_empty() {
-            None
-        } else if let Some(j) = java.as_mut() {
-            Some(
-                j.score(&samples)
-                    .map_err(|e| ScoreError::Meteor(e.to_string()))?
-                    .0,
-            )
-        } else {
-            wordnet.as_ref().map(|wn| {
-                samples
-                    .iter()
-                    .map(|(refs, hyp)| {
-                        let refs: Vec<Vec<&str>> = refs
-                            .iter()
-                            .map(|r| r.split_whitespace().collect())
-                            .collect();
-                        nltk_meteor(
-                            &refs,
-                            &hyp.split_whitespace().collect::<Vec<_>>(),
-                            wn.as_ref(),
-                        )
-                    })
-                    .sum::<f64>()
-                    / samples.len() as f64
-            })
+
+    /// The tables of everything added.
+    pub fn finish(self) -> Result<Scores, ScoreError> {
+        let meteor = &self.meteor;
+        let (seg, f1, text, held_out, vqa) =
+            (self.seg, self.f1, self.text, self.held_out, self.vqa);
+        let mut out = Scores {
+            meteor_kind: meteor.label().into(),
+            missing_predictions: self.missing,
+            ..Default::default()
         };
-        out.held_in.insert(
-            key.clone(),
-            PerspectiveScores {
-                seg: group.scores(),
-                f1: f1.get(key).map(GroundingF1::f1).unwrap_or(0.0),
-                text: TextScores {
-                    samples: samples.len(),
-                    bleu4: if samples.is_empty() {
-                        0.0
-                    } else {
-                        coco_bleu(&samples)[3]
+        let mut java = match meteor {
+            MeteorMode::Java(jar) => {
+                Some(JavaMeteor::start(jar).map_err(|e| ScoreError::Meteor(e.to_string()))?)
+            }
+            _ => None,
+        };
+        let wordnet: Option<Box<dyn Synonyms>> = match meteor {
+            MeteorMode::Nltk(dir) => Some(Box::new(
+                WordNet::open(dir).map_err(|e| ScoreError::Meteor(e.to_string()))?,
+            )),
+            _ => None,
+        };
+        for (key, group) in &seg {
+            let samples = text.get(key).cloned().unwrap_or_default();
+            let meteor_score = if samples.is_empty() {
+                None
+            } else if let Some(j) = java.as_mut() {
+                Some(
+                    j.score(&samples)
+                        .map_err(|e| ScoreError::Meteor(e.to_string()))?
+                        .0,
+                )
+            } else {
+                wordnet.as_ref().map(|wn| {
+                    samples
+                        .iter()
+                        .map(|(refs, hyp)| {
+                            let refs: Vec<Vec<&str>> = refs
+                                .iter()
+                                .map(|r| r.split_whitespace().collect())
+                                .collect();
+                            nltk_meteor(
+                                &refs,
+                                &hyp.split_whitespace().collect::<Vec<_>>(),
+                                wn.as_ref(),
+                            )
+                        })
+                        .sum::<f64>()
+                        / samples.len() as f64
+                })
+            };
+            out.held_in.insert(
+                key.clone(),
+                PerspectiveScores {
+                    seg: group.scores(),
+                    f1: f1.get(key).map(GroundingF1::f1).unwrap_or(0.0),
+                    text: TextScores {
+                        samples: samples.len(),
+                        bleu4: if samples.is_empty() {
+                            0.0
+                        } else {
+                            coco_bleu(&samples)[3]
+                        },
+                        rouge_l: coco_rouge_l(&samples),
+                        meteor: meteor_score,
                     },
-                    rouge_l: coco_rouge_l(&samples),
-                    meteor: meteor_score,
                 },
-            },
-        );
+            );
+        }
+        for ((source, boxed), g) in held_out {
+            out.held_out_seg
+                .entry(source)
+                .or_default()
+                .insert(boxed, g.scores());
+        }
+        for (source, (hits, n)) in vqa {
+            out.vqa
+                .insert(source, (100.0 * hits as f64 / n.max(1) as f64, n));
+        }
+        Ok(out)
     }
-    for ((source, boxed), g) in held_out {
-        out.held_out_seg
-            .entry(source)
-            .or_default()
-            .insert(boxed, g.scores());
-    }
-    for (source, (hits, n)) in vqa {
-        out.vqa
-            .insert(source, (100.0 * hits as f64 / n.max(1) as f64, n));
-    }
-    Ok(out)
 }
 
 #[derive(Deserialize)]

@@ -396,6 +396,19 @@ fn final_values(run: &Path) -> BTreeMap<String, Vec<f32>> {
     out
 }
 
+/// The largest difference between two runs' final tensors (which must be the same set).
+fn final_max_diff(a: &Path, b: &Path) -> f32 {
+    let (va, vb) = (final_values(a), final_values(b));
+    assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
+    let mut worst = 0f32;
+    for (k, x) in &va {
+        for (p, q) in x.iter().zip(&vb[k]) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    worst
+}
+
 #[test]
 fn two_devices_train_like_accumulation_on_one() {
     let _rng = rng_lock();
@@ -433,17 +446,7 @@ fn two_devices_train_like_accumulation_on_one() {
     let a = crate::train::<B>(Some(&one), &opts("one"), &[device]).unwrap();
     let b = crate::train::<B>(Some(&two), &opts("two"), &[device, device]).unwrap();
     assert_eq!((a.info.steps, b.info.steps), (4, 4));
-    let (va, vb) = (
-        final_values(&dir.join("one")),
-        final_values(&dir.join("two")),
-    );
-    assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
-    let mut worst = 0f32;
-    for (k, x) in &va {
-        for (p, q) in x.iter().zip(&vb[k]) {
-            worst = worst.max((p - q).abs());
-        }
-    }
+    let worst = final_max_diff(&dir.join("one"), &dir.join("two"));
     println!("two devices vs accumulation: max |diff| {worst:e}");
     assert!(worst <= 1e-5, "parameters differ by {worst}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -491,17 +494,7 @@ fn activation_checkpointing_trains_like_the_default() {
     let a = crate::train::<B>(Some(&plain), &opts("plain"), &[Default::default()]).unwrap();
     let b = crate::train::<C>(Some(&ckpt), &opts("ckpt"), &[Default::default()]).unwrap();
     assert_eq!(a.info.steps, b.info.steps);
-    let (va, vb) = (
-        final_values(&dir.join("plain")),
-        final_values(&dir.join("ckpt")),
-    );
-    assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
-    let mut worst = 0f32;
-    for (k, x) in &va {
-        for (p, q) in x.iter().zip(&vb[k]) {
-            worst = worst.max((p - q).abs());
-        }
-    }
+    let worst = final_max_diff(&dir.join("plain"), &dir.join("ckpt"));
     println!("activation checkpointing vs default: max |diff| {worst:e}");
     assert!(worst <= 1e-5, "parameters differ by {worst}");
     let _ = std::fs::remove_dir_all(&dir);

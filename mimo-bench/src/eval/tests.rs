@@ -66,3 +66,21 @@ fn scores_and_tables_match_hand_computed_values() {
         "{csv}"
     );
 }
+
+/// A `Scorer` fed record by record (as during training) gives the tables of `score`.
+#[test]
+fn scorer_accumulates_like_score() {
+    let records: Vec<Record> = read_jsonl(fixture("records.jsonl")).unwrap();
+    let preds: Vec<Prediction> = read_jsonl(fixture("predictions.jsonl")).unwrap();
+    let want = score(&records, &preds, None, &MeteorMode::Off).unwrap();
+    let mut scorer = Scorer::new(&MeteorMode::Off);
+    for r in &records {
+        scorer.add(r, preds.iter().find(|p| p.id == r.id)).unwrap();
+    }
+    let got = scorer.finish().unwrap();
+    assert_eq!(
+        serde_json::to_string(&got).unwrap(),
+        serde_json::to_string(&want).unwrap()
+    );
+    assert!(got.held_in.len() > 1);
+}

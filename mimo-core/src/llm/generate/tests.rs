@@ -127,17 +127,22 @@ fn greedy_repetition_penalty_and_eos_match_transformers() {
     assert_eq!(g.finish[1], FinishReason::Length);
 }
 
-#[test]
-fn text_generation_streams_and_stops_at_stop_strings() {
-    let c = chat();
-    let tok = MimoTokenizer::from_file(fixture("llm/chat")).unwrap();
-    let prompts: Vec<String> = [
+/// The two prompts `generate.py` answered with transformers.
+fn chat_prompts() -> Vec<String> {
+    [
         "Where is the liver?",
         "Please segment the left kidney in this CT image.",
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
+    .collect()
+}
+
+#[test]
+fn text_generation_streams_and_stops_at_stop_strings() {
+    let c = chat();
+    let tok = MimoTokenizer::from_file(fixture("llm/chat")).unwrap();
+    let prompts = chat_prompts();
     let template = Template::vicuna_v1();
     let cfg = GenerationConfig {
         max_new_tokens: 12,
@@ -274,13 +279,7 @@ fn chat_model_open_does_the_five_steps() {
     let (chat, report) = ChatModel::<Bk>::open(&dir, None, &device).unwrap();
     assert!(report.base.unused.is_empty() && report.adapter.is_none());
     assert_eq!(report.weights, dir.join("model.safetensors"));
-    let prompts: Vec<String> = [
-        "Where is the liver?",
-        "Please segment the left kidney in this CT image.",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let prompts = chat_prompts();
     let cfg = GenerationConfig {
         eos_token_id: vec![],
         ..chat.greedy(12)
