@@ -32,6 +32,7 @@ pub mod llm;
 pub mod loader;
 pub mod mimo;
 pub mod nn;
+pub mod params;
 pub mod prompt;
 pub mod rng;
 pub mod sam;

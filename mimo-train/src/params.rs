@@ -1,6 +1,6 @@
 //! Which parameters train: module paths, stable parameter ids, freezing by path prefix.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::prelude::*;
 
 use crate::error::TrainError;
@@ -34,74 +34,7 @@ impl<B: Backend> ModuleMapper<B> for PathIds {
     }
 }
 
-/// Sets `require_grad` on parameters whose path starts with one of `prefixes`.
-struct GradByPrefix<'a> {
-    path: Vec<String>,
-    prefixes: &'a [String],
-    require: bool,
-    hits: usize,
-}
-
-impl<B: Backend> ModuleMapper<B> for GradByPrefix<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let p = self.path.join(".");
-        if self.prefixes.iter().any(|x| p.starts_with(x.as_str())) {
-            self.hits += 1;
-            param.set_require_grad(self.require)
-        } else {
-            param
-        }
-    }
-}
-
-/// Paths of the parameters that require a gradient (or of all, with `all`).
-struct TrainedPaths {
-    path: Vec<String>,
-    found: Vec<String>,
-    all: bool,
-}
-
-impl<B: Backend> ModuleVisitor<B> for TrainedPaths {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if self.all || param.val().is_require_grad() {
-            self.found.push(self.path.join("."));
-        }
-    }
-}
-
-/// Module paths of the parameters of `m` that train.
-pub fn trained_paths<B: Backend, M: Module<B>>(m: &M) -> Vec<String> {
-    let mut v = TrainedPaths {
-        path: Vec::new(),
-        found: Vec::new(),
-        all: false,
-    };
-    m.visit(&mut v);
-    v.found
-}
-
-/// Module paths of every parameter of `m`.
-pub fn all_paths<B: Backend, M: Module<B>>(m: &M) -> Vec<String> {
-    let mut v = TrainedPaths {
-        path: Vec::new(),
-        found: Vec::new(),
-        all: true,
-    };
-    m.visit(&mut v);
-    v.found
-}
+pub use mimo_core::params::{all_paths, trained_paths};
 
 pub(crate) fn set_grad<B: Backend, M: Module<B>>(
     m: M,
@@ -109,14 +42,8 @@ pub(crate) fn set_grad<B: Backend, M: Module<B>>(
     require: bool,
     field: &str,
 ) -> Result<M, TrainError> {
-    let mut mapper = GradByPrefix {
-        path: Vec::new(),
-        prefixes,
-        require,
-        hits: 0,
-    };
-    let m = m.map(&mut mapper);
-    if !prefixes.is_empty() && mapper.hits == 0 {
+    let (m, hits) = mimo_core::params::set_trainable(m, prefixes, require);
+    if !prefixes.is_empty() && hits == 0 {
         return Err(TrainError::Other(format!(
             "experiment field `{field}`: no parameter path starts with {prefixes:?} \
              (paths look like `llm.model.layers.0.self_attn.q_proj.weight`)"

@@ -188,6 +188,31 @@ fn component<C: ModelConfig>(field: &str, name: &str, base: &Path) -> Result<C, 
     C::load(&path)
 }
 
+/// The `mimo_7b` model file (`configs/mimo/mimo-7b.ron`: CLIP ViT-H/14, SAM ViT-H, Vicuna-7B
+/// v1.5, all presets, no weights), embedded.
+const MIMO_7B: &str = include_str!("../../../configs/mimo/mimo-7b.ron");
+
+impl ModelConfig for MimoConfig {
+    const PRESET_NAMES: &'static [&'static str] = &["mimo_7b"];
+
+    fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        MimoConfig::load(path)
+    }
+
+    /// `mimo_7b`: the paper's model without weights (point `weights` at checkpoints, or use
+    /// [`MimoConfig::with_checkpoint`]).
+    fn preset(name: &str) -> Option<Self> {
+        match name {
+            "mimo_7b" => crate::config::parse_ron(MIMO_7B).ok(),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        MimoConfig::validate(self)
+    }
+}
+
 impl MimoConfig {
     /// Reads a model file; the error names the file and the field.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {

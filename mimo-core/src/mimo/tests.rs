@@ -796,3 +796,14 @@ fn demo_model_builds_in_bf16() {
         )
         .expect("answers in bf16");
 }
+
+/// `MimoConfig` is a `ModelConfig`: `mimo_7b` is the shipped model file, embedded.
+#[test]
+fn mimo_7b_preset_is_the_shipped_model_file() {
+    use crate::config::ModelConfig;
+    let preset = <MimoConfig as ModelConfig>::from_name_or_file("mimo_7b").unwrap();
+    let file = MimoConfig::load(repo_file("configs/mimo/mimo-7b.ron")).unwrap();
+    assert_eq!(format!("{preset:?}"), format!("{file:?}"));
+    let e = <MimoConfig as ModelConfig>::from_name_or_file("mimo_13b").unwrap_err();
+    assert!(e.to_string().contains("mimo_7b"), "{e}");
+}
