@@ -9,8 +9,8 @@ use burn_store::TensorSnapshot;
 
 use super::{ClipVision, ClipVisionConfig};
 use crate::loader::{
-    Checkpoint, Dialect, FileParam, LoadError, LoadOptions, LoadReport, derived_tensor,
-    file_params, load_checkpoint, rename,
+    Checkpoint, Dialect, FileParam, LoadError, LoadOptions, LoadReport, PatternDialect,
+    derived_tensor, file_params, load_checkpoint, rename,
 };
 
 const VM: &str = "vision_model.";
@@ -22,45 +22,53 @@ pub struct HfDialect {
     pub prefixed: bool,
 }
 
+/// HF keys with the `vision_model.` prefix: every key is its module path. The
+/// `position_ids` buffer of older checkpoints is not a parameter.
+const HF_PREFIXED: PatternDialect = PatternDialect {
+    name: "HF CLIP",
+    rules: &[
+        ("vision_model.embeddings.position_ids", ""),
+        ("visual_projection.weight", "visual_projection.weight"),
+        ("vision_model.**", "vision_model.**"),
+    ],
+    keep_unmatched: false,
+};
+
+/// HF keys of a bare `CLIPVisionTransformer` (no `vision_model.` prefix).
+const HF_UNPREFIXED: PatternDialect = PatternDialect {
+    name: "HF CLIP",
+    rules: &[
+        ("embeddings.position_ids", ""),
+        ("visual_projection.weight", "visual_projection.weight"),
+        ("embeddings.**", "vision_model.embeddings.**"),
+        ("pre_layrnorm.**", "vision_model.pre_layrnorm.**"),
+        ("encoder.**", "vision_model.encoder.**"),
+        ("post_layernorm.**", "vision_model.post_layernorm.**"),
+    ],
+    keep_unmatched: false,
+};
+
+impl HfDialect {
+    fn table(&self) -> &'static PatternDialect {
+        if self.prefixed {
+            &HF_PREFIXED
+        } else {
+            &HF_UNPREFIXED
+        }
+    }
+}
+
 impl Dialect for HfDialect {
     fn name(&self) -> &str {
         "HF CLIP"
     }
 
     fn module_tensors(&self, key: &str, tensor: &TensorSnapshot) -> Vec<(String, TensorSnapshot)> {
-        let module = if key == "visual_projection.weight" {
-            key.to_string()
-        } else if self.prefixed {
-            match key.strip_prefix(VM) {
-                Some(_) => key.to_string(),
-                None => return vec![],
-            }
-        } else if [
-            "embeddings.",
-            "pre_layrnorm.",
-            "encoder.",
-            "post_layernorm.",
-        ]
-        .iter()
-        .any(|p| key.starts_with(p))
-        {
-            format!("{VM}{key}")
-        } else {
-            return vec![];
-        };
-        // The position_ids buffer of older checkpoints is not a parameter.
-        if module.ends_with("embeddings.position_ids") {
-            return vec![];
-        }
-        vec![(module, tensor.clone())]
+        self.table().module_tensors(key, tensor)
     }
 
     fn file_param(&self, torch_path: &str, torch_shape: &[usize]) -> (String, Vec<usize>) {
-        let key = match torch_path.strip_prefix(VM) {
-            Some(rest) if !self.prefixed => rest.to_string(),
-            _ => torch_path.to_string(),
-        };
-        (key, torch_shape.to_vec())
+        self.table().file_param(torch_path, torch_shape)
     }
 }
 

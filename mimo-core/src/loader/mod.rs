@@ -418,8 +418,9 @@ fn reversible(a: &[Seg], b: &[Seg]) -> bool {
 /// (any one segment), `{a|b}` (one of these) or `**` (one or more segments, once per
 /// pattern); a rule's captures fill the other side's wildcards in order. The first rule
 /// that matches applies, in both directions, so canonical rules come first and read-only
-/// aliases (with more wildcards on the file side) after them. Keys no rule matches keep
-/// their name when `keep_unmatched`, else they are not the model's.
+/// aliases (with more wildcards on the file side) after them. A rule with an empty module
+/// side marks file keys that are not the model's (buffers such as `position_ids`). Keys no
+/// rule matches keep their name when `keep_unmatched`, else they are not the model's.
 #[derive(Debug, Clone, Copy)]
 pub struct PatternDialect {
     /// Human-readable name, for messages.
@@ -436,7 +437,7 @@ impl PatternDialect {
         for (file, module) in self.rules {
             let (f, m) = (segments(file), segments(module));
             if let Some(caps) = captures(&f, key) {
-                return Some(fill(&m, &caps));
+                return (!module.is_empty()).then(|| fill(&m, &caps));
             }
         }
         self.keep_unmatched.then(|| key.to_string())
@@ -446,7 +447,7 @@ impl PatternDialect {
     pub fn to_file(&self, path: &str) -> String {
         for (file, module) in self.rules {
             let (f, m) = (segments(file), segments(module));
-            if !reversible(&f, &m) {
+            if module.is_empty() || !reversible(&f, &m) {
                 continue;
             }
             if let Some(caps) = captures(&m, path) {

@@ -5,6 +5,7 @@ use super::*;
 const D: PatternDialect = PatternDialect {
     name: "test",
     rules: &[
+        ("a.9.x.buffer", ""),
         ("a.*.{x|y}.w", "a.*.{x|y}.base.w"),
         ("peft.**.lora_A.weight", "**.lora_a.weight"),
         ("peft.**.lora_A.*.weight", "**.lora_a.weight"),
@@ -40,6 +41,8 @@ fn pattern_dialect_derives_both_directions() {
         ..D
     };
     assert_eq!(strict.to_module("a.3.z.w"), None);
+    // A rule without a module side drops the key.
+    assert_eq!(D.to_module("a.9.x.buffer"), None);
     // `**` needs at least one segment.
     assert_eq!(strict.to_module("peft.lora_A.weight"), None);
 }
