@@ -9,7 +9,8 @@
 #
 # What `run` measures, each step bounded by `timeout` so one slow step cannot eat the budget
 # (at most about 8 minutes in all, kernel compilation and autotuning included):
-#   1. tiny fixtures on CUDA against their expected values: SAM (`mimo segment` masks and IoUs
+#   1. tiny fixtures on CUDA against their expected values (and the tiny LLM read straight into
+#      bf16): SAM (`mimo segment` masks and IoUs
 #      against the CPU's), the LLM (greedy text against transformers'), MIMO (losses and masks
 #      against PyTorch's; its CLIP tower, SAM and LLM all feed them);
 #   2. SAM ViT-H image encoder per image, f32 and bf16;
@@ -85,6 +86,11 @@ got=$(timeout 60 "$bin" generate --model mimo-core/fixtures/llm/chat --prompt "W
 echo "got:  $got"
 echo "want: $want"
 if [ "$got" = "$want" ]; then status llm ok; else status llm FAILED; fi
+
+step "tiny LLM read straight into bf16 (LoadOptions) answers on CUDA"
+timeout 60 "$bin" generate --model mimo-core/fixtures/llm/chat --prompt "Where is the liver?" \
+    --max-new-tokens 12 --dtype bf16 >"$tmp/llm_bf16.txt" 2>&1 && status llm_bf16 ok || status llm_bf16 FAILED
+tail -2 "$tmp/llm_bf16.txt"
 
 step "tiny MIMO on CUDA vs PyTorch (losses and masks)"
 timeout 90 "$bin" bench mimo --check-fixture --json "$tmp/mimo_check.json" && status mimo ok || status mimo FAILED
