@@ -44,8 +44,9 @@ pub(super) fn write_image(
     if image_path.is_file() {
         return Ok(true);
     }
-    write_atomic(&image_path, &png_bytes(&sample.rgb, sample.h, sample.w))
-        .map_err(|e| write_error(&image_path, e.to_string()))?;
+    let png =
+        png_bytes(&sample.rgb, sample.h, sample.w).map_err(|e| write_error(&image_path, e))?;
+    write_atomic(&image_path, &png).map_err(|e| write_error(&image_path, e.to_string()))?;
     Ok(false)
 }
 
@@ -68,10 +69,16 @@ pub(super) fn write_summary(out: &Path, summary: &BuildSummary) -> Result<(), Bu
     write_atomic(&sp, json.as_bytes()).map_err(|e| write_error(&sp, e.to_string()))
 }
 
-fn png_bytes(rgb: &[u8], h: usize, w: usize) -> Vec<u8> {
-    let img = image::RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).expect("buffer size");
+/// PNG bytes of an RGB buffer; a buffer that does not fit its size is an error, not a panic.
+fn png_bytes(rgb: &[u8], h: usize, w: usize) -> Result<Vec<u8>, String> {
+    let img = image::RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).ok_or_else(|| {
+        format!(
+            "{} bytes of pixels do not make a {w}x{h} RGB image",
+            rgb.len()
+        )
+    })?;
     let mut out = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .expect("PNG encoding to memory");
-    out
+        .map_err(|e| format!("PNG encoding: {e}"))?;
+    Ok(out)
 }
