@@ -174,6 +174,7 @@ pub fn run(args: QuickstartArgs) -> Result<(), String> {
             },
             max_steps: None,
             max_seconds: args.minutes.map(|m| m * 60.0),
+            cluster: None,
         },
         std::slice::from_ref(&device),
     )

@@ -26,7 +26,16 @@ Examples:
   mimo train experiments/tiny_phantom.ron
   mimo train experiments/tiny_phantom.ron --out runs/try1 --minutes 5
   mimo train --resume runs/try1
-  mimo train experiments/mimo_full.ron --devices 0,1,2,3   (with batch.devices: 4)")]
+  mimo train experiments/mimo_full.ron --devices 0,1,2,3   (with batch.devices: 4)
+
+Several machines (batch.nodes: N > 1): start `mimo train` on each with its rank and every
+node's address (the same list everywhere); each trains on its share of every global batch,
+and once per optimiser step the nodes exchange their gradients through burn's tensor data
+service (burn-communication, WebSocket) and take the same step. Each node writes its own
+run directory; resume each with --resume and the same flags. One process per GPU on one
+machine is the same with 127.0.0.1 addresses and --devices K for the K-th process:
+  mimo train exp.ron --node-rank 0 --nodes-at ws://10.0.0.1:3001,ws://10.0.0.2:3001   (on 10.0.0.1)
+  mimo train exp.ron --node-rank 1 --nodes-at ws://10.0.0.1:3001,ws://10.0.0.2:3001   (on 10.0.0.2)")]
 pub struct TrainArgs {
     /// The experiment file (not needed with --resume).
     #[arg(value_name = "EXPERIMENT.ron", required_unless_present = "resume")]
@@ -50,6 +59,20 @@ pub struct TrainArgs {
     /// `batch.devices`; default 0..devices). The first holds the optimiser.
     #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
     devices: Vec<usize>,
+    /// This process's rank in a multi-node run (the experiment's `batch.nodes` > 1): which
+    /// share of every global batch it trains on. Needs --nodes-at.
+    #[arg(long, value_name = "RANK", requires = "nodes_at")]
+    node_rank: Option<usize>,
+    /// Every node's address in rank order, as the other nodes reach it, e.g.
+    /// ws://10.0.0.1:3001,ws://10.0.0.2:3001. This node's tensor data service listens on the
+    /// port of its own entry.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "URL,URL,...",
+        requires = "node_rank"
+    )]
+    nodes_at: Vec<String>,
 }
 
 fn timestamp() -> String {
@@ -96,6 +119,10 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         },
         max_steps: args.max_steps,
         max_seconds: args.minutes.map(|m| m * 60.0),
+        cluster: args.node_rank.map(|rank| mimo_train::ClusterNode {
+            rank,
+            nodes: args.nodes_at.clone(),
+        }),
     };
     eprintln!(
         "{} {} on {}",
@@ -118,6 +145,18 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         }
     }
     .map_err(|e| e.to_string())?;
+    if args.node_rank.is_some() {
+        // burn-communication's server installs a logger printing INFO lines to stdout
+        // unless a subscriber is already set: set a silent one first.
+        let _ =
+            tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
+        eprintln!(
+            "node {} of {}: exchanging gradients with {}",
+            args.node_rank.unwrap_or_default(),
+            exp.batch.nodes,
+            args.nodes_at.join(", ")
+        );
+    }
     let indices: Vec<usize> = if args.devices.is_empty() {
         (0..exp.batch.devices).collect()
     } else {

@@ -861,6 +861,122 @@ fn training_resumed_after_sigkill_equals_an_uninterrupted_run() {
     assert_eq!(csv.lines().count(), 1 + 18);
 }
 
+/// A free TCP port on this machine (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn two_nodes_train_like_one_node_with_accumulation() {
+    let dir = TempDir::new("train-nodes");
+    let stages = "stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(16))], \
+                  checkpoint: (every_steps: Some(2), keep_last: 2)";
+    let (_, one) = tiny_experiment(
+        &dir,
+        "nodes",
+        &format!("{stages}, batch: (global: 4, per_device: 2, accumulation: Some(2))"),
+    );
+    let two = dir.path("two.ron");
+    std::fs::write(
+        &two,
+        std::fs::read_to_string(&one)
+            .unwrap()
+            .replace("accumulation: Some(2))", "nodes: 2)"),
+    )
+    .unwrap();
+    // Without its place in the run, a node of a 2-node experiment refuses to start.
+    let o = mimo(&["train", &two, "--out", &dir.path("lone")]);
+    fails_with(&o, "batch.nodes");
+    let nodes_at = format!(
+        "ws://127.0.0.1:{},ws://127.0.0.1:{}",
+        free_port(),
+        free_port()
+    );
+    let o = mimo(&[
+        "train",
+        &two,
+        "--out",
+        &dir.path("bad"),
+        "--node-rank",
+        "2",
+        "--nodes-at",
+        &nodes_at,
+    ]);
+    fails_with(&o, "rank 2 is out of range");
+    // Two processes, each with half of every global batch, against one process that
+    // accumulates the same two micro-batches.
+    let node = |rank: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mimo"))
+            .args([
+                "train",
+                &two,
+                "--out",
+                out,
+                "--no-dashboard",
+                "--node-rank",
+                rank,
+                "--nodes-at",
+                &nodes_at,
+            ])
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    let (n0, n1) = (dir.path("n0"), dir.path("n1"));
+    let (o0, o1) = std::thread::scope(|s| {
+        let a = s.spawn(|| node("0", &n0));
+        let b = s.spawn(|| node("1", &n1));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(o0.status.success(), "{}", stderr(&o0));
+    assert!(o1.status.success(), "{}", stderr(&o1));
+    let single = dir.path("single");
+    let o = mimo(&["train", &one, "--out", &single, "--no-dashboard"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b, c) = (
+        final_tensors(&n0),
+        final_tensors(&n1),
+        final_tensors(&single),
+    );
+    assert!(a.len() > 10, "{} tensors", a.len());
+    assert_eq!(a.keys().collect::<Vec<_>>(), c.keys().collect::<Vec<_>>());
+    let differ: Vec<&String> = a.keys().filter(|k| a[*k] != b[*k]).collect();
+    assert!(differ.is_empty(), "the two nodes differ in {differ:?}");
+    // Gradients summed in the same order as accumulation: the same bits.
+    let differ: Vec<&String> = a.keys().filter(|k| a[*k] != c[*k]).collect();
+    assert!(
+        differ.is_empty(),
+        "two nodes and one node differ in {differ:?}"
+    );
+    // The metric rows are the whole global batch's on every node (the statistics travel as
+    // f32, hence the tolerance).
+    let rows = |run: &str| {
+        std::fs::read_to_string(Path::new(run).join("train.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    let (r2, r1) = (rows(&n0), rows(&single));
+    assert_eq!(r2.len(), 4);
+    assert_eq!(r2.len(), r1.len());
+    for (x, y) in r2.iter().zip(&r1) {
+        assert_eq!(x[..4], y[..4]);
+        // loss … grad_norm; the last column is the step's time.
+        for (p, q) in x[4..x.len() - 1].iter().zip(&y[4..y.len() - 1]) {
+            match (p.parse::<f64>(), q.parse::<f64>()) {
+                (Ok(p), Ok(q)) => assert!((p - q).abs() <= 1e-4 * q.abs().max(1.0), "{x:?} {y:?}"),
+                _ => assert_eq!(p, q),
+            }
+        }
+    }
+}
+
 #[test]
 fn train_rejects_bad_experiments_and_existing_runs() {
     let dir = TempDir::new("train-bad");

@@ -58,7 +58,7 @@ pub struct Experiment {
     pub loss: Option<mimo_core::mimo::LossWeights>,
     /// The data.
     pub data: DataSpec,
-    /// Batch sizes: the global batch is per-device batch × devices × accumulation.
+    /// Batch sizes: the global batch is per-device batch × devices × nodes × accumulation.
     pub batch: BatchSpec,
     /// The optimiser.
     #[serde(default)]
@@ -157,14 +157,19 @@ pub struct VqaSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSpec {
-    /// Samples per optimiser step over all devices (the paper: 40).
+    /// Samples per optimiser step over all devices and nodes (the paper: 40).
     pub global: usize,
     /// Samples per forward pass on one device.
     pub per_device: usize,
-    /// Devices (data parallel).
+    /// Devices (data parallel) on each node.
     #[serde(default = "one_usize")]
     pub devices: usize,
-    /// Gradient accumulation; when absent, `global / (per_device × devices)`.
+    /// Nodes: processes or machines that each run `devices` devices and exchange their
+    /// gradients once per optimiser step (`mimo train --node-rank K --nodes-at …`). One
+    /// process per GPU is `devices: 1, nodes: <GPUs>`.
+    #[serde(default = "one_usize")]
+    pub nodes: usize,
+    /// Gradient accumulation; when absent, `global / (per_device × devices × nodes)`.
     #[serde(default)]
     pub accumulation: Option<usize>,
 }
@@ -176,32 +181,35 @@ fn one_usize() -> usize {
 impl BatchSpec {
     /// Micro-batches per optimiser step, checked against the global batch.
     pub fn accumulation(&self) -> Result<usize, (String, String)> {
-        let per_step = self.per_device * self.devices;
+        let per_step = self.per_device * self.devices * self.nodes;
         if per_step == 0 {
             return Err((
                 "batch.per_device".into(),
-                "and `batch.devices` must be at least 1".into(),
+                "`batch.devices` and `batch.nodes` must be at least 1".into(),
             ));
         }
+        let product = if self.nodes > 1 {
+            format!(
+                "per_device {} × devices {} × nodes {}",
+                self.per_device, self.devices, self.nodes
+            )
+        } else {
+            format!("per_device {} × devices {}", self.per_device, self.devices)
+        };
         match self.accumulation {
             Some(0) => Err(("batch.accumulation".into(), "must be at least 1".into())),
             Some(a) if a * per_step != self.global => Err((
                 "batch.global".into(),
                 format!(
-                    "is {} but per_device {} × devices {} × accumulation {a} = {}",
+                    "is {} but {product} × accumulation {a} = {}",
                     self.global,
-                    self.per_device,
-                    self.devices,
                     a * per_step
                 ),
             )),
             Some(a) => Ok(a),
             None if self.global == 0 || !self.global.is_multiple_of(per_step) => Err((
                 "batch.global".into(),
-                format!(
-                    "{} is not a positive multiple of per_device {} × devices {}",
-                    self.global, self.per_device, self.devices
-                ),
+                format!("{} is not a positive multiple of {product}", self.global),
             )),
             None => Ok(self.global / per_step),
         }

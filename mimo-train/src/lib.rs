@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod cluster;
 mod error;
 pub mod experiment;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod step;
 mod strategy;
 pub mod train;
 
+pub use cluster::ClusterNode;
 pub use experiment::{Experiment, ExperimentError};
 pub use renderer::Display;
 pub use train::{RunInfo, RunOutcome, TrainError, TrainOptions, train};

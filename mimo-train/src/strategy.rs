@@ -25,6 +25,7 @@ use mimo_data::mix::MixedDataset;
 
 use crate::checkpoint::{self, TrainState};
 use crate::checkpoint::{TRAIN_CSV, VALID_CSV};
+use crate::cluster::Cluster;
 use crate::experiment::StageSpec;
 use crate::optim::SnapshotHandle;
 use crate::optim::{Snapshotting, WarmupDecay};
@@ -65,6 +66,8 @@ pub(crate) struct StageRun<B: AutodiffBackend> {
     /// every micro-batch on its own copy of the model).
     pub(crate) devices: Vec<B::Device>,
     pub(crate) per_device: usize,
+    /// The multi-node collective, when the run spans several nodes.
+    pub(crate) cluster: Option<Arc<Cluster<B::InnerBackend>>>,
     pub(crate) accumulation: usize,
     pub(crate) clip: Option<f64>,
     pub(crate) seed: u64,
@@ -182,7 +185,8 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
         let epochs = self.stage.epochs;
         let n = self.dataset.len();
         let ndev = self.devices.len();
-        let micro_per_epoch = n / (self.per_device * ndev);
+        let (rank, nodes) = self.cluster.as_ref().map_or((0, 1), |c| (c.rank, c.nodes));
+        let micro_per_epoch = n / (self.per_device * ndev * nodes);
         let steps_per_epoch = micro_per_epoch / self.accumulation;
         let mut state = self.start;
         let mut steps_here = 0usize;
@@ -228,7 +232,10 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                 };
                 for k in 0..self.accumulation {
                     let micro = state.step_in_epoch * self.accumulation + k;
-                    let span = self.per_device * ndev;
+                    // All nodes' shares of this micro-batch; this node's devices take
+                    // theirs from its rank onwards.
+                    let span = self.per_device * ndev * nodes;
+                    let first = micro * span + rank * ndev * self.per_device;
                     let model = learner.model();
                     // One share of the micro-batch per device, run side by side; gradients
                     // come back to the first device.
@@ -238,8 +245,8 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                             .iter()
                             .enumerate()
                             .map(|(d, device)| {
-                                let idx = &order[micro * span + d * self.per_device
-                                    ..micro * span + (d + 1) * self.per_device];
+                                let idx = &order[first + d * self.per_device
+                                    ..first + (d + 1) * self.per_device];
                                 let model = &model;
                                 scope.spawn(move || {
                                     let items: Vec<Sample> =
@@ -313,10 +320,22 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                 if due || last_of_epoch || time_up {
                     self.snapshot.request();
                 }
+                let mut grads = accumulator.grads();
+                if let Some(cluster) = &self.cluster {
+                    // Every node's gradients and statistics summed: all replicas take the
+                    // same step.
+                    match cluster.all_reduce::<B, _>(&learner.model(), grads, &mut stats) {
+                        Ok(g) => grads = g,
+                        Err(e) => {
+                            self.fail(e);
+                            break 'epochs;
+                        }
+                    }
+                }
                 let (grads, norm) = average_and_clip::<B, _>(
                     &learner.model(),
-                    accumulator.grads(),
-                    self.accumulation * ndev,
+                    grads,
+                    self.accumulation * ndev * nodes,
                     self.clip,
                 );
                 learner.optimizer_step(grads);

@@ -103,6 +103,18 @@ fn bad_experiments_are_rejected_naming_the_field_and_file() {
             "batch.global",
         ),
         (
+            format!(
+                "(name: \"x\", base: Some(\"{base}\"), batch: (global: 8, per_device: 2, nodes: 3))"
+            ),
+            "nodes 3",
+        ),
+        (
+            format!(
+                "(name: \"x\", base: Some(\"{base}\"), batch: (global: 8, per_device: 2, nodes: 0))"
+            ),
+            "batch.nodes",
+        ),
+        (
             format!("(name: \"x\", base: Some(\"{base}\"), data: (ratio: 1.5))"),
             "data.ratio",
         ),
@@ -338,6 +350,7 @@ fn resumed_run_ends_with_the_parameters_of_an_uninterrupted_one() {
         display: crate::Display::Quiet,
         max_steps,
         max_seconds: None,
+        cluster: None,
     };
     // 16 samples / 4 per step = 4 steps per epoch, 2 epochs.
     let full = crate::train::<B>(Some(&exp), &opts("full", false, None), &[device]).unwrap();
@@ -437,6 +450,7 @@ fn two_devices_train_like_accumulation_on_one() {
         display: crate::Display::Quiet,
         max_steps: None,
         max_seconds: None,
+        cluster: None,
     };
     // The device count must match the experiment.
     let e = crate::train::<B>(Some(&two), &opts("bad"), &[device]).unwrap_err();
@@ -490,6 +504,7 @@ fn activation_checkpointing_trains_like_the_default() {
         display: crate::Display::Quiet,
         max_steps: None,
         max_seconds: None,
+        cluster: None,
     };
     let a = crate::train::<B>(Some(&plain), &opts("plain"), &[Default::default()]).unwrap();
     let b = crate::train::<C>(Some(&ckpt), &opts("ckpt"), &[Default::default()]).unwrap();

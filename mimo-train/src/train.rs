@@ -22,11 +22,12 @@ use mimo_data::record::Record;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, TrainState};
+use crate::cluster::{Cluster, ClusterNode};
 use crate::error::other;
 use crate::experiment::{Experiment, StageSpec};
 use crate::metrics::{MimoMetric, MimoMetricKind};
 use crate::optim::{Snapshotting, WarmupDecay};
-use crate::params::{PathIds, all_paths, set_grad, trained_paths};
+use crate::params::{PathIds, all_paths, fnv, set_grad, trained_paths};
 use crate::renderer::{Display, RendererBox, renderer};
 use crate::step::{MimoStepStats, MimoTrainer};
 use crate::strategy::{OptimRecord, StageResult, StageRun, add};
@@ -50,6 +51,9 @@ pub struct TrainOptions {
     pub max_steps: Option<usize>,
     /// Stop after this much wall time; a checkpoint is written first.
     pub max_seconds: Option<f64>,
+    /// This process's place in a multi-node run (required when the experiment's
+    /// `batch.nodes` is above 1; each node writes its own run directory).
+    pub cluster: Option<ClusterNode>,
 }
 
 /// What `run.json` records (what `mimo report` and `mimo eval` read).
@@ -278,6 +282,20 @@ pub fn train<B: AutodiffBackend>(
             devices.len()
         )));
     }
+    match (&options.cluster, exp.batch.nodes) {
+        (None, n) if n > 1 => {
+            return Err(other(format!(
+                "experiment field `batch.nodes` is {n}: give this process its place in the run \
+                 (--node-rank, --nodes-at)"
+            )));
+        }
+        (Some(_), 1) => {
+            return Err(other(
+                "a node rank was given but the experiment's `batch.nodes` is 1",
+            ));
+        }
+        _ => {}
+    }
     let device = &devices[0];
     let prepared = prepare(exp.clone(), &exp_dir, &run_dir)?;
 
@@ -341,6 +359,29 @@ pub fn train<B: AutodiffBackend>(
         }
     }
 
+    // Every node blocks here until all have joined.
+    let cluster = match &options.cluster {
+        Some(node) => Some(Arc::new(
+            Cluster::<B::InnerBackend>::join(
+                node,
+                exp.batch.nodes,
+                // What every node must agree on (paths may differ between machines).
+                fnv(&format!(
+                    "{}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}",
+                    exp.name,
+                    exp.batch,
+                    exp.optimizer,
+                    exp.schedule,
+                    exp.stages,
+                    exp.seed,
+                    exp.train_also,
+                    exp.train_token_embeddings
+                )),
+            )
+            .map_err(other)?,
+        )),
+        None => None,
+    };
     let mut samples = Vec::new();
     let mut stopped_early = false;
     let start_stage = state.stage;
@@ -357,8 +398,9 @@ pub fn train<B: AutodiffBackend>(
             continue;
         }
         state.stage = si;
-        let steps_per_epoch =
-            dataset.len() / (exp.batch.per_device * exp.batch.devices) / accumulation;
+        let steps_per_epoch = dataset.len()
+            / (exp.batch.per_device * exp.batch.devices * exp.batch.nodes)
+            / accumulation;
         if steps_per_epoch == 0 {
             return Err(other(format!(
                 "stage `{}` has {} samples, fewer than one global batch of {}",
@@ -420,6 +462,7 @@ pub fn train<B: AutodiffBackend>(
             batcher: batcher.clone(),
             devices: devices.to_vec(),
             per_device: exp.batch.per_device,
+            cluster: cluster.clone(),
             accumulation,
             clip: exp.optimizer.clip_grad_norm,
             seed: exp.seed,
@@ -473,6 +516,9 @@ pub fn train<B: AutodiffBackend>(
         state = TrainState::stage_start(si + 1, state.global_step);
     }
 
+    if let Some(c) = &cluster {
+        c.finish().map_err(other)?;
+    }
     let finished = !stopped_early;
     let final_dir = run_dir.join(FINAL_DIR);
     let mut final_checkpoint = None;
