@@ -514,3 +514,109 @@ fn activation_checkpointing_trains_like_the_default() {
     assert!(worst <= 1e-5, "parameters differ by {worst}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `new_token_rows_only: true`: only the added tokens' rows of `embed_tokens`/`lm_head`
+/// train (the base rows end bit-identical to the initial model), far fewer parameters get
+/// optimiser state, and the final checkpoint loads back into a whole-matrix model.
+#[test]
+fn new_token_rows_only_trains_the_added_rows() {
+    let _rng = rng_lock();
+    let dir = scratch("new-rows");
+    let records = phantom_records(&dir.join("data"));
+    let base = repo().join("experiments/tiny_phantom.ron");
+    let exp = write(
+        &dir,
+        "rows.ron",
+        &format!(
+            "(name: \"rows\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
+             stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(8))], \
+             validation: (batch_size: 4, max_samples: Some(4)), \
+             train_also: [\"clip.\"], new_token_rows_only: true)",
+            base.display(),
+            records.display()
+        ),
+    );
+    let device: burn::tensor::Device<B> = Default::default();
+    let cfg_path = repo().join("configs/mimo/mimo-tiny.ron");
+    let cfg = mimo_core::mimo::MimoConfig::load(&cfg_path).unwrap();
+    // The initial model, drawn as `train` draws it (seeded with the experiment's seed).
+    let seed = crate::Experiment::load(&exp).unwrap().seed;
+    <B as burn::tensor::backend::Backend>::seed(&device, seed);
+    let initial = cfg
+        .clone()
+        .build::<B>(cfg_path.parent().unwrap(), &device)
+        .unwrap();
+    let first_new = initial.base_vocab_size;
+    let vocab = initial.model.llm.vocab_size();
+    assert!(first_new < vocab, "{first_new} {vocab}");
+    // Trainable parameters: whole token matrices against the added rows only.
+    let numel = |m: &mimo_core::mimo::Mimo<B>| -> (usize, usize) {
+        let vals = values(m);
+        let paths = trained_paths(m);
+        (paths.iter().map(|p| vals[p].len()).sum(), paths.len())
+    };
+    let whole = numel(&initial.model.clone().with_trainable_set(true));
+    let rows = numel(
+        &initial
+            .model
+            .clone()
+            .with_new_token_rows_trainable(first_new)
+            .unwrap(),
+    );
+    println!(
+        "trainable parameters: whole token matrices {} ({} tensors), added rows only {} ({} tensors)",
+        whole.0, whole.1, rows.0, rows.1
+    );
+    let hidden = initial.config.llm.hidden_size;
+    assert_eq!(
+        whole.0 - rows.0,
+        2 * first_new * hidden,
+        "the base rows of embed_tokens and lm_head leave the trainable set"
+    );
+    let opts = TrainOptions {
+        run_dir: dir.join("run"),
+        resume: false,
+        display: crate::Display::Quiet,
+        max_steps: None,
+        max_seconds: None,
+        cluster: None,
+    };
+    let out = crate::train::<B>(Some(&exp), &opts, &[device]).unwrap();
+    assert!(out.info.finished);
+    // The final checkpoint holds the added rows apart, and loads into whole matrices.
+    let extra = dir.join("run/final/extra.safetensors");
+    let bytes = std::fs::read(&extra).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    assert!(
+        names.iter().any(|n| n == "llm.new_token_rows.embed"),
+        "{names:?}"
+    );
+    let trained = cfg
+        .with_checkpoint(&dir.join("run/final"))
+        .unwrap()
+        .build::<B>(cfg_path.parent().unwrap(), &device)
+        .unwrap();
+    assert!(trained.model.llm.new_token_rows.is_none());
+    let (e0, e1) = (
+        initial.model.llm.model.embed_tokens.weight.val(),
+        trained.model.llm.model.embed_tokens.weight.val(),
+    );
+    assert_eq!(e1.dims(), [vocab, hidden]);
+    let base_diff = (e0.clone().slice([0..first_new, 0..hidden])
+        - e1.clone().slice([0..first_new, 0..hidden]))
+    .abs()
+    .max()
+    .into_scalar();
+    let new_diff = (e0.slice([first_new..vocab, 0..hidden])
+        - e1.slice([first_new..vocab, 0..hidden]))
+    .abs()
+    .max()
+    .into_scalar();
+    println!(
+        "embed_tokens after training: base rows max |diff| {base_diff:e}, added rows {new_diff:e}"
+    );
+    assert_eq!(base_diff, 0.0, "the base rows moved");
+    assert!(new_diff > 0.0, "the added rows did not train");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -315,10 +315,18 @@ pub fn train<B: AutodiffBackend>(
     let batcher = batcher_for(&build, exp.data.max_text_len)?;
     let lora = config.lora.to_peft();
     let aligner = build.model.aligner.is_some();
-    let mimo = build
-        .model
-        .clone()
-        .with_trainable_set(exp.train_token_embeddings);
+    // Whole token matrices train unless only the added rows do (split off, see
+    // `Mimo::with_new_token_rows_trainable`).
+    let whole_rows = exp.train_token_embeddings && !exp.new_token_rows_only;
+    let mimo = if exp.new_token_rows_only {
+        build
+            .model
+            .clone()
+            .with_new_token_rows_trainable(build.base_vocab_size)
+            .map_err(|e| other(format!("experiment field `new_token_rows_only`: {e}")))?
+    } else {
+        build.model.clone().with_trainable_set(whole_rows)
+    };
     let mimo = set_grad(mimo, &exp.train_also, true, "train_also")?;
     let mut mimo = mimo.map(&mut PathIds { path: Vec::new() });
     // What checkpoints and final/ hold: the trained parameters, and the components that
@@ -367,7 +375,7 @@ pub fn train<B: AutodiffBackend>(
                 exp.batch.nodes,
                 // What every node must agree on (paths may differ between machines).
                 fnv(&format!(
-                    "{}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{}",
+                    "{}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}",
                     exp.name,
                     exp.batch,
                     exp.optimizer,
@@ -375,7 +383,7 @@ pub fn train<B: AutodiffBackend>(
                     exp.stages,
                     exp.seed,
                     exp.train_also,
-                    exp.train_token_embeddings
+                    (exp.train_token_embeddings, exp.new_token_rows_only)
                 )),
             )
             .map_err(other)?,
@@ -412,7 +420,7 @@ pub fn train<B: AutodiffBackend>(
         // This stage's trainable set: the run's, minus the stage's frozen prefixes.
         let staged = set_grad(
             set_grad(
-                mimo.clone().with_trainable_set(exp.train_token_embeddings),
+                mimo.clone().with_trainable_set(whole_rows),
                 &exp.train_also,
                 true,
                 "train_also",
@@ -525,7 +533,11 @@ pub fn train<B: AutodiffBackend>(
     if finished {
         let tmp = run_dir.join(".final.partial");
         let _ = std::fs::remove_dir_all(&tmp);
-        mimo.save_checkpoint(&tmp, &lora).map_err(other)?;
+        // Checkpoint formats hold whole token matrices: split rows go back in first.
+        mimo.clone()
+            .merge_token_rows()
+            .save_checkpoint(&tmp, &lora)
+            .map_err(other)?;
         let extra: Vec<String> = saved_paths
             .iter()
             .filter(|p| !mimo_core::mimo::load::is_trained_part(p) && !p.contains(".lora_"))

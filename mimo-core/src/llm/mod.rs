@@ -11,6 +11,8 @@ mod config;
 pub mod generate;
 pub mod load;
 pub mod lora;
+mod token_rows;
+pub use token_rows::NewTokenRows;
 
 pub use chat::{ChatError, ChatModel, ChatOptions, OpenReport};
 pub use config::LlamaConfig;
@@ -124,6 +126,9 @@ pub struct Llama<B: Backend> {
     pub lm_head: Option<Linear<B>>,
     /// RoPE base.
     pub rope_theta: f64,
+    /// The added tokens' rows when they train apart from the base rows (see
+    /// [`Llama::split_token_rows`]); `None` otherwise.
+    pub new_token_rows: Option<NewTokenRows<B>>,
 }
 
 /// Keys and values of past positions, one entry per layer (`[B, kv_heads, T, head_dim]`).
@@ -201,6 +206,7 @@ impl LlamaConfig {
             },
             lm_head: (!self.tie_word_embeddings).then(|| lin(d, self.vocab_size)),
             rope_theta: self.rope_theta,
+            new_token_rows: None,
         }
     }
 }
@@ -406,13 +412,14 @@ impl<B: Backend> Llama<B> {
             }
             .cast(dtype)
         };
-        let grown = Tensor::cat(vec![old.clone(), rows(old)], 0);
+        // `detach`: a new leaf even when the old weights are tracked (autodiff).
+        let grown = Tensor::cat(vec![old.clone(), rows(old)], 0).detach();
         self.model.embed_tokens.weight = Param::from_tensor(grown);
         if let Some(head) = self.lm_head.as_mut() {
             // burn stores the head as [hidden, vocab]: new tokens are new columns.
             let w = head.weight.val();
             let added = rows(w.clone().transpose()).transpose();
-            head.weight = Param::from_tensor(Tensor::cat(vec![w, added], 1));
+            head.weight = Param::from_tensor(Tensor::cat(vec![w, added], 1).detach());
         }
         self
     }
@@ -428,7 +435,10 @@ impl<B: Backend> Llama<B> {
 
     /// Embeds token ids `[B, S]`.
     pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.model.embed_tokens.forward(input_ids)
+        match &self.new_token_rows {
+            None => self.model.embed_tokens.forward(input_ids),
+            Some(_) => burn::tensor::module::embedding(self.token_embeddings(), input_ids),
+        }
     }
 
     /// Forward from embeddings `[B, S, hidden]` with host-side mask and positions (see
@@ -583,9 +593,16 @@ impl<B: Backend> Llama<B> {
 
     /// Logits of final-norm hidden states `[B, S, hidden]`.
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        match (&self.lm_head, &self.new_token_rows) {
+            (Some(head), None) => head.forward(hidden),
+            (Some(head), Some(rows)) => {
+                let w = match &rows.head {
+                    Some(new) => Tensor::cat(vec![head.weight.val(), new.val()], 1),
+                    None => head.weight.val(),
+                };
+                hidden.matmul(w.unsqueeze())
+            }
+            (None, _) => hidden.matmul(self.token_embeddings().transpose().unsqueeze()),
         }
     }
 

@@ -415,3 +415,78 @@ fn llama_config_is_a_model_config() {
     let e = <LlamaConfig as ModelConfig>::from_name_or_file("vicuna_13b").unwrap_err();
     assert!(e.to_string().contains("vicuna_7b_v1_5"), "{e}");
 }
+
+/// Split added-token rows: the same logits as whole matrices, the same gradients for the
+/// added rows (and none for the base rows), and merging gives the model back bit for bit.
+#[test]
+fn split_token_rows_keep_outputs_and_gradients() {
+    type A = burn::backend::Autodiff<B>;
+    let device = Default::default();
+    let dir = fixture("llm/mha");
+    let cfg = LlamaConfig::load(&dir).unwrap();
+    let (model, _) = crate::llm::load::load_llama::<A>(&cfg, &dir, &Default::default()).unwrap();
+    let whole = model.resize_token_embeddings(100, NewTokenInit::Mean);
+    let split = whole.clone().split_token_rows(96).unwrap();
+    assert_eq!(split.vocab_size(), 100);
+    assert_eq!(split.model.embed_tokens.weight.dims(), [96, 32]);
+    let rows = split.new_token_rows.as_ref().unwrap();
+    assert_eq!(rows.embed.dims(), [4, 32]);
+    assert_eq!(rows.head.as_ref().unwrap().dims(), [32, 4]);
+    assert!(split.clone().split_token_rows(96).is_err());
+    assert!(whole.clone().split_token_rows(100).is_err());
+    // Added tokens in the input and the targets.
+    let ids = Tensor::<A, 2, Int>::from_data(
+        TensorData::new(vec![1i64, 97, 42, 99, 98, 5], [1, 6]),
+        &device,
+    );
+    let loss_of = |m: &Llama<A>| {
+        let x = m.embed(ids.clone());
+        let mask = Tensor::<A, 2, Bool>::from_data(TensorData::new(vec![true; 6], [1, 6]), &device);
+        let pos = Tensor::<A, 2, Int>::from_data(
+            TensorData::new((0..6i64).collect::<Vec<_>>(), [1, 6]),
+            &device,
+        );
+        let out = m.forward(x, mask, pos, None, false);
+        (
+            out.logits.clone(),
+            crate::llm::causal_lm_loss(out.logits, ids.clone()),
+        )
+    };
+    let (lw, loss_w) = loss_of(&whole);
+    let (ls, loss_s) = loss_of(&split);
+    let d = (lw - ls).abs().max().into_scalar();
+    println!("split vs whole logits: max |diff| {d:e}");
+    assert!(d <= 1e-6);
+    let gw = loss_w.backward();
+    let gs = loss_s.backward();
+    let emb_w = whole.model.embed_tokens.weight.grad(&gw).unwrap();
+    let head_w = whole.lm_head.as_ref().unwrap().weight.grad(&gw).unwrap();
+    let emb_s = rows.embed.grad(&gs).unwrap();
+    let head_s = rows.head.as_ref().unwrap().grad(&gs).unwrap();
+    let de = (emb_w.slice([96..100, 0..32]) - emb_s)
+        .abs()
+        .max()
+        .into_scalar();
+    let dh = (head_w.slice([0..32, 96..100]) - head_s)
+        .abs()
+        .max()
+        .into_scalar();
+    println!("added-row gradients, split vs whole: max |diff| embed {de:e}, head {dh:e}");
+    // The embedding backward sums per row in another order than the slice of a whole one.
+    assert!(de <= TOL && dh <= TOL);
+    // The base rows are frozen: no gradient.
+    assert!(split.model.embed_tokens.weight.grad(&gs).is_none());
+    assert!(split.lm_head.as_ref().unwrap().weight.grad(&gs).is_none());
+    // Merging puts every value back.
+    let merged = split.clone().merge_token_rows();
+    assert!(merged.new_token_rows.is_none());
+    let same = |a: Tensor<A, 2>, b: Tensor<A, 2>| (a - b).abs().max().into_scalar() == 0.0;
+    assert!(same(
+        merged.model.embed_tokens.weight.val(),
+        whole.model.embed_tokens.weight.val()
+    ));
+    assert!(same(
+        merged.lm_head.as_ref().unwrap().weight.val(),
+        whole.lm_head.as_ref().unwrap().weight.val()
+    ));
+}

@@ -161,6 +161,9 @@ pub struct MimoBuild<B: Backend> {
     pub random_parts: Vec<&'static str>,
     /// Checkpoint keys that were not used, per part.
     pub unused: Vec<(&'static str, Vec<String>)>,
+    /// Rows of the LLM's own vocabulary: MIMO's added tokens are the rows from here on
+    /// (see [`super::Mimo::with_new_token_rows_trainable`]).
+    pub base_vocab_size: usize,
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -432,6 +435,7 @@ impl MimoConfig {
         }
         let model = model.with_trainable_set(self.train_token_embeddings);
         let template = Template::by_name(&self.template).unwrap_or_else(Template::vicuna_v1);
+        let base_vocab_size = self.llm_config(base)?.vocab_size.min(config.llm.vocab_size);
         Ok(MimoBuild {
             model,
             config,
@@ -439,6 +443,7 @@ impl MimoConfig {
             template,
             random_parts,
             unused,
+            base_vocab_size,
         })
     }
 }

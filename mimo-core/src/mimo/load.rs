@@ -281,6 +281,32 @@ impl<B: Backend> Mimo<B> {
         }
         let mut store = SafetensorsStore::from_file(path);
         let keys = store.keys().map_err(|e| err(e.to_string()))?;
+        // Added-token rows trained apart (`with_new_token_rows_trainable`) load into a model
+        // with whole matrices by splitting it the same way, loading, and merging back.
+        let split_here = self.llm.new_token_rows.is_none()
+            && keys.iter().any(|k| k.starts_with("llm.new_token_rows."));
+        if split_here {
+            let rows = tensor_shape(path, "llm.new_token_rows.embed")
+                .map_err(err)?
+                .first()
+                .copied()
+                .unwrap_or(0);
+            let vocab = self.llm.vocab_size();
+            if rows == 0 || rows >= vocab {
+                return Err(err(format!(
+                    "llm.new_token_rows.embed has {rows} rows but the model's vocabulary has \
+                     {vocab} tokens"
+                )));
+            }
+            let train_whole = self.train_token_embeddings;
+            self.llm = self
+                .llm
+                .split_token_rows(vocab - rows)
+                .map_err(|e| err(e.to_string()))?;
+            let (m, applied) = self.load_params(path)?;
+            let m = m.merge_token_rows().with_trainable_set(train_whole);
+            return Ok((m, applied));
+        }
         let mut store = SafetensorsStore::from_file(path)
             .with_full_paths(keys.iter().cloned())
             .allow_partial(true);
@@ -344,4 +370,30 @@ impl<B: Backend> ModuleVisitor<B> for Collect<B> {
             .unwrap_or_default();
         self.values.insert(path, (shape, data));
     }
+}
+
+/// The shape of tensor `key` in a safetensors file, from its header alone.
+fn tensor_shape(path: &Path, key: &str) -> Result<Vec<usize>, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return Err(format!("not a safetensors file (header of {n} bytes)"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| format!("bad safetensors header: {e}"))?;
+    v.get(key)
+        .and_then(|t| t.get("shape"))
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_u64())
+                .map(|d| d as usize)
+                .collect()
+        })
+        .ok_or_else(|| format!("no tensor `{key}` in the file"))
 }

@@ -298,6 +298,10 @@ pub fn is_trainable(path: &str, train_token_embeddings: bool) -> bool {
     if path.starts_with("llm.") && (path.contains(".lora_a.") || path.contains(".lora_b.")) {
         return true;
     }
+    if path.starts_with("llm.new_token_rows.") {
+        // Present only when split off to train (`Mimo::with_new_token_rows_trainable`).
+        return true;
+    }
     train_token_embeddings
         && (path.starts_with("llm.model.embed_tokens.") || path.starts_with("llm.lm_head."))
 }
@@ -391,6 +395,7 @@ impl<B: Backend> Mimo<B> {
             p.lora_b = p.lora_b.take().map(unfreeze);
         }
         self.llm = llm;
+        self.llm.new_token_rows = self.llm.new_token_rows.take().map(unfreeze);
         if train_token_embeddings {
             self.llm.model.embed_tokens = unfreeze(self.llm.model.embed_tokens);
             self.llm.lm_head = self.llm.lm_head.map(unfreeze);
@@ -400,6 +405,27 @@ impl<B: Backend> Mimo<B> {
         self.aligner = self.aligner.map(unfreeze);
         self.mm_projector = unfreeze(self.mm_projector);
         self.text_hidden_fcs = unfreeze(self.text_hidden_fcs);
+        self
+    }
+
+    /// MIMO's trainable set with, instead of the whole `embed_tokens` and `lm_head`, only
+    /// the rows of the tokens `first_new..` (MIMO's added tokens) trained: they move into
+    /// `llm.new_token_rows` and the base rows stay frozen, so gradients and optimiser state
+    /// exist for the added rows only. Outputs are unchanged. [`Mimo::merge_token_rows`]
+    /// puts them back.
+    pub fn with_new_token_rows_trainable(self, first_new: usize) -> Result<Self, MimoError> {
+        let mut m = self.with_trainable_set(false);
+        m.llm = m
+            .llm
+            .split_token_rows(first_new)
+            .map_err(MimoError::Input)?;
+        Ok(m.with_trainable_set(false))
+    }
+
+    /// The model with split token rows (see [`Mimo::with_new_token_rows_trainable`]) put
+    /// back into `embed_tokens` and `lm_head`.
+    pub fn merge_token_rows(mut self) -> Self {
+        self.llm = self.llm.merge_token_rows();
         self
     }
 
