@@ -89,3 +89,20 @@ pub fn set_trainable<B: Backend, M: Module<B>>(
     let m = m.map(&mut mapper);
     (m, mapper.hits)
 }
+
+/// Draws every lazily initialised parameter of `m` now, in module order.
+///
+/// burn initialises a lazy parameter on its first use, and a clone of a parameter that is
+/// still lazy draws its own values (burn-core 0.21.0, `module/param/base.rs`, `impl Clone
+/// for Param`). A randomly initialised component used through clones — a training step's
+/// model replica, say — would be drawn again at every use. After this call its values are
+/// fixed by the random state at this point (seed the backend first for reproducible ones).
+pub fn materialize<B: Backend, M: Module<B>>(m: &M) {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    m.visit(&mut Touch);
+}

@@ -32,10 +32,14 @@ pub struct Sample {
     pub size: [usize; 2],
     /// Why the sample could not be loaded; the batcher leaves such samples out.
     pub error: Option<String>,
+    /// The image file's feature-cache key (SHA-256 of its bytes,
+    /// [`mimo_core::clip::cache::image_key`]), when the dataset computes keys
+    /// ([`RecordsDataset::with_image_keys`]).
+    pub image_key: Option<String>,
 }
 
-/// RGB pixels, masks and `[height, width]` of a loaded record.
-type Loaded = (Vec<u8>, Vec<Vec<bool>>, [usize; 2]);
+/// RGB pixels, masks, `[height, width]` and cache key of a loaded record.
+type Loaded = (Vec<u8>, Vec<Vec<bool>>, [usize; 2], Option<String>);
 
 /// Records of a `records.jsonl` (optionally one split), read lazily: images and masks are
 /// loaded in [`Dataset::get`], so a data loader's workers do the decoding.
@@ -43,6 +47,7 @@ type Loaded = (Vec<u8>, Vec<Vec<bool>>, [usize; 2]);
 pub struct RecordsDataset {
     records: Vec<Record>,
     root: PathBuf,
+    image_keys: bool,
 }
 
 impl RecordsDataset {
@@ -60,7 +65,18 @@ impl RecordsDataset {
 
     /// Wraps records whose images are relative to `root`.
     pub fn from_records(records: Vec<Record>, root: PathBuf) -> Self {
-        Self { records, root }
+        Self {
+            records,
+            root,
+            image_keys: false,
+        }
+    }
+
+    /// Whether samples carry their image's feature-cache key (for a batcher reading CLIP
+    /// features from a cache).
+    pub fn with_image_keys(mut self, keys: bool) -> Self {
+        self.image_keys = keys;
+        self
     }
 
     /// The records.
@@ -70,7 +86,11 @@ impl RecordsDataset {
 
     fn load(&self, r: &Record) -> Result<Loaded, String> {
         let path = self.root.join(&r.image);
-        let img = image::open(&path)
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = self
+            .image_keys
+            .then(|| mimo_core::clip::cache::image_key(&bytes));
+        let img = image::load_from_memory(&bytes)
             .map_err(|e| format!("{}: {e}", path.display()))?
             .to_rgb8();
         let (w, h) = (img.width() as usize, img.height() as usize);
@@ -97,7 +117,7 @@ impl RecordsDataset {
                     .map_err(|e| format!("record {}: mask `{}`: {e}", r.id, m.label))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((img.into_raw(), masks, [h, w]))
+        Ok((img.into_raw(), masks, [h, w], key))
     }
 }
 
@@ -105,18 +125,20 @@ impl Dataset<Sample> for RecordsDataset {
     fn get(&self, index: usize) -> Option<Sample> {
         let record = self.records.get(index)?.clone();
         Some(match self.load(&record) {
-            Ok((rgb, masks, size)) => Sample {
+            Ok((rgb, masks, size, image_key)) => Sample {
                 record,
                 rgb,
                 masks,
                 size,
                 error: None,
+                image_key,
             },
             Err(e) => Sample {
                 record,
                 rgb: Vec::new(),
                 masks: Vec::new(),
                 size: [0, 0],
+                image_key: None,
                 error: Some(e),
             },
         })
@@ -132,8 +154,11 @@ impl Dataset<Sample> for RecordsDataset {
 pub struct MimoBatch<B: Backend> {
     /// Record ids (samples that failed to load are left out and listed in `skipped`).
     pub ids: Vec<String>,
-    /// CLIP pixel values `[N, 3, S, S]`.
+    /// CLIP pixel values `[N, 3, S, S]` (`[0, 3, S, S]` when `clip_features` is set).
     pub clip_pixels: Tensor<B, 4>,
+    /// CLIP features `[N, tokens, hidden]` from a feature cache, when the batcher has one:
+    /// the tower does not run.
+    pub clip_features: Option<Tensor<B, 3>>,
     /// SAM input `[N, 3, L, L]`: resized (long side L), normalised, zero-padded.
     pub sam_pixels: Tensor<B, 4>,
     /// Size of each image inside the SAM input before padding.
@@ -180,7 +205,10 @@ impl<B: Backend> MimoBatch<B> {
             .map(|&m| m != 0)
             .collect();
         mimo_core::mimo::MimoInput {
-            clip: mimo_core::mimo::ClipInput::Pixels(self.clip_pixels.clone()),
+            clip: match &self.clip_features {
+                Some(f) => mimo_core::mimo::ClipInput::Features(f.clone()),
+                None => mimo_core::mimo::ClipInput::Pixels(self.clip_pixels.clone()),
+            },
             sam_pixels: self.sam_pixels.clone(),
             sam_resized: self.sam_resized.iter().map(|&(h, w)| [h, w]).collect(),
             sizes: self.sizes.clone(),
@@ -223,6 +251,11 @@ pub struct MimoBatcher {
     pub sam_std: [f32; 3],
     /// Text tokens kept per sample (LISA: `model_max_length - 255`).
     pub max_text_len: usize,
+    /// CLIP features of the images, looked up by the samples' image keys instead of
+    /// pre-processing pixels for the tower (the dataset must compute keys:
+    /// [`RecordsDataset::with_image_keys`]). A sample whose image is not cached is skipped
+    /// with the reason.
+    pub clip_cache: Option<std::sync::Arc<mimo_core::clip::cache::FeatureCache>>,
 }
 
 impl MimoBatcher {
@@ -244,6 +277,7 @@ impl MimoBatcher {
             sam_mean: sam.pixel_mean,
             sam_std: sam.pixel_std,
             max_text_len,
+            clip_cache: None,
         }
     }
 
@@ -298,6 +332,7 @@ impl<B: Backend> Batcher<B, Sample, MimoBatch<B>> for MimoBatcher {
         let mut b = MimoBatch {
             ids: Vec::new(),
             clip_pixels: mimo_core::nn::empty([0, 3, self.clip_size, self.clip_size], device),
+            clip_features: None,
             sam_pixels: mimo_core::nn::empty([0, 3, self.sam_size, self.sam_size], device),
             sam_resized: Vec::new(),
             sizes: Vec::new(),
@@ -310,6 +345,7 @@ impl<B: Backend> Batcher<B, Sample, MimoBatch<B>> for MimoBatcher {
             skipped: Vec::new(),
         };
         let (mut clip, mut sam) = (Vec::new(), Vec::new());
+        let mut features: Vec<f32> = Vec::new();
         for s in items {
             if let Some(e) = s.error {
                 b.skipped.push((s.record.id, e));
@@ -323,10 +359,29 @@ impl<B: Backend> Batcher<B, Sample, MimoBatch<B>> for MimoBatcher {
                     continue;
                 }
             };
-            clip.extend(
-                self.clip
-                    .pixel_values(&s.rgb, (h, w), self.clip_size, false),
-            );
+            match &self.clip_cache {
+                Some(cache) => {
+                    let found = match &s.image_key {
+                        Some(key) => cache.get(key).map_err(|e| e.to_string()).and_then(|f| {
+                            f.ok_or_else(|| {
+                                format!("image {} is not in the CLIP feature cache", s.record.image)
+                            })
+                        }),
+                        None => Err("the dataset gives no image keys for the feature cache".into()),
+                    };
+                    match found {
+                        Ok(f) => features.extend(f),
+                        Err(e) => {
+                            b.skipped.push((s.record.id, e));
+                            continue;
+                        }
+                    }
+                }
+                None => clip.extend(
+                    self.clip
+                        .pixel_values(&s.rgb, (h, w), self.clip_size, false),
+                ),
+            }
             let (px, resized) = self.sam_pixels(&s.rgb, h, w);
             sam.extend(px);
             b.sam_resized.push(resized);
@@ -357,7 +412,18 @@ impl<B: Backend> Batcher<B, Sample, MimoBatch<B>> for MimoBatcher {
             labels.resize(width, IGNORE_INDEX);
         }
         let (c, s) = (self.clip_size, self.sam_size);
-        b.clip_pixels = Tensor::from_data(TensorData::new(clip, [n, 3, c, c]), device);
+        match &self.clip_cache {
+            Some(cache) => {
+                let [t, d] = cache.manifest().feature_shape;
+                b.clip_features = Some(Tensor::from_data(
+                    TensorData::new(features, [n, t, d]),
+                    device,
+                ));
+            }
+            None => {
+                b.clip_pixels = Tensor::from_data(TensorData::new(clip, [n, 3, c, c]), device);
+            }
+        }
         b.sam_pixels = Tensor::from_data(TensorData::new(sam, [n, 3, s, s]), device);
         debug_assert!(
             b.input_ids

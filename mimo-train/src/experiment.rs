@@ -131,6 +131,12 @@ pub struct DataSpec {
     /// Longest tokenised conversation; longer ones are cut.
     #[serde(default = "max_text_len")]
     pub max_text_len: usize,
+    /// A CLIP feature cache directory (relative to the experiment): the frozen tower's
+    /// features are read from it instead of running the tower each step. Images not yet in
+    /// it are computed with the model's own tower before training starts; a cache made with
+    /// another tower is refused. CLIP must not train (`train_also`).
+    #[serde(default)]
+    pub clip_cache: Option<PathBuf>,
 }
 
 fn one() -> f64 {
@@ -416,7 +422,9 @@ fn rebase_paths(v: &mut ron::Value, from_dir: &Path) {
                 if let ron::Value::Map(d) = val {
                     for (k2, v2) in d.iter_mut() {
                         match k2 {
-                            ron::Value::String(s) if s == "records" || s == "build" => {
+                            ron::Value::String(s)
+                                if s == "records" || s == "build" || s == "clip_cache" =>
+                            {
                                 fix_value(v2)
                             }
                             ron::Value::String(s) if s == "vqa" => {

@@ -620,3 +620,71 @@ fn new_token_rows_only_trains_the_added_rows() {
     assert!(new_diff > 0.0, "the added rows did not train");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `data.clip_cache`: the frozen tower's features come from a feature cache (filled with the
+/// model's own tower before training) and training ends where running the tower each step
+/// ends; a second run finds every image cached; a CLIP that trains is refused.
+#[test]
+fn clip_features_from_the_cache_train_like_the_tower() {
+    let _rng = rng_lock();
+    let dir = scratch("clip-cache");
+    let records = phantom_records(&dir.join("data"));
+    let base = repo().join("experiments/tiny_phantom.ron");
+    let cache = dir.join("cache");
+    let exp = |name: &str, extra: &str| {
+        write(
+            &dir,
+            &format!("{name}.ron"),
+            &format!(
+                "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None{extra}), \
+                 stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(12))], \
+                 validation: (batch_size: 4, max_samples: Some(4)), train_also: [\"llm.\"])",
+                base.display(),
+                records.display()
+            ),
+        )
+    };
+    let tower = exp("tower", "");
+    let cached = exp(
+        "cached",
+        &format!(", clip_cache: Some(\"{}\")", cache.display()),
+    );
+    let opts = |run: &str| TrainOptions {
+        run_dir: dir.join(run),
+        resume: false,
+        display: crate::Display::Quiet,
+        max_steps: None,
+        max_seconds: None,
+        cluster: None,
+    };
+    let device: burn::tensor::Device<B> = Default::default();
+    let a = crate::train::<B>(Some(&tower), &opts("tower"), &[device]).unwrap();
+    let b = crate::train::<B>(Some(&cached), &opts("cached"), &[device]).unwrap();
+    assert_eq!(a.info.steps, b.info.steps);
+    let index: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(cache.join("index.json")).unwrap()).unwrap();
+    assert!(index.len() >= 4, "{} images cached", index.len());
+    let worst = final_max_diff(&dir.join("tower"), &dir.join("cached"));
+    println!(
+        "{} cached images; CLIP from the cache vs the tower: max |diff| {worst:e}",
+        index.len()
+    );
+    assert!(worst <= 1e-5, "parameters differ by {worst}");
+    // Again: every image is found, nothing is recomputed.
+    let shards = || std::fs::read_dir(&cache).unwrap().count();
+    let before = shards();
+    crate::train::<B>(Some(&cached), &opts("again"), &[device]).unwrap();
+    assert_eq!(shards(), before);
+    // CLIP must not train when its features are cached.
+    let bad = write(
+        &dir,
+        "bad.ron",
+        &std::fs::read_to_string(&cached).unwrap().replace(
+            "train_also: [\"llm.\"]",
+            "train_also: [\"llm.\", \"clip.\"]",
+        ),
+    );
+    let e = crate::train::<B>(Some(&bad), &opts("bad"), &[device]).unwrap_err();
+    assert!(e.to_string().contains("data.clip_cache"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

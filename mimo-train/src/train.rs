@@ -181,13 +181,16 @@ fn stage_dataset(
     stage_index: usize,
     stage: &StageSpec,
 ) -> Result<MixedDataset<RecordsDataset>, TrainError> {
-    let mut groups = vec![RecordsDataset::from_records(
-        p.mimoseg_train.clone(),
-        p.records_root.clone(),
-    )];
+    let keys = p.exp.data.clip_cache.is_some();
+    let mut groups = vec![
+        RecordsDataset::from_records(p.mimoseg_train.clone(), p.records_root.clone())
+            .with_image_keys(keys),
+    ];
     let mut weights = vec![stage.mimoseg_weight];
     for (records, root) in &p.vqa {
-        groups.push(RecordsDataset::from_records(records.clone(), root.clone()));
+        groups.push(
+            RecordsDataset::from_records(records.clone(), root.clone()).with_image_keys(keys),
+        );
         weights.push(stage.vqa_weight / p.vqa.len() as f64);
     }
     let natural: usize = groups
@@ -312,7 +315,7 @@ pub fn train<B: AutodiffBackend>(
     }
     let base = model_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let build = config.build::<B>(&base, device).map_err(other)?;
-    let batcher = batcher_for(&build, exp.data.max_text_len)?;
+    let mut batcher = batcher_for(&build, exp.data.max_text_len)?;
     let lora = config.lora.to_peft();
     let aligner = build.model.aligner.is_some();
     // Whole token matrices train unless only the added rows do (split off, see
@@ -345,6 +348,21 @@ pub fn train<B: AutodiffBackend>(
         }
     }
 
+    if let Some(dir) = &exp.data.clip_cache {
+        if let Some(p) = trained_paths(&mimo).iter().find(|p| p.starts_with("clip.")) {
+            return Err(other(format!(
+                "experiment field `data.clip_cache`: CLIP trains in this experiment (e.g. `{p}`, \
+                 from `train_also`), so its features cannot come from a cache"
+            )));
+        }
+        batcher.clip_cache = Some(Arc::new(clip_cache(
+            dir,
+            &config,
+            &base,
+            &build.model.clip,
+            &prepared,
+        )?));
+    }
     let mut state = TrainState::stage_start(0, 0);
     let mut optim_record: Option<OptimRecord<B>> = None;
     if let Some((_, dir)) = &resume_from {
@@ -454,10 +472,13 @@ pub fn train<B: AutodiffBackend>(
             DataLoaderBuilder::new(batcher.clone())
                 .batch_size(exp.validation.batch_size)
                 .set_device(device.clone())
-                .build(RecordsDataset::from_records(
-                    prepared.valid.clone(),
-                    prepared.records_root.clone(),
-                ));
+                .build(
+                    RecordsDataset::from_records(
+                        prepared.valid.clone(),
+                        prepared.records_root.clone(),
+                    )
+                    .with_image_keys(exp.data.clip_cache.is_some()),
+                );
         let train_loader: Arc<dyn DataLoader<B, MimoBatch<B>>> =
             DataLoaderBuilder::new(batcher.clone())
                 .batch_size(exp.batch.per_device)
@@ -569,6 +590,54 @@ pub fn train<B: AutodiffBackend>(
     Ok(RunOutcome { run_dir, info })
 }
 
+/// Opens (creating if needed) the experiment's CLIP feature cache and computes the features
+/// of every training and validation image not in it yet, with the model's own tower.
+fn clip_cache<B: Backend>(
+    dir: &Path,
+    config: &MimoConfig,
+    base: &Path,
+    tower: &mimo_core::clip::ClipVision<B>,
+    prepared: &Prepared,
+) -> Result<mimo_core::clip::cache::FeatureCache, TrainError> {
+    use mimo_core::clip::cache::{CacheManifest, FeatureCache};
+    let field = |e: String| other(format!("experiment field `data.clip_cache`: {e}"));
+    let clip_config = config
+        .model_config(base, None)
+        .map_err(|e| field(e.to_string()))?
+        .clip;
+    // A tower from one checkpoint file is identified as `mimo clip-cache` does (so its
+    // caches are reused); any other tower by a hash of its weights.
+    let manifest = match &config.weights.clip {
+        Some(p) if config.weights.extra.is_none() => {
+            let p = if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            };
+            CacheManifest::for_checkpoint(&clip_config, p).map_err(|e| field(e.to_string()))?
+        }
+        _ => CacheManifest::for_weights(&clip_config, tower),
+    };
+    let mut cache = FeatureCache::open(dir, manifest, 256).map_err(|e| field(e.to_string()))?;
+    let mut images: Vec<PathBuf> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let groups = std::iter::once((&prepared.mimoseg_train, &prepared.records_root))
+        .chain(prepared.vqa.iter().map(|(r, root)| (r, root)))
+        .chain(std::iter::once((&prepared.valid, &prepared.records_root)));
+    for (records, root) in groups {
+        for r in records {
+            let p = root.join(&r.image);
+            if seen.insert(p.clone()) {
+                images.push(p);
+            }
+        }
+    }
+    cache
+        .fill(tower, &images, 8, &mut |_, _| {})
+        .map_err(|e| field(e.to_string()))?;
+    Ok(cache)
+}
+
 /// Reads a run directory's `run.json`.
 pub fn read_run_info(run_dir: &Path) -> Option<RunInfo> {
     let text = std::fs::read_to_string(run_dir.join(RUN_FILE)).ok()?;
@@ -601,6 +670,7 @@ fn absolutize(mut exp: Experiment, dir: &Path) -> Experiment {
     exp.model = abs(&exp.model);
     exp.data.records = exp.data.records.as_deref().map(abs);
     exp.data.build = exp.data.build.as_deref().map(abs);
+    exp.data.clip_cache = exp.data.clip_cache.as_deref().map(abs);
     for v in &mut exp.data.vqa {
         v.path = abs(&v.path);
         v.images = v.images.as_deref().map(abs);

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -65,6 +65,38 @@ impl CacheManifest {
             checkpoint: format!("{name} ({size} bytes)"),
             feature_shape: [grid * grid + usize::from(cls), config.hidden_size],
         })
+    }
+}
+
+impl CacheManifest {
+    /// The manifest of features computed by `tower` itself, identified by a SHA-256 of its
+    /// weights: for towers that come from no single checkpoint file (randomly initialised,
+    /// or with trained weights from a run's files).
+    pub fn for_weights<B: burn::tensor::backend::Backend>(
+        config: &ClipVisionConfig,
+        tower: &ClipVision<B>,
+    ) -> Self {
+        use burn::module::Module;
+        struct Hash(Sha256);
+        impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Hash {
+            fn visit_float<const D: usize>(
+                &mut self,
+                param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+            ) {
+                let data = param.val().into_data().convert::<f32>();
+                self.0.update(data.as_bytes());
+            }
+        }
+        let mut h = Hash(Sha256::new());
+        tower.visit(&mut h);
+        let digest: String = h.0.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let grid = config.grid();
+        let cls = config.select.feature == super::SelectFeature::ClsPatch;
+        Self {
+            config: config.clone(),
+            checkpoint: format!("weights sha256:{digest}"),
+            feature_shape: [grid * grid + usize::from(cls), config.hidden_size],
+        }
     }
 }
 
@@ -304,12 +336,48 @@ impl FeatureCache {
         let Some(shard) = self.index.get(key) else {
             return Ok(None);
         };
+        // Only the header and this image's bytes are read: a shard holds hundreds of
+        // images (≈ 1.3 MB each for ViT-H).
+        use std::io::{Read, Seek, SeekFrom};
         let path = self.dir.join(shard);
-        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| io_err(&path, e))?;
-        let view = st.tensor(key).map_err(|e| io_err(&path, e))?;
+        let mut f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).map_err(|e| io_err(&path, e))?;
+        let n = u64::from_le_bytes(len);
+        if n > 100_000_000 {
+            return Err(io_err(&path, "not a safetensors shard"));
+        }
+        let mut header = vec![0u8; n as usize];
+        f.read_exact(&mut header).map_err(|e| io_err(&path, e))?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|e| io_err(&path, e))?;
+        let entry = header.get(key).ok_or_else(|| {
+            io_err(
+                &path,
+                format!("the index names {key} but the shard lacks it"),
+            )
+        })?;
+        let offsets: Vec<u64> = entry
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+            .unwrap_or_default();
+        let [t, d] = self.manifest.feature_shape;
+        if entry.get("dtype").and_then(|v| v.as_str()) != Some("F32")
+            || offsets.len() != 2
+            || offsets[1].saturating_sub(offsets[0]) != (t * d * 4) as u64
+        {
+            return Err(io_err(
+                &path,
+                format!("tensor {key} is not f32 [{t}, {d}] as the manifest says"),
+            ));
+        }
+        f.seek(SeekFrom::Start(8 + n + offsets[0]))
+            .map_err(|e| io_err(&path, e))?;
+        let mut bytes = vec![0u8; t * d * 4];
+        f.read_exact(&mut bytes).map_err(|e| io_err(&path, e))?;
         Ok(Some(
-            view.data()
+            bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),

@@ -411,6 +411,9 @@ impl MimoConfig {
             None => llm.with_lora(&self.lora.to_peft())?.0,
         };
         let mut model = Mimo::from_parts(&config, clip, sam, llm)?;
+        // Random parts are drawn now, from the backend's current seed: lazily, every clone
+        // of the model would draw its own.
+        crate::params::materialize(&model);
         if options.dtype != burn::tensor::DType::F32 {
             // The new modules and the adapter join the loaded parts' dtype (the trained-parts
             // and extra files below then load in it too).

@@ -22,6 +22,7 @@ fn batcher() -> MimoBatcher {
         sam_mean: [123.675, 116.28, 103.53],
         sam_std: [58.395, 57.12, 57.375],
         max_text_len: 512,
+        clip_cache: None,
     }
 }
 
