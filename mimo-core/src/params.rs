@@ -106,3 +106,36 @@ pub fn materialize<B: Backend, M: Module<B>>(m: &M) {
     }
     m.visit(&mut Touch);
 }
+
+/// The dtype of every float parameter of `m`, in visiting order.
+pub fn dtypes<B: Backend, M: Module<B>>(m: &M) -> Vec<burn::tensor::DType> {
+    struct Dtypes(Vec<burn::tensor::DType>);
+    impl<B: Backend> ModuleVisitor<B> for Dtypes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.dtype());
+        }
+    }
+    let mut d = Dtypes(Vec::new());
+    m.visit(&mut d);
+    d.0
+}
+
+/// `m` with every float parameter cast to the dtype at its place in `dtypes` (as
+/// [`dtypes`] gave them for a module of the same structure), keeping whether it trains.
+pub fn cast_to_dtypes<B: Backend, M: Module<B>>(m: M, dtypes: &[burn::tensor::DType]) -> M {
+    struct Cast<'a>(&'a [burn::tensor::DType], usize);
+    impl<B: Backend> ModuleMapper<B> for Cast<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let i = self.1;
+            self.1 += 1;
+            match self.0.get(i) {
+                Some(&dtype) if param.dtype() != dtype => param.map(|t| {
+                    let require = t.is_require_grad();
+                    t.cast(dtype).detach().set_require_grad(require)
+                }),
+                _ => param,
+            }
+        }
+    }
+    m.map(&mut Cast(dtypes, 0))
+}

@@ -98,6 +98,27 @@ pub struct Experiment {
     /// some compute for activation memory. The `mimo` CLI picks the backend from this field.
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// Mixed precision (burn 0.21 has none built in): `Some("bf16")` (or `"f16"`) reads the
+    /// frozen towers and LLM base straight into that dtype and keeps what trains — adapters,
+    /// token rows, new modules, SAM's mask decoder — in f32 with f32 optimiser state
+    /// (`Mimo::with_frozen_dtype`). `None` or `"f32"`: everything in f32.
+    #[serde(default)]
+    pub frozen_dtype: Option<String>,
+}
+
+impl Experiment {
+    /// The dtype of the frozen parts (`frozen_dtype`), f32 by default.
+    pub fn frozen_dtype(&self) -> Result<burn::tensor::DType, String> {
+        use burn::tensor::DType;
+        match self.frozen_dtype.as_deref() {
+            None | Some("f32") => Ok(DType::F32),
+            Some("bf16") => Ok(DType::BF16),
+            Some("f16") => Ok(DType::F16),
+            Some(other) => Err(format!(
+                "is `{other}`; expected \"f32\", \"bf16\" or \"f16\""
+            )),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -535,6 +556,9 @@ impl Experiment {
                 ));
             }
             _ => {}
+        }
+        if let Err(e) = self.frozen_dtype() {
+            return Err(bad("frozen_dtype", e));
         }
         if self.new_token_rows_only && !self.train_token_embeddings {
             return Err(bad(

@@ -688,3 +688,67 @@ fn clip_features_from_the_cache_train_like_the_tower() {
     assert!(e.to_string().contains("data.clip_cache"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `frozen_dtype: "bf16"`: the frozen towers and LLM base train in bf16 beside f32 trained
+/// parts; the first step's loss is near the all-f32 run's, and a run resumed from a
+/// checkpoint ends bit-identical to an uninterrupted one (each parameter keeps its dtype).
+#[test]
+fn frozen_bf16_trains_and_resumes() {
+    let _rng = rng_lock();
+    let dir = scratch("frozen-bf16");
+    let records = phantom_records(&dir.join("data"));
+    let base = repo().join("experiments/tiny_phantom.ron");
+    let exp = |name: &str, dtype: &str| {
+        write(
+            &dir,
+            &format!("{name}.ron"),
+            &format!(
+                "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
+                 stages: [(name: \"g\", epochs: 2, samples_per_epoch: Some(8))], \
+                 validation: (batch_size: 4, max_samples: Some(4)), train_also: [], \
+                 checkpoint: (every_steps: Some(1), keep_last: 2){dtype})",
+                base.display(),
+                records.display()
+            ),
+        )
+    };
+    let f32_exp = exp("f32", "");
+    let bf16 = exp("bf16", ", frozen_dtype: Some(\"bf16\")");
+    let bad = exp("bad", ", frozen_dtype: Some(\"fp8\")");
+    let e = crate::Experiment::load(&bad).unwrap_err().to_string();
+    assert!(e.contains("frozen_dtype"), "{e}");
+    let opts = |run: &str, resume: bool, max_steps: Option<usize>| TrainOptions {
+        run_dir: dir.join(run),
+        resume,
+        display: crate::Display::Quiet,
+        max_steps,
+        max_seconds: None,
+        cluster: None,
+    };
+    let device: burn::tensor::Device<B> = Default::default();
+    crate::train::<B>(Some(&f32_exp), &opts("f32", false, None), &[device]).unwrap();
+    let full = crate::train::<B>(Some(&bf16), &opts("full", false, None), &[device]).unwrap();
+    assert!(full.info.finished);
+    assert_eq!(full.info.steps, 4);
+    let first_loss = |run: &str| -> f64 {
+        let csv = std::fs::read_to_string(dir.join(run).join("train.csv")).unwrap();
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .nth(4)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (l32, l16) = (first_loss("f32"), first_loss("full"));
+    println!("first-step loss: all f32 {l32}, frozen bf16 {l16}");
+    assert!((l32 - l16).abs() < 0.02 * l32, "{l32} vs {l16}");
+    crate::train::<B>(Some(&bf16), &opts("part", false, Some(3)), &[device]).unwrap();
+    let part = crate::train::<B>(None, &opts("part", true, None), &[device]).unwrap();
+    assert!(part.info.finished);
+    let worst = final_max_diff(&dir.join("full"), &dir.join("part"));
+    println!("frozen bf16, resumed vs uninterrupted: max |diff| {worst:e}");
+    assert_eq!(worst, 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

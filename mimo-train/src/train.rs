@@ -314,7 +314,16 @@ pub fn train<B: AutodiffBackend>(
         config.loss = l;
     }
     let base = model_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let build = config.build::<B>(&base, device).map_err(other)?;
+    // Frozen parts are read straight into their dtype (no f32 copy of a bf16 7B base).
+    let frozen_dtype = exp
+        .frozen_dtype()
+        .map_err(|e| other(format!("experiment field `frozen_dtype` {e}")))?;
+    let build = config
+        .build::<B>(
+            &base,
+            mimo_core::loader::LoadOptions::new(device).with_dtype(frozen_dtype),
+        )
+        .map_err(other)?;
     let mut batcher = batcher_for(&build, exp.data.max_text_len)?;
     let lora = config.lora.to_peft();
     let aligner = build.model.aligner.is_some();
@@ -331,6 +340,12 @@ pub fn train<B: AutodiffBackend>(
         build.model.clone().with_trainable_set(whole_rows)
     };
     let mimo = set_grad(mimo, &exp.train_also, true, "train_also")?;
+    // What trains is kept in f32 (so are its optimiser state and gradients).
+    let mimo = if frozen_dtype == burn::tensor::DType::F32 {
+        mimo
+    } else {
+        mimo.with_frozen_dtype(frozen_dtype)
+    };
     let mut mimo = mimo.map(&mut PathIds { path: Vec::new() });
     // What checkpoints and final/ hold: the trained parameters, and the components that
     // had no weights file (randomly initialised, e.g. a tiny model's towers) so that the

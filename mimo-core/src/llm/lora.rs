@@ -52,9 +52,14 @@ impl<B: Backend> LoraLinear<B> {
         match (&self.lora_a, &self.lora_b) {
             (Some(a), Some(b)) if !self.merged => {
                 let y = self.base.forward(x.clone());
-                y + b
-                    .forward(a.forward(self.dropout.forward(x)))
-                    .mul_scalar(self.scaling)
+                // The adapter may be in another dtype than the base (f32 adapters on a
+                // bf16 base in training): it computes in its own and adds in the base's.
+                let dtype = a.weight.val().dtype();
+                let z = b
+                    .forward(a.forward(self.dropout.forward(x.cast(dtype))))
+                    .mul_scalar(self.scaling);
+                let out = y.dtype();
+                y + z.cast(out)
             }
             _ => self.base.forward(x),
         }

@@ -433,6 +433,12 @@ impl<B: Backend> Llama<B> {
         self.model.embed_tokens.weight.dtype()
     }
 
+    /// The dtype the decoder computes in: that of its final norm (the frozen base's; trained
+    /// adapters and token rows may be kept in f32 beside a bf16 base).
+    pub fn compute_dtype(&self) -> DType {
+        self.model.norm.weight.dtype()
+    }
+
     /// Embeds token ids `[B, S]`.
     pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         match &self.new_token_rows {
@@ -537,6 +543,9 @@ impl<B: Backend> Llama<B> {
         output_hidden_states: bool,
         last_only: bool,
     ) -> LlamaOutput<B> {
+        // The decoder computes in its norms' dtype (embeddings and trained rows may be kept
+        // in f32 over a bf16 base).
+        let inputs_embeds = inputs_embeds.cast(self.compute_dtype());
         let [_, s, _] = inputs_embeds.dims();
         let mut scratch = KvCache::new();
         let cache = cache.unwrap_or(&mut scratch);
@@ -594,15 +603,20 @@ impl<B: Backend> Llama<B> {
     /// Logits of final-norm hidden states `[B, S, hidden]`.
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match (&self.lm_head, &self.new_token_rows) {
-            (Some(head), None) => head.forward(hidden),
+            (Some(head), None) => head.forward(hidden.cast(head.weight.dtype())),
             (Some(head), Some(rows)) => {
+                let base = head.weight.val();
+                let dtype = base.dtype();
                 let w = match &rows.head {
-                    Some(new) => Tensor::cat(vec![head.weight.val(), new.val()], 1),
-                    None => head.weight.val(),
+                    Some(new) => Tensor::cat(vec![base, new.val().cast(dtype)], 1),
+                    None => base,
                 };
-                hidden.matmul(w.unsqueeze())
+                hidden.cast(dtype).matmul(w.unsqueeze())
             }
-            (None, _) => hidden.matmul(self.token_embeddings().transpose().unsqueeze()),
+            (None, _) => {
+                let w = self.token_embeddings();
+                hidden.cast(w.dtype()).matmul(w.transpose().unsqueeze())
+            }
         }
     }
 

@@ -76,8 +76,9 @@ impl<B: Backend> Llama<B> {
 
     fn token_embeddings_with(&self, rows: Option<&NewTokenRows<B>>) -> Tensor<B, 2> {
         let base = self.model.embed_tokens.weight.val();
+        let dtype = base.dtype();
         match rows {
-            Some(r) => Tensor::cat(vec![base, r.embed.val()], 0),
+            Some(r) => Tensor::cat(vec![base, r.embed.val().cast(dtype)], 0),
             None => base,
         }
     }

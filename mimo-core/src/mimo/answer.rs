@@ -207,7 +207,8 @@ impl<B: Backend> Mimo<B> {
                 .slice([r..r + 1, 0..len, 0..d])
                 .reshape([len, d]);
             let row = if len < total {
-                Tensor::cat(vec![Tensor::zeros([total - len, d], &device), row], 0)
+                let pad = Tensor::<B, 2>::zeros([total - len, d], &device).cast(row.dtype());
+                Tensor::cat(vec![pad, row], 0)
             } else {
                 row
             };
@@ -230,7 +231,8 @@ impl<B: Backend> Mimo<B> {
         let image_embeddings = self
             .sam
             .image_encoder
-            .forward(sam_pixels.cast(self.dtype()));
+            .forward(sam_pixels.cast(self.sam_encoder_dtype()))
+            .cast(self.dtype());
         let [_, c, gh, gw] = image_embeddings.dims();
         let seg = self.seg_token_id as u32;
         let mut out = Vec::with_capacity(n);
@@ -252,7 +254,9 @@ impl<B: Backend> Mimo<B> {
                 )
             } else {
                 let seg_hidden = Tensor::stack(seg_rows, 0);
-                let emb = self.text_hidden_fcs.forward(seg_hidden.clone());
+                let emb = self
+                    .text_hidden_fcs
+                    .forward(seg_hidden.clone().cast(self.dtype()));
                 let img = image_embeddings
                     .clone()
                     .slice([r..r + 1, 0..c, 0..gh, 0..gw]);

@@ -115,9 +115,14 @@ impl<B: Backend> Mimo<B> {
             .input_ids
             .clone()
             .mask_fill(input.input_ids.clone().lower_elem(0), 0);
-        let embeds = self.llm.embed(safe_ids);
+        // Each module computes in its own weights' dtype (a bf16 frozen base beside f32
+        // trained modules in training); the LLM's inputs are in its compute dtype.
+        let llm_dtype = self.llm.compute_dtype();
+        let new_dtype = self.dtype();
+        let embeds = self.llm.embed(safe_ids).cast(llm_dtype);
         let d = embeds.dims()[2];
-        let image_tokens = self.mm_projector.forward(features.clone());
+        let features = features.cast(new_dtype);
+        let image_tokens = self.mm_projector.forward(features.clone()).cast(llm_dtype);
         // `None`: nothing after the image tokens (no prompts, no aligner).
         let extra: Vec<Option<Tensor<B, 2>>> = match &self.aligner {
             Some(aligner) => {
@@ -125,19 +130,22 @@ impl<B: Backend> Mimo<B> {
                 let keep: Vec<bool> = keep.into_iter().flatten().collect();
                 let ctx = AlignerContext {
                     image: features,
-                    prompts: vp,
+                    prompts: vp.cast(new_dtype),
                     prompt_padding: vp_pad,
-                    text: embeds.clone().detach(),
+                    text: embeds.clone().detach().cast(new_dtype),
                     text_keep: Tensor::from_data(TensorData::new(keep, [n, l]), &device),
                 };
-                let a = aligner.forward(ctx);
+                let a = aligner.forward(ctx).cast(llm_dtype);
                 let q = a.dims()[1];
                 (0..n)
                     .map(|r| Some(a.clone().slice([r..r + 1, 0..q, 0..d]).reshape([q, d])))
                     .collect()
             }
             None => {
-                let projected = self.mm_projector.forward(vp);
+                let projected = self
+                    .mm_projector
+                    .forward(vp.cast(new_dtype))
+                    .cast(llm_dtype);
                 (0..n)
                     .map(|r| {
                         let valid: Vec<i64> = (0..slots)

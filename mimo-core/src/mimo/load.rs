@@ -310,8 +310,9 @@ impl<B: Backend> Mimo<B> {
         let mut store = SafetensorsStore::from_file(path)
             .with_full_paths(keys.iter().cloned())
             .allow_partial(true);
-        // Tensors arrive in the file's dtype; the model keeps its own.
-        let dtype = self.dtype();
+        // Tensors arrive in the file's dtype; each parameter keeps its own (a mixed-precision
+        // training model has bf16 and f32 ones).
+        let dtypes = crate::params::dtypes(&self);
         let result = self.load_from(&mut store).map_err(|e| err(e.to_string()))?;
         if let Some(e) = result.errors.first() {
             return Err(err(apply_error(e)));
@@ -322,7 +323,7 @@ impl<B: Backend> Mimo<B> {
                 result.unused.len()
             )));
         }
-        Ok((crate::nn::cast_module(self, dtype), result.applied))
+        Ok((crate::params::cast_to_dtypes(self, &dtypes), result.applied))
     }
 }
 

@@ -319,6 +319,26 @@ pub struct ParamInfo {
     pub trainable: bool,
 }
 
+/// Casts parameters that do not train to the dtype, and those that train to f32.
+struct CastFrozen(burn::tensor::DType);
+
+impl<B: Backend> ModuleMapper<B> for CastFrozen {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let dtype = if param.is_require_grad() {
+            burn::tensor::DType::F32
+        } else {
+            self.0
+        };
+        if param.dtype() == dtype {
+            return param;
+        }
+        param.map(|t| {
+            let require = t.is_require_grad();
+            t.cast(dtype).detach().set_require_grad(require)
+        })
+    }
+}
+
 struct SetRequireGrad(bool);
 
 impl<B: Backend> ModuleMapper<B> for SetRequireGrad {
@@ -433,10 +453,36 @@ impl<B: Backend> Mimo<B> {
         self.mm_projector.weight.device()
     }
 
+    /// The dtype SAM's image encoder computes in (its patch embedding's).
+    pub(crate) fn sam_encoder_dtype(&self) -> burn::tensor::DType {
+        self.sam.image_encoder.patch_embed.proj.weight.val().dtype()
+    }
+
     /// The model with every weight in `dtype` (e.g. `DType::BF16` on a GPU). Inputs are cast
     /// at the seams; RMSNorm statistics, the cross-entropy and the mask losses stay in f32.
     pub fn cast(self, dtype: burn::tensor::DType) -> Self {
         crate::nn::cast_module(self, dtype)
+    }
+
+    /// Mixed precision for training (burn 0.21 has no automatic mixed precision): the frozen
+    /// towers (CLIP, SAM's image encoder) and every frozen LLM weight in `dtype` (e.g.
+    /// `DType::BF16`), everything that trains — LoRA adapters, token rows, the new modules,
+    /// SAM's mask decoder — and the small modules around them in f32. Each module computes in
+    /// its own weights' dtype and activations are cast where they cross (the adapters' input,
+    /// the projector and aligner outputs, the mask decoder's image embedding); the losses are
+    /// computed in f32. Call it after setting the trainable set.
+    pub fn with_frozen_dtype(mut self, dtype: burn::tensor::DType) -> Self {
+        use burn::tensor::DType;
+        self.clip = crate::nn::cast_module(self.clip, dtype);
+        self.sam.image_encoder = crate::nn::cast_module(self.sam.image_encoder, dtype);
+        self.llm = self.llm.map(&mut CastFrozen(dtype));
+        self.sam.prompt_encoder = crate::nn::cast_module(self.sam.prompt_encoder, DType::F32);
+        self.sam.mask_decoder = crate::nn::cast_module(self.sam.mask_decoder, DType::F32);
+        self.vp_encoder = crate::nn::cast_module(self.vp_encoder, DType::F32);
+        self.aligner = self.aligner.map(|a| crate::nn::cast_module(a, DType::F32));
+        self.mm_projector = crate::nn::cast_module(self.mm_projector, DType::F32);
+        self.text_hidden_fcs = crate::nn::cast_module(self.text_hidden_fcs, DType::F32);
+        self
     }
 
     /// The dtype of the model's weights.
@@ -469,7 +515,7 @@ impl<B: Backend> Mimo<B> {
 
     /// CLIP features `[N, P, image_dim]` (the tower's configured feature selection).
     pub fn image_features(&self, clip: &ClipInput<B>) -> Tensor<B, 3> {
-        let dtype = self.dtype();
+        let dtype = self.clip.vision_model.pre_layrnorm.gamma.val().dtype();
         match clip {
             ClipInput::Pixels(p) => self.clip.features(p.clone().cast(dtype)),
             ClipInput::Features(f) => f.clone().cast(dtype),
@@ -563,7 +609,8 @@ impl<B: Backend> Mimo<B> {
                 out.last_hidden_state
                     .clone()
                     .reshape([n * width, d])
-                    .select(0, idx),
+                    .select(0, idx)
+                    .cast(self.dtype()),
             )
         };
         if !input.masks.is_empty() {
@@ -581,8 +628,9 @@ impl<B: Backend> Mimo<B> {
         let image_embeddings = self
             .sam
             .image_encoder
-            .forward(input.sam_pixels.clone().cast(self.dtype()))
-            .detach();
+            .forward(input.sam_pixels.clone().cast(self.sam_encoder_dtype()))
+            .detach()
+            .cast(self.dtype());
         let [_, ce_dim, gh, gw] = image_embeddings.dims();
         let mut pred_masks = Vec::with_capacity(n);
         let mut start = 0usize;

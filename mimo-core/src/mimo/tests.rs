@@ -633,6 +633,59 @@ fn bf16_forward_and_backward() {
     assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
 }
 
+/// Mixed precision for training: frozen towers and LLM base in bf16, trained parts in f32.
+/// The loss stays near the f32 reference, trained parameters get f32 gradients, frozen ones
+/// none, and the loss against the whole-model-in-f32 forward is printed.
+#[test]
+fn frozen_bf16_with_f32_trained_parts() {
+    use burn::tensor::DType;
+    let io = read_fixture("mimo/io.safetensors");
+    let model = tiny_model::<AD>(true)
+        .with_trainable_set(true)
+        .with_frozen_dtype(DType::BF16);
+    // What ended where.
+    assert_eq!(
+        model.clip.vision_model.pre_layrnorm.gamma.val().dtype(),
+        DType::BF16
+    );
+    assert_eq!(model.sam_encoder_dtype(), DType::BF16);
+    assert_eq!(model.llm.compute_dtype(), DType::BF16);
+    let q = &model.llm.model.layers[0].self_attn.q_proj;
+    assert_eq!(q.base.weight.val().dtype(), DType::BF16);
+    let a = q.lora_a.as_ref().expect("an adapter");
+    assert_eq!(a.weight.val().dtype(), DType::F32);
+    assert_eq!(
+        model.llm.model.embed_tokens.weight.val().dtype(),
+        DType::F32
+    );
+    assert_eq!(model.dtype(), DType::F32);
+    let out = model
+        .forward(fixture_input::<AD>(&io, "prompt_labels"))
+        .expect("mixed forward");
+    let loss = out.loss.clone().into_scalar();
+    let want = io["al_loss"].f32[0];
+    println!("frozen bf16 / trained f32 loss {loss} vs f32 reference {want}");
+    assert!((loss - want).abs() < 0.05 * want, "{loss} vs {want}");
+    let grads = out.loss.backward();
+    for (name, g) in [
+        ("lora_a", a.weight.val().grad(&grads)),
+        ("mm_projector", model.mm_projector.weight.val().grad(&grads)),
+        (
+            "mask decoder",
+            model.sam.mask_decoder.mask_tokens.weight.val().grad(&grads),
+        ),
+    ] {
+        let g = g.unwrap_or_else(|| panic!("{name} has no gradient"));
+        assert_eq!(g.dtype(), DType::F32, "{name}");
+        let v: Vec<f32> = g.into_data().to_vec().unwrap();
+        assert!(
+            v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0),
+            "{name}"
+        );
+    }
+    assert!(q.base.weight.val().grad(&grads).is_none());
+}
+
 /// The whole model round-trips through one file; a file of another model is an error that
 /// names the tensor and both shapes.
 #[test]
