@@ -110,6 +110,9 @@ step "MIMO-7B shape, bf16: one LoRA training step (peak memory sampled)"
 sampler=$!
 timeout 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --images 1 --image-size 512 \
     --text-len 128 --runs 2 --json "$tmp/mimo_7b.json" || status mimo_7b FAILED
+# The same step as `frozen_dtype: Some("bf16")` trains: bf16 base, f32 trained parts.
+timeout 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --mixed --images 1 \
+    --image-size 512 --text-len 128 --runs 2 --json "$tmp/mimo_7b_mixed.json" || status mimo_7b_mixed FAILED
 kill "$sampler" 2>/dev/null
 peak=$(sort -n "$tmp/mem" | tail -1)
 echo "peak GPU memory during the MIMO-7B step: ${peak:-?} MiB"

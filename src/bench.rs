@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// encoder (SAM in bf16/f16: encoder only); bf16 is how the 7B models run on a GPU.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// MIMO: mixed precision as training runs it with `frozen_dtype` — only the frozen
+    /// towers and LLM base in --dtype, what trains in f32.
+    #[arg(long)]
+    mixed: bool,
     /// Also write the figures as JSON.
     #[arg(long, value_name = "FILE.json")]
     json: Option<PathBuf>,
@@ -265,13 +269,19 @@ fn run_mimo(args: &BenchArgs) -> Result<(), String> {
         (model, input, plain, what)
     };
     let model = match dtype {
+        Some(d) if args.mixed => model.with_frozen_dtype(d),
         Some(d) => model.cast(d),
         None => model,
     };
     eprintln!(
-        "timing a MIMO training step on {} in {}: {what} ...",
+        "timing a MIMO training step on {} in {}{}: {what} ...",
         backend::NAME,
-        args.dtype
+        args.dtype,
+        if args.mixed {
+            " (frozen parts; trained parts in f32)"
+        } else {
+            ""
+        }
     );
     let t = mimo_bench::perf::bench_mimo_step(model, input, plain, args.runs, &device)?;
     println!(

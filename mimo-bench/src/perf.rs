@@ -301,7 +301,11 @@ pub fn synthetic_mimo_input<B: Backend>(
                 4 => IMAGE_TOKEN_INDEX,
                 j if j == text_len - 1 => 2,
                 j if j == answer_from + 2 || j == text_len - 3 => seg,
-                j => 3 + (j as i64 * 7919) % (vocab - 3),
+                // Filler tokens, never `<SEG>` (the masks are given for the two above).
+                j => match 3 + (j as i64 * 7919) % (vocab - 3) {
+                    t if t == seg => 3,
+                    t => t,
+                },
             };
             ids.push(t);
             labels.push(if j >= answer_from { t } else { IGNORE_INDEX });
