@@ -321,19 +321,52 @@ fn params_file(run: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn tiny_experiment(dir: &Path, records: &Path) -> PathBuf {
+/// `tiny_phantom.ron` on `records` as `dir/<name>.ron`: one stage `g` of `epochs` epochs of
+/// `samples` samples, 4 validation samples, `data_rest` more `data` fields and `rest` more
+/// experiment fields (each starting with a comma).
+fn tiny_exp(
+    dir: &Path,
+    records: &Path,
+    name: &str,
+    (epochs, samples): (usize, usize),
+    data_rest: &str,
+    rest: &str,
+) -> PathBuf {
     let base = repo().join("experiments/tiny_phantom.ron");
     write(
         dir,
-        "exp.ron",
+        &format!("{name}.ron"),
         &format!(
-            "(name: \"resume\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
-             stages: [(name: \"g\", epochs: 2, samples_per_epoch: Some(16))], \
-             validation: (batch_size: 4, max_samples: Some(4)), \
-             checkpoint: (every_steps: Some(2), keep_last: 2))",
+            "(name: \"{name}\", base: Some(\"{}\"), \
+             data: (records: Some(\"{}\"), build: None{data_rest}), \
+             stages: [(name: \"g\", epochs: {epochs}, samples_per_epoch: Some({samples}))], \
+             validation: (batch_size: 4, max_samples: Some(4)){rest})",
             base.display(),
             records.display()
         ),
+    )
+}
+
+/// Quiet options for a run in `dir/run`.
+fn run_opts(dir: &Path, run: &str, resume: bool, max_steps: Option<usize>) -> TrainOptions {
+    TrainOptions {
+        run_dir: dir.join(run),
+        resume,
+        display: crate::Display::Quiet,
+        max_steps,
+        max_seconds: None,
+        cluster: None,
+    }
+}
+
+fn tiny_experiment(dir: &Path, records: &Path) -> PathBuf {
+    tiny_exp(
+        dir,
+        records,
+        "resume",
+        (2, 16),
+        "",
+        ", checkpoint: (every_steps: Some(2), keep_last: 2)",
     )
 }
 
@@ -344,14 +377,8 @@ fn resumed_run_ends_with_the_parameters_of_an_uninterrupted_one() {
     let records = phantom_records(&dir.join("data"));
     let exp = tiny_experiment(&dir, &records);
     let device = Default::default();
-    let opts = |run: &str, resume: bool, max_steps: Option<usize>| TrainOptions {
-        run_dir: dir.join(run),
-        resume,
-        display: crate::Display::Quiet,
-        max_steps,
-        max_seconds: None,
-        cluster: None,
-    };
+    let opts =
+        |run: &str, resume: bool, max_steps: Option<usize>| run_opts(&dir, run, resume, max_steps);
     // 16 samples / 4 per step = 4 steps per epoch, 2 epochs.
     let full = crate::train::<B>(Some(&exp), &opts("full", false, None), &[device]).unwrap();
     assert!(full.info.finished);
@@ -427,31 +454,20 @@ fn two_devices_train_like_accumulation_on_one() {
     let _rng = rng_lock();
     let dir = scratch("devices");
     let records = phantom_records(&dir.join("data"));
-    let base = repo().join("experiments/tiny_phantom.ron");
     let exp = |name: &str, batch: &str| {
-        write(
+        tiny_exp(
             &dir,
-            &format!("{name}.ron"),
-            &format!(
-                "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
-                 stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(16))], \
-                 validation: (batch_size: 4, max_samples: Some(4)), batch: {batch})",
-                base.display(),
-                records.display()
-            ),
+            &records,
+            name,
+            (1, 16),
+            "",
+            &format!(", batch: {batch}"),
         )
     };
     let one = exp("one", "(global: 4, per_device: 2, devices: 1)");
     let two = exp("two", "(global: 4, per_device: 2, devices: 2)");
     let device: burn::tensor::Device<B> = Default::default();
-    let opts = |run: &str| TrainOptions {
-        run_dir: dir.join(run),
-        resume: false,
-        display: crate::Display::Quiet,
-        max_steps: None,
-        max_seconds: None,
-        cluster: None,
-    };
+    let opts = |run: &str| run_opts(&dir, run, false, None);
     // The device count must match the experiment.
     let e = crate::train::<B>(Some(&two), &opts("bad"), &[device]).unwrap_err();
     assert!(e.to_string().contains("batch.devices"), "{e}");
@@ -476,20 +492,9 @@ fn activation_checkpointing_trains_like_the_default() {
     let _rng = rng_lock();
     let dir = scratch("checkpointing");
     let records = phantom_records(&dir.join("data"));
-    let base = repo().join("experiments/tiny_phantom.ron");
     let exp = |name: &str, on: bool| {
-        write(
-            &dir,
-            &format!("{name}.ron"),
-            &format!(
-                "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
-                 stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(12))], \
-                 validation: (batch_size: 4, max_samples: Some(4)), \
-                 activation_checkpointing: {on})",
-                base.display(),
-                records.display()
-            ),
-        )
+        let rest = format!(", activation_checkpointing: {on}");
+        tiny_exp(&dir, &records, name, (1, 12), "", &rest)
     };
     let plain = exp("plain", false);
     let ckpt = exp("ckpt", true);
@@ -498,14 +503,7 @@ fn activation_checkpointing_trains_like_the_default() {
             .unwrap()
             .activation_checkpointing
     );
-    let opts = |run: &str| TrainOptions {
-        run_dir: dir.join(run),
-        resume: false,
-        display: crate::Display::Quiet,
-        max_steps: None,
-        max_seconds: None,
-        cluster: None,
-    };
+    let opts = |run: &str| run_opts(&dir, run, false, None);
     let a = crate::train::<B>(Some(&plain), &opts("plain"), &[Default::default()]).unwrap();
     let b = crate::train::<C>(Some(&ckpt), &opts("ckpt"), &[Default::default()]).unwrap();
     assert_eq!(a.info.steps, b.info.steps);
@@ -523,18 +521,13 @@ fn new_token_rows_only_trains_the_added_rows() {
     let _rng = rng_lock();
     let dir = scratch("new-rows");
     let records = phantom_records(&dir.join("data"));
-    let base = repo().join("experiments/tiny_phantom.ron");
-    let exp = write(
+    let exp = tiny_exp(
         &dir,
-        "rows.ron",
-        &format!(
-            "(name: \"rows\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
-             stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(8))], \
-             validation: (batch_size: 4, max_samples: Some(4)), \
-             train_also: [\"clip.\"], new_token_rows_only: true)",
-            base.display(),
-            records.display()
-        ),
+        &records,
+        "rows",
+        (1, 8),
+        "",
+        ", train_also: [\"clip.\"], new_token_rows_only: true",
     );
     let device: burn::tensor::Device<B> = Default::default();
     let cfg_path = repo().join("configs/mimo/mimo-tiny.ron");
@@ -573,14 +566,7 @@ fn new_token_rows_only_trains_the_added_rows() {
         2 * first_new * hidden,
         "the base rows of embed_tokens and lm_head leave the trainable set"
     );
-    let opts = TrainOptions {
-        run_dir: dir.join("run"),
-        resume: false,
-        display: crate::Display::Quiet,
-        max_steps: None,
-        max_seconds: None,
-        cluster: None,
-    };
+    let opts = run_opts(&dir, "run", false, None);
     let out = crate::train::<B>(Some(&exp), &opts, &[device]).unwrap();
     assert!(out.info.finished);
     // The final checkpoint holds the added rows apart, and loads into whole matrices.
@@ -629,19 +615,15 @@ fn clip_features_from_the_cache_train_like_the_tower() {
     let _rng = rng_lock();
     let dir = scratch("clip-cache");
     let records = phantom_records(&dir.join("data"));
-    let base = repo().join("experiments/tiny_phantom.ron");
     let cache = dir.join("cache");
     let exp = |name: &str, extra: &str| {
-        write(
+        tiny_exp(
             &dir,
-            &format!("{name}.ron"),
-            &format!(
-                "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None{extra}), \
-                 stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(12))], \
-                 validation: (batch_size: 4, max_samples: Some(4)), train_also: [\"llm.\"])",
-                base.display(),
-                records.display()
-            ),
+            &records,
+            name,
+            (1, 12),
+            extra,
+            ", train_also: [\"llm.\"]",
         )
     };
     let tower = exp("tower", "");
@@ -649,14 +631,7 @@ fn clip_features_from_the_cache_train_like_the_tower() {
         "cached",
         &format!(", clip_cache: Some(\"{}\")", cache.display()),
     );
-    let opts = |run: &str| TrainOptions {
-        run_dir: dir.join(run),
-        resume: false,
-        display: crate::Display::Quiet,
-        max_steps: None,
-        max_seconds: None,
-        cluster: None,
-    };
+    let opts = |run: &str| run_opts(&dir, run, false, None);
     let device: burn::tensor::Device<B> = Default::default();
     let a = crate::train::<B>(Some(&tower), &opts("tower"), &[device]).unwrap();
     let b = crate::train::<B>(Some(&cached), &opts("cached"), &[device]).unwrap();
@@ -697,34 +672,18 @@ fn frozen_bf16_trains_and_resumes() {
     let _rng = rng_lock();
     let dir = scratch("frozen-bf16");
     let records = phantom_records(&dir.join("data"));
-    let base = repo().join("experiments/tiny_phantom.ron");
     let exp = |name: &str, dtype: &str| {
-        write(
-            &dir,
-            &format!("{name}.ron"),
-            &format!(
-                "(name: \"{name}\", base: Some(\"{}\"), data: (records: Some(\"{}\"), build: None), \
-                 stages: [(name: \"g\", epochs: 2, samples_per_epoch: Some(8))], \
-                 validation: (batch_size: 4, max_samples: Some(4)), train_also: [], \
-                 checkpoint: (every_steps: Some(1), keep_last: 2){dtype})",
-                base.display(),
-                records.display()
-            ),
-        )
+        let rest =
+            format!(", train_also: [], checkpoint: (every_steps: Some(1), keep_last: 2){dtype}");
+        tiny_exp(&dir, &records, name, (2, 8), "", &rest)
     };
     let f32_exp = exp("f32", "");
     let bf16 = exp("bf16", ", frozen_dtype: Some(\"bf16\")");
     let bad = exp("bad", ", frozen_dtype: Some(\"fp8\")");
     let e = crate::Experiment::load(&bad).unwrap_err().to_string();
     assert!(e.contains("frozen_dtype"), "{e}");
-    let opts = |run: &str, resume: bool, max_steps: Option<usize>| TrainOptions {
-        run_dir: dir.join(run),
-        resume,
-        display: crate::Display::Quiet,
-        max_steps,
-        max_seconds: None,
-        cluster: None,
-    };
+    let opts =
+        |run: &str, resume: bool, max_steps: Option<usize>| run_opts(&dir, run, resume, max_steps);
     let device: burn::tensor::Device<B> = Default::default();
     crate::train::<B>(Some(&f32_exp), &opts("f32", false, None), &[device]).unwrap();
     let full = crate::train::<B>(Some(&bf16), &opts("full", false, None), &[device]).unwrap();
