@@ -161,9 +161,9 @@ impl<B: Backend> MultiHeadAttention<B> {
         let t = kv.dims()[1];
         let h = self.num_heads;
         let split = |x: Tensor<B, 3>, n: usize| x.reshape([b, n, h, d / h]).swap_dims(1, 2);
-        let q = split(self.q_proj.forward(q), nq);
-        let k = split(self.k_proj.forward(kv.clone()), t);
-        let v = split(self.v_proj.forward(kv), t);
+        let q = split(crate::nn::linear_rows(&self.q_proj, q), nq);
+        let k = split(crate::nn::linear_rows(&self.k_proj, kv.clone()), t);
+        let v = split(crate::nn::linear_rows(&self.v_proj, kv), t);
         let dtype = q.dtype();
         let bias = key_padding.map(|m| {
             Tensor::<B, 4>::zeros([b, 1, 1, t], &m.device())
@@ -172,8 +172,7 @@ impl<B: Backend> MultiHeadAttention<B> {
                 .expand([b, h, nq, t])
         });
         let out = attention(q, k, v, None, bias, AttentionModuleOptions::default());
-        self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([b, nq, d]))
+        crate::nn::linear_rows(&self.out_proj, out.swap_dims(1, 2).reshape([b, nq, d]))
     }
 }
 
@@ -259,18 +258,23 @@ impl<B: Backend> Aligner<B> {
     pub fn forward(&self, ctx: AlignerContext<B>) -> Tensor<B, 3> {
         let [n, p, _] = ctx.image.dims();
         let device = ctx.image.device();
-        let mut parts =
-            vec![self.img_ctx.forward(self.ln_img.forward(ctx.image)) + self.type_row(0)];
+        let mut parts = vec![
+            crate::nn::linear_rows(&self.img_ctx, self.ln_img.forward(ctx.image))
+                + self.type_row(0),
+        ];
         let mut pads = vec![Tensor::<B, 2, Bool>::from_data(
             burn::tensor::TensorData::new(vec![false; n * p], [n, p]),
             &device,
         )];
         if ctx.prompts.dims()[1] > 0 {
-            parts.push(self.img_ctx.forward(self.ln_img.forward(ctx.prompts)) + self.type_row(1));
+            parts.push(
+                crate::nn::linear_rows(&self.img_ctx, self.ln_img.forward(ctx.prompts))
+                    + self.type_row(1),
+            );
             pads.push(ctx.prompt_padding);
         }
         if ctx.text.dims()[1] > 0 {
-            parts.push(self.txt_ctx.forward(ctx.text) + self.type_row(2));
+            parts.push(crate::nn::linear_rows(&self.txt_ctx, ctx.text) + self.type_row(2));
             pads.push(ctx.text_keep.bool_not());
         }
         let context = Tensor::cat(parts, 1);
@@ -286,8 +290,11 @@ impl<B: Backend> Aligner<B> {
                     .cross_attn
                     .forward(blk.ln2.forward(q), kv, Some(padding.clone()));
             let x = blk.ln3.forward(q.clone());
-            q = q + blk.mlp.fc2.forward(gelu(blk.mlp.fc1.forward(x)));
+            q = q + crate::nn::linear_rows(
+                &blk.mlp.fc2,
+                gelu(crate::nn::linear_rows(&blk.mlp.fc1, x)),
+            );
         }
-        self.llm_proj.forward(self.ln_f.forward(q))
+        crate::nn::linear_rows(&self.llm_proj, self.ln_f.forward(q))
     }
 }

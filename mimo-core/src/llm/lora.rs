@@ -15,6 +15,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::{Llama, LlamaDecoderLayer};
+use crate::nn::linear_rows;
 
 /// A linear layer that can carry a LoRA adapter. The base layer is a plain burn `Linear`
 /// (`<name>.base.*`); the checkpoint dialect maps HF's `<name>.weight` onto it.
@@ -51,17 +52,16 @@ impl<B: Backend> LoraLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match (&self.lora_a, &self.lora_b) {
             (Some(a), Some(b)) if !self.merged => {
-                let y = self.base.forward(x.clone());
+                let y = linear_rows(&self.base, x.clone());
                 // The adapter may be in another dtype than the base (f32 adapters on a
                 // bf16 base in training): it computes in its own and adds in the base's.
                 let dtype = a.weight.val().dtype();
-                let z = b
-                    .forward(a.forward(self.dropout.forward(x.cast(dtype))))
+                let z = linear_rows(b, linear_rows(a, self.dropout.forward(x.cast(dtype))))
                     .mul_scalar(self.scaling);
                 let out = y.dtype();
                 y + z.cast(out)
             }
-            _ => self.base.forward(x),
+            _ => linear_rows(&self.base, x),
         }
     }
 

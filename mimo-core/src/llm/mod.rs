@@ -603,7 +603,7 @@ impl<B: Backend> Llama<B> {
     /// Logits of final-norm hidden states `[B, S, hidden]`.
     pub fn lm_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match (&self.lm_head, &self.new_token_rows) {
-            (Some(head), None) => head.forward(hidden.cast(head.weight.dtype())),
+            (Some(head), None) => crate::nn::linear_rows(head, hidden.cast(head.weight.dtype())),
             (Some(head), Some(rows)) => {
                 let base = head.weight.val();
                 let dtype = base.dtype();

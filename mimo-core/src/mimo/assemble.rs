@@ -122,7 +122,8 @@ impl<B: Backend> Mimo<B> {
         let embeds = self.llm.embed(safe_ids).cast(llm_dtype);
         let d = embeds.dims()[2];
         let features = features.cast(new_dtype);
-        let image_tokens = self.mm_projector.forward(features.clone()).cast(llm_dtype);
+        let image_tokens =
+            crate::nn::linear_rows(&self.mm_projector, features.clone()).cast(llm_dtype);
         // `None`: nothing after the image tokens (no prompts, no aligner).
         let extra: Vec<Option<Tensor<B, 2>>> = match &self.aligner {
             Some(aligner) => {
@@ -142,10 +143,8 @@ impl<B: Backend> Mimo<B> {
                     .collect()
             }
             None => {
-                let projected = self
-                    .mm_projector
-                    .forward(vp.cast(new_dtype))
-                    .cast(llm_dtype);
+                let projected =
+                    crate::nn::linear_rows(&self.mm_projector, vp.cast(new_dtype)).cast(llm_dtype);
                 (0..n)
                     .map(|r| {
                         let valid: Vec<i64> = (0..slots)

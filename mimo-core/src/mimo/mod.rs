@@ -196,7 +196,7 @@ pub struct SegHead<B: Backend> {
 impl<B: Backend> SegHead<B> {
     /// `[.., D] -> [.., C]`.
     pub fn forward<const N: usize>(&self, x: Tensor<B, N>) -> Tensor<B, N> {
-        self.fc2.forward(relu(self.fc1.forward(x)))
+        crate::nn::linear_rows(&self.fc2, relu(crate::nn::linear_rows(&self.fc1, x)))
     }
 }
 

@@ -279,7 +279,7 @@ impl<B: Backend> VisualPromptEncoder<B> {
             tokens = tokens + is(label as i64) * row(emb);
         }
         (
-            self.proj.forward(tokens),
+            crate::nn::linear_rows(&self.proj, tokens),
             prompts.labels.clone().equal_elem(LABEL_PAD),
         )
     }

@@ -48,14 +48,13 @@ impl<B: Backend> Attention<B> {
 
     /// `softmax(q kᵀ / sqrt(head_dim)) v` over `[B, N, C]` inputs.
     pub fn forward(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> Tensor<B, 3> {
-        let q = self.heads(self.q_proj.forward(q));
-        let k = self.heads(self.k_proj.forward(k));
-        let v = self.heads(self.v_proj.forward(v));
+        let q = self.heads(crate::nn::linear_rows(&self.q_proj, q));
+        let k = self.heads(crate::nn::linear_rows(&self.k_proj, k));
+        let v = self.heads(crate::nn::linear_rows(&self.v_proj, v));
         let [b, h, n, hd] = q.dims();
         let attn = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
         let out = softmax(attn, 3).matmul(v);
-        self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([b, n, h * hd]))
+        crate::nn::linear_rows(&self.out_proj, out.swap_dims(1, 2).reshape([b, n, h * hd]))
     }
 }
 
@@ -116,10 +115,10 @@ impl<B: Backend> TwoWayAttentionBlock<B> {
             .norm2
             .forward(queries + self.cross_attn_token_to_image.forward(q, k, keys.clone()));
 
-        let mlp = self
-            .mlp
-            .lin2
-            .forward(relu(self.mlp.lin1.forward(queries.clone())));
+        let mlp = crate::nn::linear_rows(
+            &self.mlp.lin2,
+            relu(crate::nn::linear_rows(&self.mlp.lin1, queries.clone())),
+        );
         let queries = self.norm3.forward(queries + mlp);
 
         let q = queries.clone() + query_pe;
