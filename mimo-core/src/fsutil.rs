@@ -32,3 +32,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// The JSON header of a safetensors file and the offset where its data starts, read without
+/// the tensors (a shard or checkpoint may be gigabytes).
+pub fn safetensors_header(path: &Path) -> Result<(serde_json::Value, u64), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return Err(format!("not a safetensors file (header of {n} bytes)"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let v = serde_json::from_slice(&header).map_err(|e| format!("bad safetensors header: {e}"))?;
+    Ok((v, 8 + n))
+}

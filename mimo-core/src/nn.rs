@@ -90,6 +90,20 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
+/// `param` in `dtype` (unchanged if already), a new leaf that keeps whether it trains.
+pub fn cast_param<B: Backend, const D: usize>(
+    param: burn::module::Param<Tensor<B, D>>,
+    dtype: burn::tensor::DType,
+) -> burn::module::Param<Tensor<B, D>> {
+    if param.dtype() == dtype {
+        return param;
+    }
+    param.map(|t| {
+        let require = t.is_require_grad();
+        t.cast(dtype).detach().set_require_grad(require)
+    })
+}
+
 /// Casts every float parameter of a module to `dtype` (e.g. `DType::BF16` on a GPU). Each cast
 /// parameter is a new leaf with the original's gradient requirement, so a cast model trains.
 pub fn cast_module<B: Backend, M: burn::module::Module<B>>(
@@ -102,14 +116,7 @@ pub fn cast_module<B: Backend, M: burn::module::Module<B>>(
             &mut self,
             param: burn::module::Param<Tensor<B, D>>,
         ) -> burn::module::Param<Tensor<B, D>> {
-            let dtype = self.0;
-            if param.dtype() == dtype {
-                return param;
-            }
-            param.map(|t| {
-                let require = t.is_require_grad();
-                t.cast(dtype).detach().set_require_grad(require)
-            })
+            cast_param(param, self.0)
         }
     }
     module.map(&mut CastTo(dtype))

@@ -129,11 +129,8 @@ pub fn cast_to_dtypes<B: Backend, M: Module<B>>(m: M, dtypes: &[burn::tensor::DT
             let i = self.1;
             self.1 += 1;
             match self.0.get(i) {
-                Some(&dtype) if param.dtype() != dtype => param.map(|t| {
-                    let require = t.is_require_grad();
-                    t.cast(dtype).detach().set_require_grad(require)
-                }),
-                _ => param,
+                Some(&dtype) => crate::nn::cast_param(param, dtype),
+                None => param,
             }
         }
     }

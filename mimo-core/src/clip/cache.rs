@@ -340,17 +340,8 @@ impl FeatureCache {
         // images (≈ 1.3 MB each for ViT-H).
         use std::io::{Read, Seek, SeekFrom};
         let path = self.dir.join(shard);
-        let mut f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
-        let mut len = [0u8; 8];
-        f.read_exact(&mut len).map_err(|e| io_err(&path, e))?;
-        let n = u64::from_le_bytes(len);
-        if n > 100_000_000 {
-            return Err(io_err(&path, "not a safetensors shard"));
-        }
-        let mut header = vec![0u8; n as usize];
-        f.read_exact(&mut header).map_err(|e| io_err(&path, e))?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&header).map_err(|e| io_err(&path, e))?;
+        let (header, data_start) =
+            crate::fsutil::safetensors_header(&path).map_err(|e| io_err(&path, e))?;
         let entry = header.get(key).ok_or_else(|| {
             io_err(
                 &path,
@@ -372,7 +363,8 @@ impl FeatureCache {
                 format!("tensor {key} is not f32 [{t}, {d}] as the manifest says"),
             ));
         }
-        f.seek(SeekFrom::Start(8 + n + offsets[0]))
+        let mut f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+        f.seek(SeekFrom::Start(data_start + offsets[0]))
             .map_err(|e| io_err(&path, e))?;
         let mut bytes = vec![0u8; t * d * 4];
         f.read_exact(&mut bytes).map_err(|e| io_err(&path, e))?;

@@ -375,18 +375,7 @@ impl<B: Backend> ModuleVisitor<B> for Collect<B> {
 
 /// The shape of tensor `key` in a safetensors file, from its header alone.
 fn tensor_shape(path: &Path, key: &str) -> Result<Vec<usize>, String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let n = u64::from_le_bytes(len);
-    if n > 100_000_000 {
-        return Err(format!("not a safetensors file (header of {n} bytes)"));
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(|e| e.to_string())?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| format!("bad safetensors header: {e}"))?;
+    let (v, _) = crate::fsutil::safetensors_header(path)?;
     v.get(key)
         .and_then(|t| t.get("shape"))
         .and_then(|s| s.as_array())

@@ -329,13 +329,7 @@ impl<B: Backend> ModuleMapper<B> for CastFrozen {
         } else {
             self.0
         };
-        if param.dtype() == dtype {
-            return param;
-        }
-        param.map(|t| {
-            let require = t.is_require_grad();
-            t.cast(dtype).detach().set_require_grad(require)
-        })
+        crate::nn::cast_param(param, dtype)
     }
 }
 
