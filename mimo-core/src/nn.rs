@@ -239,3 +239,76 @@ pub fn linear_rows<B: Backend, const D: usize>(
     out[D - 1] = y.dims()[1];
     y.reshape(out)
 }
+
+/// Scaled dot-product attention, `burn::tensor::module::attention` with the work spread over
+/// the CPU's threads.
+///
+/// burn-flex 0.21.0's fused attention (`ops/attention.rs`, `attention_impl` and
+/// `attention_naive_impl`) loops over `(batch, head)` pairs on the calling thread and calls
+/// `gemm` with `Parallelism::None`, so a SAM global block's attention (12 heads × 4096²
+/// scores) used one core of two while the rest of the encoder used both. On that backend the
+/// heads (or, with one head, the batch) are split into one chunk per thread of rayon's pool
+/// and each chunk runs the same fused kernel; the values are those of one call. Other
+/// backends (GPUs, and autodiff, whose attention is burn's materialised fallback) get the
+/// single call, as do calls too small to repay a thread hand-off.
+///
+/// `mask` and `attn_bias` may broadcast over batch and heads (size 1) as in burn.
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, burn::tensor::Bool>>,
+    attn_bias: Option<Tensor<B, 4>>,
+    options: burn::tensor::ops::AttentionModuleOptions,
+) -> Tensor<B, 4> {
+    use burn::tensor::module::attention as fused;
+    let [b, heads, nq, d] = q.dims();
+    let [_, _, nk, dv] = v.dims();
+    // Multiply-adds of the two products; below ~8 M a split costs more than it saves.
+    let work = b * heads * nq * nk * (d + dv);
+    let threads = rayon::current_num_threads();
+    // Split the heads if there are enough of them, else the batch.
+    let dim = if heads > 1 { 1 } else { 0 };
+    let size = [b, heads][dim];
+    let chunks = threads.min(size);
+    if chunks < 2 || work < (8 << 20) || B::name(&q.device()) != "flex" {
+        return fused(q, k, v, mask, attn_bias, options);
+    }
+    let part = |t: &Tensor<B, 4>, start: usize, len: usize| {
+        if t.dims()[dim] == size {
+            t.clone().narrow(dim, start, len)
+        } else {
+            t.clone()
+        }
+    };
+    let bounds: Vec<(usize, usize)> = (0..chunks)
+        .map(|i| {
+            (
+                i * size / chunks,
+                (i + 1) * size / chunks - i * size / chunks,
+            )
+        })
+        .collect();
+    use rayon::prelude::*;
+    let outs: Vec<Tensor<B, 4>> = bounds
+        .into_par_iter()
+        .map(|(start, len)| {
+            let mask = mask.as_ref().map(|m| {
+                if m.dims()[dim] == size {
+                    m.clone().narrow(dim, start, len)
+                } else {
+                    m.clone()
+                }
+            });
+            fused(
+                part(&q, start, len),
+                part(&k, start, len),
+                part(&v, start, len),
+                mask,
+                attn_bias.as_ref().map(|t| part(t, start, len)),
+                options,
+            )
+        })
+        .collect();
+    Tensor::cat(outs, dim)
+}

@@ -18,11 +18,11 @@
 //! Visual-prompt tokens share the image's norm and projection (they live in the same
 //! feature space); padding prompt slots and non-instruction text positions are masked keys.
 
+use crate::nn::attention;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Distribution, Tensor};
 use serde::{Deserialize, Serialize};

@@ -20,11 +20,11 @@ pub use generate::{FinishReason, Generated, GenerationConfig};
 pub use load::load_llama;
 pub use lora::{LoraConfig, LoraLinear};
 
+use crate::nn::attention;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 

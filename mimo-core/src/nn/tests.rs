@@ -61,3 +61,74 @@ fn bilinear_weights_are_a_partition_of_unity() {
         }
     }
 }
+
+/// The attention spread over threads (heads split, or the batch when there is one head)
+/// gives exactly the values of burn's single fused call, with a mask and an additive bias that
+/// broadcast over some of the leading dimensions.
+#[test]
+fn threaded_attention_equals_one_fused_call() {
+    use burn::tensor::module::attention as fused;
+    use burn::tensor::ops::AttentionModuleOptions;
+    let device = Default::default();
+    let rand = |s: [usize; 4]| {
+        Tensor::<TestBackend, 4>::random(s, Distribution::Normal(0.0, 1.0), &device)
+    };
+    for (b, heads, n, d) in [(1, 4, 300, 32), (2, 1, 400, 24), (3, 3, 260, 40)] {
+        let (q, k, v) = (
+            rand([b, heads, n, d]),
+            rand([b, heads, n, d]),
+            rand([b, heads, n, d]),
+        );
+        // Causal-style mask shared by the heads; a bias per head shared by the batch.
+        let mask = Tensor::<TestBackend, 1, burn::tensor::Int>::arange(0..n as i64, &device)
+            .reshape([1, n])
+            .greater(
+                Tensor::<TestBackend, 1, burn::tensor::Int>::arange(0..n as i64, &device)
+                    .reshape([n, 1]),
+            )
+            .reshape([1, 1, n, n])
+            .expand([b, 1, n, n]);
+        let bias = rand([1, heads, n, n]);
+        assert!(
+            b * heads * n * n * 2 * d >= 8 << 20,
+            "the test must take the split path"
+        );
+        for options in [
+            AttentionModuleOptions::default(),
+            AttentionModuleOptions {
+                scale: Some(0.3),
+                ..Default::default()
+            },
+        ] {
+            let one = fused(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                Some(mask.clone()),
+                Some(bias.clone()),
+                options,
+            );
+            let split = attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                Some(mask.clone()),
+                Some(bias.clone()),
+                options,
+            );
+            assert_eq!(split.dims(), [b, heads, n, d]);
+            let diff: f32 = (one - split).abs().max().into_scalar();
+            assert_eq!(diff, 0.0, "b={b} heads={heads} n={n} d={d}");
+        }
+        let plain = fused(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            None,
+            None,
+            Default::default(),
+        );
+        let split = attention(q, k, v, None, None, Default::default());
+        assert_eq!((plain - split).abs().max().into_scalar(), 0.0);
+    }
+}
