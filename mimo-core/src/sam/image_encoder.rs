@@ -76,16 +76,39 @@ impl<B: Backend> Attention<B> {
         let heads = self.num_heads;
         let hd = c / heads;
         let n = h * w;
-        // [B, HW, 3, heads, hd] -> [3, B*heads, HW, hd]
-        let qkv = self
+        // The qkv projection as one product batched over the 3 x heads column blocks of its
+        // weight, `[1, B*HW, C] x [3*heads, C, hd] -> [3*heads, B*HW, hd]`: every head comes
+        // out contiguous, where `Linear` + reshape + permute would copy the whole
+        // `[B, HW, 3, heads, hd]` activation into head order (on the CPU backend an
+        // element-by-element strided copy, a third of a windowed ViT-B block's attention).
+        // The bias rides along as one more input column of ones (adding it to the
+        // `[3*heads, B*HW, hd]` product would broadcast over its middle axis, a slow path on
+        // the CPU backend). Same products, same values up to summation order; PyTorch's
+        // column order `(3, heads, hd)` is kept.
+        let x = tokens(x);
+        let weight = self
             .qkv
-            .forward(tokens(x))
-            .reshape([b, n, 3, heads, hd])
-            .permute([2, 0, 3, 1, 4])
-            .reshape([3, b * heads, n, hd]);
-        let q = qkv.clone().narrow(0, 0, 1).reshape([b * heads, n, hd]);
-        let k = qkv.clone().narrow(0, 1, 1).reshape([b * heads, n, hd]);
-        let v = qkv.narrow(0, 2, 1).reshape([b, heads, n, hd]);
+            .weight
+            .val()
+            .reshape([c, 3 * heads, hd])
+            .swap_dims(0, 1);
+        let (x, weight) = match &self.qkv.bias {
+            Some(bias) => {
+                let ones = Tensor::<B, 2>::ones([b * n, 1], &x.device()).cast(x.dtype());
+                (
+                    Tensor::cat(vec![x, ones], 1),
+                    Tensor::cat(vec![weight, bias.val().reshape([3 * heads, 1, hd])], 1),
+                )
+            }
+            None => (x, weight),
+        };
+        let qkv = x.unsqueeze::<3>().matmul(weight);
+        // [3, heads * B, HW, hd]: the attention below runs over (head, image) pairs with the
+        // heads as its batch; each pair is independent, so the order does not matter.
+        let qkv = qkv.reshape([3, heads * b, n, hd]);
+        let q = qkv.clone().narrow(0, 0, 1).reshape([heads * b, n, hd]);
+        let k = qkv.clone().narrow(0, 1, 1).reshape([heads * b, n, hd]);
+        let v = qkv.narrow(0, 2, 1).reshape([heads, b, n, hd]);
 
         let scale = (hd as f64).powf(-0.5);
         let (q, k) = match (&self.rel_pos_h, &self.rel_pos_w) {
@@ -94,23 +117,23 @@ impl<B: Backend> Attention<B> {
                 let q = Tensor::cat(
                     vec![
                         q * scale,
-                        rel_h.reshape([b * heads, n, h]),
-                        rel_w.reshape([b * heads, n, w]),
+                        rel_h.reshape([heads * b, n, h]),
+                        rel_w.reshape([heads * b, n, w]),
                     ],
                     2,
                 );
                 let codes = key_position_codes::<B>([h, w], &k.device())
                     .cast(k.dtype())
                     .unsqueeze::<3>()
-                    .expand([b * heads, n, h + w]);
+                    .expand([heads * b, n, h + w]);
                 (q, Tensor::cat(vec![k, codes], 2))
             }
             _ => (q * scale, k),
         };
         let d = q.dims()[2];
         let out = attention(
-            q.reshape([b, heads, n, d]),
-            k.reshape([b, heads, n, d]),
+            q.reshape([heads, b, n, d]),
+            k.reshape([heads, b, n, d]),
             v,
             None,
             None,
@@ -119,9 +142,10 @@ impl<B: Backend> Attention<B> {
                 ..Default::default()
             },
         );
+        // [heads, B*HW, hd] -> [B*HW, heads * hd]
         let out = out
-            .reshape([b, heads, h, w, hd])
-            .permute([0, 2, 3, 1, 4])
+            .reshape([heads, b * n, hd])
+            .swap_dims(0, 1)
             .reshape([b * n, c]);
         self.proj.forward(out).reshape([b, h, w, c])
     }
@@ -149,24 +173,18 @@ fn decomposed_rel_pos<B: Backend>(
     [h, w]: [usize; 2],
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let [bh, _, hd] = q.dims();
-    let rh = get_rel_pos(h, rel_pos_h); // [h, kh, hd]
-    let rw = get_rel_pos(w, rel_pos_w); // [w, kw, hd]
+    let rh = get_rel_pos(h, rel_pos_h); // [y, ky, hd]
+    let rw = get_rel_pos(w, rel_pos_w); // [x, kx, hd]
     let r_q = q.reshape([bh, h, w, hd]);
-    // rel_h: batch the matmul over y: [h, bh*w, hd] x [h, hd, kh] -> [h, bh*w, kh]
-    let rel_h = r_q
-        .clone()
-        .permute([1, 0, 2, 3])
-        .reshape([h, bh * w, hd])
-        .matmul(rh.swap_dims(1, 2))
-        .reshape([h, bh, w, h])
-        .permute([1, 0, 2, 3]); // [bh, y, x, ky]
-    // rel_w: batch over x: [w, bh*h, hd] x [w, hd, kw] -> [w, bh*h, kw]
+    // Products batched over (b, y) and (b, x) with the tables broadcast over b, read in place
+    // from `r_q` and its transposed view (no permuted copy of the queries).
+    // rel_h: [bh, y, x, hd] x [1, y, hd, ky] -> [bh, y, x, ky]
+    let rel_h = r_q.clone().matmul(rh.swap_dims(1, 2).unsqueeze::<4>());
+    // rel_w: [bh, x, y, hd] x [1, x, hd, kx] -> [bh, x, y, kx] -> [bh, y, x, kx]
     let rel_w = r_q
-        .permute([2, 0, 1, 3])
-        .reshape([w, bh * h, hd])
-        .matmul(rw.swap_dims(1, 2))
-        .reshape([w, bh, h, w])
-        .permute([1, 2, 0, 3]); // [bh, y, x, kx]
+        .swap_dims(1, 2)
+        .matmul(rw.swap_dims(1, 2).unsqueeze::<4>())
+        .swap_dims(1, 2);
     (rel_h, rel_w)
 }
 
