@@ -8,6 +8,7 @@ mod eval;
 mod generate;
 mod heldout;
 mod infer;
+mod malloc;
 mod overlay;
 mod quickstart;
 mod report;
@@ -66,6 +67,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::tune_for_tensors();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Segment(args) => segment::run(args),
