@@ -369,6 +369,8 @@ fn run_load(args: &BenchArgs) -> Result<(), String> {
             load_llama::<Backend>(&config, dir, LoadOptions::new(&device).with_dtype(dtype))
                 .map_err(|e| e.to_string())?;
         Backend::sync(&device).map_err(|e| format!("backend error: {e:?}"))?;
+        // As every CLI command does once its model is loaded.
+        crate::malloc::release_free_memory();
         let seconds = started.elapsed().as_secs_f64();
         let (_, peak_rss, rss_anon_after) = memory();
         let params: usize = mimo_core::loader::file_params(&model, &DIALECT)

@@ -84,6 +84,7 @@ pub fn run(args: ClipCacheArgs) -> Result<(), String> {
     let (tower, report) =
         mimo_core::clip::load::load_clip::<Backend>(&config, &args.checkpoint, &device)
             .map_err(|e| e.to_string())?;
+    crate::malloc::release_free_memory();
     backend::note_unused(&report.unused);
 
     let bar = ProgressBar::new(images.len() as u64);

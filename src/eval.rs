@@ -114,6 +114,7 @@ pub fn load(target: &Path, config: Option<&Path>) -> Result<Loaded, String> {
     let build = cfg
         .build::<Backend>(base, &backend::device())
         .map_err(|e| e.to_string())?;
+    crate::malloc::release_free_memory();
     Ok(Loaded {
         build,
         records,

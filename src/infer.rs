@@ -179,6 +179,7 @@ pub fn run(args: InferArgs) -> Result<(), String> {
     let built = config
         .build::<Backend>(base, LoadOptions::new(&device).with_dtype(dtype))
         .map_err(|e| e.to_string())?;
+    crate::malloc::release_free_memory();
     if !built.random_parts.is_empty() {
         eprintln!(
             "note: no weights for {} (randomly initialised): the answer is not meaningful",

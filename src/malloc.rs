@@ -26,3 +26,14 @@ pub fn tune_for_tensors() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
+
+/// Hands the free pages of the heap back to the system (`malloc_trim`). With freed memory kept
+/// for reuse, what a model load frees (initial values replaced by the checkpoint's, casts)
+/// would otherwise stay resident; the CLI calls this once a model is loaded.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns unused heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -144,6 +144,7 @@ pub fn run(args: SegmentArgs) -> Result<(), String> {
     let (sam, report) =
         mimo_core::sam::load::load_sam::<Backend>(&config, &args.checkpoint, &device)
             .map_err(|e| e.to_string())?;
+    crate::malloc::release_free_memory();
     backend::note_unused(&report.unused);
     eprintln!(
         "embedding {}x{} image at {} px",

@@ -227,6 +227,7 @@ fn load(spec: &ModelSpec) -> Result<(Engine, ModelInfo), String> {
             let built = cfg
                 .build::<Backend>(base, LoadOptions::new(&device).with_dtype(*dtype))
                 .map_err(|e| e.to_string())?;
+            crate::malloc::release_free_memory();
             if built.tokenizer.is_none() {
                 return Err(format!(
                     "{} names no tokenizer and the LLM folder has no tokenizer.json: set \
