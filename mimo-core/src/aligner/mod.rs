@@ -19,9 +19,9 @@
 //! feature space); padding prompt slots and non-instruction text positions are masked keys.
 
 use crate::nn::attention;
+use crate::nn::gelu;
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Distribution, Tensor};

@@ -21,7 +21,9 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::activation::sigmoid;
+
+use crate::nn::{elementwise, gelu};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -204,7 +206,7 @@ impl<B: Backend> ClipMlp<B> {
         let x = self.fc1.forward(x);
         let x = match self.act {
             HiddenAct::Gelu => gelu(x),
-            HiddenAct::QuickGelu => x.clone() * sigmoid(x * 1.702),
+            HiddenAct::QuickGelu => elementwise(x, |x| x.clone() * sigmoid(x * 1.702)),
         };
         self.fc2.forward(x)
     }

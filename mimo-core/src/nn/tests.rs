@@ -132,3 +132,21 @@ fn threaded_attention_equals_one_fused_call() {
         assert_eq!((plain - split).abs().max().into_scalar(), 0.0);
     }
 }
+
+/// GELU and quick GELU spread over threads equal burn's single call bit for bit, on a tensor
+/// large enough to be split (and a small one, which is not).
+#[test]
+fn threaded_elementwise_equals_one_call() {
+    use burn::tensor::activation::sigmoid;
+    let device = Default::default();
+    for shape in [[3, 7, 129, 131], [1, 2, 3, 5]] {
+        let x = Tensor::<TestBackend, 4>::random(shape, Distribution::Normal(0.0, 2.0), &device);
+        let one = burn::tensor::activation::gelu(x.clone());
+        assert_eq!((one - gelu(x.clone())).abs().max().into_scalar(), 0.0);
+        let quick = |x: Tensor<TestBackend, 1>| x.clone() * sigmoid(x * 1.702);
+        let one = x.clone() * sigmoid(x.clone() * 1.702);
+        let split = elementwise(x, quick);
+        assert_eq!(split.dims(), shape);
+        assert_eq!((one - split).abs().max().into_scalar(), 0.0);
+    }
+}

@@ -6,11 +6,11 @@ use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::backend::Backend;
 
 use super::config::{MaskDecoderConfig, TwoWayTransformerConfig};
-use crate::nn::{LayerNorm2d, Mlp};
+use crate::nn::{LayerNorm2d, Mlp, gelu};
 
 /// Multi-head attention with an optional down-projection of q/k/v (`q_proj`, `k_proj`,
 /// `v_proj`, `out_proj`).
