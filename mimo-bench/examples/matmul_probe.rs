@@ -1,5 +1,7 @@
-//! Times the matrix products of a CLIP ViT-B/16 layer on the CPU backend:
-//! `cargo run -p mimo-bench --example matmul_probe`.
+//! Times the matrix products of a CLIP ViT-B/16 layer, a SAM ViT-B block (4096 tokens) and the
+//! 512 x 4 LLM (64 tokens, LM head of 32000) on the CPU backend:
+//! `cargo run -p mimo-bench --example matmul_probe`. `scripts/bench_matmul.sh` times PyTorch
+//! on the same shapes first.
 
 use std::time::Instant;
 
@@ -10,12 +12,17 @@ type B = Flex;
 
 fn main() {
     let d = Default::default();
-    let shapes: [(usize, usize, usize); 5] = [
+    let shapes: [(usize, usize, usize); 10] = [
         (197, 768, 3072),
         (197, 3072, 768),
         (197, 768, 768),
         (394, 768, 3072),
         (1024, 768, 3072),
+        (4096, 768, 2304),
+        (64, 512, 32000),
+        (64, 512, 1376),
+        (64, 1376, 512),
+        (64, 512, 512),
     ];
     for (m, k, n) in shapes {
         let a = Tensor::<B, 2>::random([m, k], Distribution::Default, &d);
