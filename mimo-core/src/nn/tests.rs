@@ -100,22 +100,20 @@ fn threaded_attention_equals_one_fused_call() {
                 ..Default::default()
             },
         ] {
-            let one = fused(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                Some(mask.clone()),
-                Some(bias.clone()),
-                options,
-            );
-            let split = attention(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                Some(mask.clone()),
-                Some(bias.clone()),
-                options,
-            );
+            type T4 = Tensor<TestBackend, 4>;
+            type Attn = fn(
+                T4,
+                T4,
+                T4,
+                Option<Tensor<TestBackend, 4, burn::tensor::Bool>>,
+                Option<T4>,
+                AttentionModuleOptions,
+            ) -> T4;
+            let run = |f: Attn| {
+                let (mask, bias) = (Some(mask.clone()), Some(bias.clone()));
+                f(q.clone(), k.clone(), v.clone(), mask, bias, options)
+            };
+            let (one, split) = (run(fused), run(attention));
             assert_eq!(split.dims(), [b, heads, n, d]);
             let diff: f32 = (one - split).abs().max().into_scalar();
             assert_eq!(diff, 0.0, "b={b} heads={heads} n={n} d={d}");
