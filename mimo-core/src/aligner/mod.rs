@@ -18,8 +18,7 @@
 //! Visual-prompt tokens share the image's norm and projection (they live in the same
 //! feature space); padding prompt slots and non-instruction text positions are masked keys.
 
-use crate::nn::attention;
-use crate::nn::gelu;
+use crate::nn::{attention, gelu};
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;

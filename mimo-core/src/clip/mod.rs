@@ -16,18 +16,16 @@ pub use config::{ClipVisionConfig, FeatureSelect, HiddenAct, SelectFeature};
 pub use load::load_clip;
 pub use preprocess::ClipPreprocessConfig;
 
-use crate::nn::attention;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
-
-use crate::nn::{elementwise, gelu};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::imageops::Image;
+use crate::nn::{attention, elementwise, gelu};
 
 /// Class token, patch embedding and learned positions (`embeddings.*`).
 #[derive(Module, Debug)]

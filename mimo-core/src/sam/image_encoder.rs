@@ -2,8 +2,6 @@
 //! absolute positions, windowed and global attention blocks with decomposed relative
 //! positions, and the convolutional neck.
 
-use crate::nn::attention;
-use crate::nn::gelu;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -12,7 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor};
 
 use super::config::ImageEncoderViTConfig;
-use crate::nn::LayerNorm2d;
+use crate::nn::{LayerNorm2d, attention, gelu};
 
 /// Non-overlapping patch embedding (`patch_embed.proj`, a strided convolution).
 #[derive(Module, Debug)]

@@ -4,7 +4,6 @@
 
 use std::f64::consts::PI;
 
-use crate::nn::gelu;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig};
@@ -12,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 
 use super::config::SamConfig;
-use crate::nn::LayerNorm2d;
+use crate::nn::{LayerNorm2d, gelu};
 
 /// Label of a padding point (no prompt at this slot).
 pub const LABEL_PAD: i64 = -1;
