@@ -274,38 +274,33 @@ pub fn attention<B: Backend>(
     if chunks < 2 || work < (8 << 20) || B::name(&q.device()) != "flex" {
         return fused(q, k, v, mask, attn_bias, options);
     }
-    let part = |t: &Tensor<B, 4>, start: usize, len: usize| {
+    // A chunk of the split axis, or the whole tensor where it broadcasts along that axis.
+    fn part<B: Backend, K: burn::tensor::BasicOps<B>>(
+        t: &Tensor<B, 4, K>,
+        dim: usize,
+        size: usize,
+        (start, len): (usize, usize),
+    ) -> Tensor<B, 4, K> {
         if t.dims()[dim] == size {
             t.clone().narrow(dim, start, len)
         } else {
             t.clone()
         }
-    };
-    let bounds: Vec<(usize, usize)> = (0..chunks)
+    }
+    use rayon::prelude::*;
+    let outs: Vec<Tensor<B, 4>> = (0..chunks)
+        .into_par_iter()
         .map(|i| {
-            (
+            let range = (
                 i * size / chunks,
                 (i + 1) * size / chunks - i * size / chunks,
-            )
-        })
-        .collect();
-    use rayon::prelude::*;
-    let outs: Vec<Tensor<B, 4>> = bounds
-        .into_par_iter()
-        .map(|(start, len)| {
-            let mask = mask.as_ref().map(|m| {
-                if m.dims()[dim] == size {
-                    m.clone().narrow(dim, start, len)
-                } else {
-                    m.clone()
-                }
-            });
+            );
             fused(
-                part(&q, start, len),
-                part(&k, start, len),
-                part(&v, start, len),
-                mask,
-                attn_bias.as_ref().map(|t| part(t, start, len)),
+                part(&q, dim, size, range),
+                part(&k, dim, size, range),
+                part(&v, dim, size, range),
+                mask.as_ref().map(|m| part(m, dim, size, range)),
+                attn_bias.as_ref().map(|t| part(t, dim, size, range)),
                 options,
             )
         })

@@ -84,22 +84,22 @@ impl<B: Backend> Attention<B> {
         // the CPU backend). Same products, same values up to summation order; PyTorch's
         // column order `(3, heads, hd)` is kept.
         let x = tokens(x);
-        let weight = self
-            .qkv
-            .weight
-            .val()
-            .reshape([c, 3 * heads, hd])
-            .swap_dims(0, 1);
+        let weight = self.qkv.weight.val(); // [C, 3*heads*hd]
+        // With a bias: one more input row of the weight (a row append, one memcpy) and one
+        // more input column of ones; the head blocks are then a strided view the batched
+        // product reads in place.
         let (x, weight) = match &self.qkv.bias {
             Some(bias) => {
                 let ones = Tensor::<B, 2>::ones([b * n, 1], &x.device()).cast(x.dtype());
                 (
                     Tensor::cat(vec![x, ones], 1),
-                    Tensor::cat(vec![weight, bias.val().reshape([3 * heads, 1, hd])], 1),
+                    Tensor::cat(vec![weight, bias.val().unsqueeze::<2>()], 0),
                 )
             }
             None => (x, weight),
         };
+        let rows = weight.dims()[0];
+        let weight = weight.reshape([rows, 3 * heads, hd]).swap_dims(0, 1);
         let qkv = x.unsqueeze::<3>().matmul(weight);
         // [3, heads * B, HW, hd]: the attention below runs over (head, image) pairs with the
         // heads as its batch; each pair is independent, so the order does not matter.
