@@ -308,6 +308,42 @@ pub fn attention<B: Backend>(
     Tensor::cat(outs, dim)
 }
 
+/// `x.swap_dims(a, b)`, laid out contiguously: the head split and merge of attention
+/// (`[B, S, H, hd] <-> [B, H, S, hd]`).
+///
+/// burn-flex 0.21.0 copies a permuted tensor quickly only when its layout collapses to two
+/// dimensions (`FlexTensor::copy_contiguous`); any other permute is walked element by element
+/// (`StridedIter`), and so is a binary operation on one (`ops/binary.rs`,
+/// `binary_op_typed`). A CLIP or LLM head split is such a permute, and every later operation
+/// on the view paid for it. On that backend the smaller of the two axes is cut into slices of
+/// one, each slice's swap is a two-dimensional copy, and `cat` lays the slices side by side
+/// (chunk memcpys); the values are those of the swap. Other backends, autodiff (whose backward
+/// of a slice would build one full-size zero tensor per slice) and swaps that do not move
+/// memory (an axis of size one, or the last axis involved) get `x.swap_dims(a, b)`.
+pub fn swap_dims_contiguous<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    a: usize,
+    b: usize,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let (lo, hi) = (a.min(b), a.max(b));
+    if lo == hi || hi + 1 >= D || dims[lo] == 1 || dims[hi] == 1 || B::name(&x.device()) != "flex" {
+        return x.swap_dims(a, b);
+    }
+    // Slices along `split`, each swapped, then joined along the other axis of the pair:
+    // slicing the smaller axis keeps the number of pieces small, and in both cases a piece
+    // collapses to a two-dimensional strided copy for the heads layouts above.
+    let (split, join) = if dims[hi] <= dims[lo] {
+        (hi, lo)
+    } else {
+        (lo, hi)
+    };
+    let pieces = (0..dims[split])
+        .map(|i| x.clone().narrow(split, i, 1).swap_dims(lo, hi))
+        .collect();
+    Tensor::cat(pieces, join)
+}
+
 /// `f(x)` for an element-wise `f` (an activation such as GELU), with the elements spread over
 /// rayon's threads on the CPU backend.
 ///

@@ -18,7 +18,7 @@
 //! Visual-prompt tokens share the image's norm and projection (they live in the same
 //! feature space); padding prompt slots and non-instruction text positions are masked keys.
 
-use crate::nn::{attention, gelu};
+use crate::nn::{attention, gelu, swap_dims_contiguous};
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
@@ -159,7 +159,8 @@ impl<B: Backend> MultiHeadAttention<B> {
         let [b, nq, d] = q.dims();
         let t = kv.dims()[1];
         let h = self.num_heads;
-        let split = |x: Tensor<B, 3>, n: usize| x.reshape([b, n, h, d / h]).swap_dims(1, 2);
+        let split =
+            |x: Tensor<B, 3>, n: usize| swap_dims_contiguous(x.reshape([b, n, h, d / h]), 1, 2);
         let q = split(crate::nn::linear_rows(&self.q_proj, q), nq);
         let k = split(crate::nn::linear_rows(&self.k_proj, kv.clone()), t);
         let v = split(crate::nn::linear_rows(&self.v_proj, kv), t);
@@ -171,7 +172,8 @@ impl<B: Backend> MultiHeadAttention<B> {
                 .expand([b, h, nq, t])
         });
         let out = attention(q, k, v, None, bias, AttentionModuleOptions::default());
-        crate::nn::linear_rows(&self.out_proj, out.swap_dims(1, 2).reshape([b, nq, d]))
+        let out = swap_dims_contiguous(out, 1, 2).reshape([b, nq, d]);
+        crate::nn::linear_rows(&self.out_proj, out)
     }
 }
 

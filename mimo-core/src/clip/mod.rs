@@ -25,7 +25,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::imageops::Image;
-use crate::nn::{attention, elementwise, gelu};
+use crate::nn::{attention, elementwise, gelu, swap_dims_contiguous};
 
 /// Class token, patch embedding and learned positions (`embeddings.*`).
 #[derive(Module, Debug)]
@@ -187,14 +187,14 @@ impl<B: Backend> ClipAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
-        let split = |t: Tensor<B, 3>| t.reshape([b, n, h, d / h]).swap_dims(1, 2);
+        let split = |t: Tensor<B, 3>| swap_dims_contiguous(t.reshape([b, n, h, d / h]), 1, 2);
         let q = split(self.q_proj.forward(x.clone()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
         // Default scale: 1 / sqrt(head_dim), as in CLIP.
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
         self.out_proj
-            .forward(out.swap_dims(1, 2).reshape([b, n, d]))
+            .forward(swap_dims_contiguous(out, 1, 2).reshape([b, n, d]))
     }
 }
 

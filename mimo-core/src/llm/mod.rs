@@ -20,7 +20,7 @@ pub use generate::{FinishReason, Generated, GenerationConfig};
 pub use load::load_llama;
 pub use lora::{LoraConfig, LoraLinear};
 
-use crate::nn::attention;
+use crate::nn::{attention, swap_dims_contiguous};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::activation::silu;
@@ -237,23 +237,59 @@ fn rope_tables<B: Backend>(
     (emb.clone().cos(), emb.sin())
 }
 
+/// The RoPE tables of one forward, repeated over the query heads and over the key heads:
+/// `[B, heads, S, head_dim]`, laid out in full.
+///
+/// Multiplying the heads by `[B, 1, S, head_dim]` tables broadcasts along a middle axis,
+/// which the CPU backend walks element by element (burn-flex 0.21.0 `ops/binary.rs`: its SIMD
+/// broadcast paths cover a shared last row or a per-row scalar only); with tables of the
+/// heads' shape the products are plain element-wise ones. The tables are built once per
+/// forward and shared by every layer; the values are unchanged.
+struct RopeTables<B: Backend> {
+    /// `(cos, sin)` for the queries.
+    q: (Tensor<B, 4>, Tensor<B, 4>),
+    /// `(cos, sin)` for the keys (grouped-query attention has fewer key heads).
+    k: (Tensor<B, 4>, Tensor<B, 4>),
+}
+
+impl<B: Backend> RopeTables<B> {
+    fn new((cos, sin): (Tensor<B, 4>, Tensor<B, 4>), heads: usize, kv_heads: usize) -> Self {
+        let repeat = |t: &Tensor<B, 4>, n: usize| t.clone().repeat_dim(1, n);
+        let q = (repeat(&cos, heads), repeat(&sin, heads));
+        let k = if kv_heads == heads {
+            q.clone()
+        } else {
+            (repeat(&cos, kv_heads), repeat(&sin, kv_heads))
+        };
+        Self { q, k }
+    }
+}
+
+/// `x * cos + rotate_half(x) * sin` (HF `apply_rotary_pos_emb`).
+fn apply_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    (cos, sin): &(Tensor<B, 4>, Tensor<B, 4>),
+) -> Tensor<B, 4> {
+    x.clone() * cos.clone() + rotate_half(x) * sin.clone()
+}
+
 impl<B: Backend> LlamaAttention<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        rope: &(Tensor<B, 4>, Tensor<B, 4>),
+        rope: &RopeTables<B>,
         bias: Tensor<B, 4>,
         cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let split = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
+        let split =
+            |t: Tensor<B, 3>, n: usize| swap_dims_contiguous(t.reshape([b, s, n, hd]), 1, 2);
         let q = split(self.q_proj.forward(x.clone()), h);
         let k = split(self.k_proj.forward(x.clone()), kv);
         let v = split(self.v_proj.forward(x), kv);
-        let (cos, sin) = rope;
-        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
-        let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
+        let q = apply_rope(q, &rope.q);
+        let k = apply_rope(k, &rope.k);
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
             None => (k, v),
@@ -278,7 +314,7 @@ impl<B: Backend> LlamaAttention<B> {
             AttentionModuleOptions::default(),
         );
         self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
+            .forward(swap_dims_contiguous(out, 1, 2).reshape([b, s, h * hd]))
     }
 }
 
@@ -555,14 +591,17 @@ impl<B: Backend> Llama<B> {
         let dtype = inputs_embeds.dtype();
         let masked = if dtype == DType::F16 { -6.0e4 } else { MASKED };
         let bias = attention_bias(attention_mask, s, past, masked).cast(dtype);
-        let hd = self
+        let (hd, heads, kv_heads) = self
             .model
             .layers
             .first()
-            .map(|l| l.self_attn.head_dim)
-            .unwrap_or(2);
+            .map(|l| {
+                let a = &l.self_attn;
+                (a.head_dim, a.num_heads, a.num_kv_heads)
+            })
+            .unwrap_or((2, 1, 1));
         let (cos, sin) = rope_tables(&position_ids, hd, self.rope_theta);
-        let rope = (cos.cast(dtype), sin.cast(dtype));
+        let rope = RopeTables::new((cos.cast(dtype), sin.cast(dtype)), heads, kv_heads);
 
         if cache.layers.len() != self.model.layers.len() {
             cache.layers = vec![None; self.model.layers.len()];

@@ -148,3 +148,25 @@ fn threaded_elementwise_equals_one_call() {
         assert_eq!((one - split).abs().max().into_scalar(), 0.0);
     }
 }
+
+/// The contiguous swap equals `swap_dims` for the attention head layouts in both directions,
+/// a batch, both choices of the sliced axis, and the swaps it leaves to burn.
+#[test]
+fn contiguous_swap_equals_swap_dims() {
+    let device = Default::default();
+    let check = |shape: [usize; 4], a: usize, b: usize| {
+        let x = Tensor::<TestBackend, 4>::random(shape, Distribution::Default, &device);
+        let want = x.clone().swap_dims(a, b);
+        let got = swap_dims_contiguous(x, a, b);
+        assert_eq!(got.dims(), want.dims(), "{shape:?} swap {a} {b}");
+        let diff = (got - want).abs().max().into_scalar();
+        assert_eq!(diff, 0.0, "{shape:?} swap {a} {b}");
+    };
+    for shape in [[1, 13, 4, 8], [3, 13, 4, 8], [2, 4, 13, 8], [2, 5, 3, 6]] {
+        for (a, b) in [(1, 2), (2, 1), (0, 1), (0, 2), (1, 3), (0, 0)] {
+            check(shape, a, b);
+        }
+    }
+    check([1, 1, 4, 8], 1, 2);
+    check([2, 7, 1, 8], 1, 2);
+}

@@ -10,7 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor};
 
 use super::config::ImageEncoderViTConfig;
-use crate::nn::{LayerNorm2d, attention, gelu};
+use crate::nn::{LayerNorm2d, attention, gelu, swap_dims_contiguous};
 
 /// Non-overlapping patch embedding (`patch_embed.proj`, a strided convolution).
 #[derive(Module, Debug)]
@@ -141,10 +141,7 @@ impl<B: Backend> Attention<B> {
             },
         );
         // [heads, B*HW, hd] -> [B*HW, heads * hd]
-        let out = out
-            .reshape([heads, b * n, hd])
-            .swap_dims(0, 1)
-            .reshape([b * n, c]);
+        let out = swap_dims_contiguous(out.reshape([heads, b * n, hd]), 0, 1).reshape([b * n, c]);
         self.proj.forward(out).reshape([b, h, w, c])
     }
 }

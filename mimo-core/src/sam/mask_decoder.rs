@@ -10,7 +10,7 @@ use burn::tensor::activation::{relu, softmax};
 use burn::tensor::backend::Backend;
 
 use super::config::{MaskDecoderConfig, TwoWayTransformerConfig};
-use crate::nn::{LayerNorm2d, Mlp, gelu};
+use crate::nn::{LayerNorm2d, Mlp, gelu, swap_dims_contiguous};
 
 /// Multi-head attention with an optional down-projection of q/k/v (`q_proj`, `k_proj`,
 /// `v_proj`, `out_proj`).
@@ -54,7 +54,8 @@ impl<B: Backend> Attention<B> {
         let [b, h, n, hd] = q.dims();
         let attn = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
         let out = softmax(attn, 3).matmul(v);
-        crate::nn::linear_rows(&self.out_proj, out.swap_dims(1, 2).reshape([b, n, h * hd]))
+        let out = swap_dims_contiguous(out, 1, 2).reshape([b, n, h * hd]);
+        crate::nn::linear_rows(&self.out_proj, out)
     }
 }
 
