@@ -375,6 +375,41 @@ pub fn elementwise<B: Backend, const D: usize>(
     Tensor::cat(parts, 0).reshape(dims)
 }
 
+/// `x · sigmoid(alpha · x)`, computed on the CPU backend as `x / (1 + exp(-alpha · x))` with
+/// [`elementwise`]'s threads.
+///
+/// burn-flex 0.21.0's `sigmoid` and `silu` are scalar per element with a branch and a
+/// division (`ops/activation.rs`): on `[1, 32, 256, 256]` f32, sigmoid took 17.4 ms and silu
+/// 13.9 ms on one thread, while `exp` took 6.4 ms and the other operations here are
+/// vectorised (0.4 ms each): the composed form is about twice as fast. Values agree to
+/// rounding (relative 1e-7); for `alpha · x < -88` the denominator overflows to infinity and
+/// the result is `-0` instead of a subnormal. Other backends and autodiff get
+/// `x · sigmoid(alpha · x)` through burn's own operations.
+fn x_sigmoid<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    alpha: f64,
+    other: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    if B::name(&x.device()) != "flex" {
+        return other(x);
+    }
+    elementwise(x, move |x| x.clone() / ((x * -alpha).exp() + 1.0))
+}
+
+/// SiLU, `x · sigmoid(x)` (LLaMA's MLP), through [`x_sigmoid`] on the CPU backend and
+/// `burn::tensor::activation::silu` elsewhere.
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x_sigmoid(x, 1.0, burn::tensor::activation::silu)
+}
+
+/// CLIP's quick GELU, `x · sigmoid(1.702 x)` (OpenAI CLIP's `QuickGELU`), through
+/// [`x_sigmoid`] on the CPU backend.
+pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x_sigmoid(x, 1.702, |x| {
+        x.clone() * burn::tensor::activation::sigmoid(x * 1.702)
+    })
+}
+
 /// The exact (erf) GELU, [`elementwise`]: the same values as `burn::tensor::activation::gelu`.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     elementwise(x, burn::tensor::activation::gelu)

@@ -20,12 +20,11 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::imageops::Image;
-use crate::nn::{attention, elementwise, gelu, swap_dims_contiguous};
+use crate::nn::{attention, gelu, quick_gelu, swap_dims_contiguous};
 
 /// Class token, patch embedding and learned positions (`embeddings.*`).
 #[derive(Module, Debug)]
@@ -204,7 +203,7 @@ impl<B: Backend> ClipMlp<B> {
         let x = self.fc1.forward(x);
         let x = match self.act {
             HiddenAct::Gelu => gelu(x),
-            HiddenAct::QuickGelu => elementwise(x, |x| x.clone() * sigmoid(x * 1.702)),
+            HiddenAct::QuickGelu => quick_gelu(x),
         };
         self.fc2.forward(x)
     }

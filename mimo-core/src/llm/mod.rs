@@ -20,10 +20,9 @@ pub use generate::{FinishReason, Generated, GenerationConfig};
 pub use load::load_llama;
 pub use lora::{LoraConfig, LoraLinear};
 
-use crate::nn::{attention, swap_dims_contiguous};
+use crate::nn::{attention, silu, swap_dims_contiguous};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Int, Tensor, TensorData};

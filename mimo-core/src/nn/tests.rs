@@ -170,3 +170,29 @@ fn contiguous_swap_equals_swap_dims() {
     check([1, 1, 4, 8], 1, 2);
     check([2, 7, 1, 8], 1, 2);
 }
+
+/// SiLU and quick GELU in the composed `x / (1 + exp(-a x))` form agree with burn's
+/// `silu` and `x * sigmoid(1.702 x)` to rounding, split over threads and not, including
+/// inputs far out in both tails.
+#[test]
+fn composed_silu_and_quick_gelu_match_burn() {
+    use burn::tensor::activation::sigmoid;
+    let device = Default::default();
+    for shape in [[2, 3, 211, 257], [1, 1, 3, 5]] {
+        let x = Tensor::<TestBackend, 4>::random(shape, Distribution::Normal(0.0, 30.0), &device);
+        let cases = [
+            (silu(x.clone()), burn::tensor::activation::silu(x.clone())),
+            (
+                quick_gelu(x.clone()),
+                x.clone() * sigmoid(x.clone() * 1.702),
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got.dims(), shape);
+            let err = ((got - want.clone()).abs() / (want.abs() + 1e-30))
+                .max()
+                .into_scalar();
+            assert!(err <= 1e-6, "{shape:?}: relative error {err}");
+        }
+    }
+}
