@@ -163,6 +163,7 @@ fn fixture_parts<B: Backend>(
     let input = MimoInput {
         clip: ClipInput::Pixels(float4("clip_pixels")?),
         sam_pixels: float4("sam_pixels")?,
+        sam_embeddings: None,
         sam_resized: pairs("sam_resized")?,
         sizes: pairs("sizes")?,
         prompts: PromptTensors {

@@ -353,6 +353,7 @@ pub fn synthetic_mimo_input<B: Backend>(
             device,
         )),
         sam_pixels: Tensor::random([n, 3, s, s], Distribution::Default, device),
+        sam_embeddings: None,
         sam_resized: vec![resized; n],
         sizes: vec![size; n],
         prompts: PromptTensors::from_prompts(&prompts, 0, device),
@@ -371,7 +372,8 @@ pub fn synthetic_mimo_input<B: Backend>(
 
 /// Times MIMO's training step on `input`: the forward without autodiff (on `plain`, the same
 /// batch on the inner backend), forward + backward, and forward + backward + AdamW (LISA's
-/// betas 0.9/0.95, lr 3e-4) over the trainable parameters.
+/// betas 0.9/0.95, lr 3e-4) over the trainable parameters, with the training forward
+/// `mimo-train` runs (`Mimo::forward_train`).
 pub fn bench_mimo_step<B: AutodiffBackend>(
     model: mimo_core::mimo::Mimo<B>,
     input: mimo_core::mimo::MimoInput<B>,
@@ -387,7 +389,9 @@ pub fn bench_mimo_step<B: AutodiffBackend>(
         .filter(|p| p.trainable)
         .map(|p| p.shape.iter().product::<usize>())
         .sum();
-    let probe = model.forward(input.clone()).map_err(|e| e.to_string())?;
+    let probe = model
+        .forward_train(input.clone())
+        .map_err(|e| e.to_string())?;
     let seq_len = probe.labels.dims()[1];
     drop(probe);
     let mut failed = None;
@@ -399,7 +403,7 @@ pub fn bench_mimo_step<B: AutodiffBackend>(
     });
     drop(inference);
     let forward_backward = time::<B>(device, 1, runs, || {
-        if let Ok(o) = model.forward(input.clone()) {
+        if let Ok(o) = model.forward_train(input.clone()) {
             drop(o.loss.backward());
         }
     });
@@ -411,7 +415,7 @@ pub fn bench_mimo_step<B: AutodiffBackend>(
     let mut slot = Some(model);
     let step = time::<B>(device, 1, runs, || {
         let Some(m) = slot.take() else { return };
-        match m.forward(input.clone()) {
+        match m.forward_train(input.clone()) {
             Ok(o) => {
                 let grads = GradientsParams::from_grads(o.loss.backward(), &m);
                 slot = Some(optim.step(3e-4, m, grads));

@@ -210,6 +210,7 @@ impl<B: Backend> MimoBatch<B> {
                 None => mimo_core::mimo::ClipInput::Pixels(self.clip_pixels.clone()),
             },
             sam_pixels: self.sam_pixels.clone(),
+            sam_embeddings: None,
             sam_resized: self.sam_resized.iter().map(|&(h, w)| [h, w]).collect(),
             sizes: self.sizes.clone(),
             prompts: PromptTensors::from_prompts(&prompts, 0, &device),

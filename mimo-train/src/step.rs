@@ -160,12 +160,16 @@ impl<B: Backend> MimoTrainer<B> {
 }
 
 impl<B: AutodiffBackend> MimoTrainer<B> {
-    /// Forward and backward on a batch; a batch the model rejects is an error, not a panic.
+    /// Forward ([`Mimo::forward_train`]: the frozen encoders on the inner backend) and
+    /// backward on a batch; a batch the model rejects is an error, not a panic.
     pub fn try_step(
         &self,
         batch: &MimoBatch<B>,
     ) -> Result<TrainOutput<MimoStepOutput<B>>, MimoError> {
-        let (out, report) = self.forward_batch(batch)?;
+        let input = batch.to_input();
+        let gt = input.masks.clone();
+        let out = self.mimo.forward_train(input)?;
+        let report = step_output(&out, &gt, batch.ids.len());
         let grads = out.loss.backward();
         Ok(TrainOutput::new(self, grads, report))
     }

@@ -157,6 +157,7 @@ impl<B: Backend> Mimo<B> {
         let input = MimoInput {
             clip: ClipInput::Pixels(clip),
             sam_pixels: sam_pixels.clone(),
+            sam_embeddings: None,
             sam_resized: sam_resized.clone(),
             sizes: sizes.clone(),
             prompts: PromptTensors::from_prompts(prompts, 0, &device),

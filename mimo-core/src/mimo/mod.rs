@@ -243,6 +243,9 @@ pub struct MimoInput<B: Backend> {
     pub clip: ClipInput<B>,
     /// SAM input `[N, 3, S, S]`: resized (long side S), normalised, zero-padded.
     pub sam_pixels: Tensor<B, 4>,
+    /// SAM's image embeddings of `sam_pixels`, `[N, C, h, w]`, when already computed (by
+    /// [`Mimo::forward_train`], on the inner backend); `None`: the forward runs the encoder.
+    pub sam_embeddings: Option<Tensor<B, 4>>,
     /// `[height, width]` of each image inside the SAM input before padding.
     pub sam_resized: Vec<[usize; 2]>,
     /// Original `[height, width]` of each image (the masks' size).
@@ -619,12 +622,16 @@ impl<B: Backend> Mimo<B> {
                 }
             }
         }
-        let image_embeddings = self
-            .sam
-            .image_encoder
-            .forward(input.sam_pixels.clone().cast(self.sam_encoder_dtype()))
-            .detach()
-            .cast(self.dtype());
+        // LISA runs SAM's image encoder under `torch.no_grad()`: it never trains.
+        let image_embeddings = match &input.sam_embeddings {
+            Some(e) => e.clone(),
+            None => self
+                .sam
+                .image_encoder
+                .forward(input.sam_pixels.clone().cast(self.sam_encoder_dtype())),
+        }
+        .detach()
+        .cast(self.dtype());
         let [_, ce_dim, gh, gw] = image_embeddings.dims();
         let mut pred_masks = Vec::with_capacity(n);
         let mut start = 0usize;
@@ -664,6 +671,56 @@ impl<B: Backend> Mimo<B> {
             labels,
             seg_positions,
         })
+    }
+}
+
+/// Any parameter of `module` that requires a gradient.
+fn any_trains<B: Backend, M: Module<B>>(module: &M) -> bool {
+    struct Trains(bool);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Trains {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0 |= param.val().is_require_grad();
+        }
+    }
+    let mut v = Trains(false);
+    module.visit(&mut v);
+    v.0
+}
+
+impl<B: burn::tensor::backend::AutodiffBackend> Mimo<B> {
+    /// [`Mimo::forward`] for training: what never receives a gradient runs on the inner
+    /// backend first — SAM's image encoder always (LISA runs it under `torch.no_grad()`), and
+    /// CLIP's tower when none of its parameters trains and `input` holds pixels.
+    ///
+    /// Under autodiff every operation goes through the autodiff backend even when nothing
+    /// is tracked, and burn-autodiff 0.21.0 computes attention with its materialised
+    /// fallback (`ops/module.rs`, `attention_fallback`) instead of the backend's fused
+    /// kernel: for SAM ViT-H's global blocks, `[16, 4096, 4096]` scores per image. On the
+    /// inner backend the encoders use the fused kernels (and, on the CPU, `crate::nn`'s
+    /// threaded paths). The values are the same; the gradients are unchanged, since neither
+    /// output is differentiated.
+    pub fn forward_train(&self, mut input: MimoInput<B>) -> Result<MimoOutput<B>, MimoError> {
+        use burn::module::AutodiffModule;
+        if input.sam_embeddings.is_none() {
+            let pixels = input
+                .sam_pixels
+                .clone()
+                .inner()
+                .cast(self.sam_encoder_dtype());
+            let embeddings = self.sam.image_encoder.valid().forward(pixels);
+            input.sam_embeddings = Some(Tensor::from_inner(embeddings));
+        }
+        if let ClipInput::Pixels(pixels) = &input.clip
+            && !any_trains(&self.clip)
+        {
+            let dtype = self.clip.vision_model.pre_layrnorm.gamma.val().dtype();
+            let features = self
+                .clip
+                .valid()
+                .features(pixels.clone().inner().cast(dtype));
+            input.clip = ClipInput::Features(Tensor::from_inner(features));
+        }
+        self.forward(input)
     }
 }
 

@@ -100,6 +100,7 @@ pub(crate) fn fixture_input<B: Backend>(
     MimoInput {
         clip: ClipInput::Pixels(float(&io["clip_pixels"])),
         sam_pixels: float(&io["sam_pixels"]),
+        sam_embeddings: None,
         sam_resized: pairs(&io["sam_resized"]),
         sizes: pairs(&io["sizes"]),
         prompts: PromptTensors {
@@ -175,8 +176,12 @@ fn check_variant(aligner: bool, prefix: &str, labels_key: &str) {
     let io = read_fixture("mimo/io.safetensors");
     let model = tiny_model::<AD>(aligner);
     let input = fixture_input::<AD>(&io, labels_key);
-    let out = model.forward(input).expect("forward");
     let p = |k: &str| format!("{prefix}{k}");
+    // The plain forward (the encoders under autodiff, untracked) gives the same loss as the
+    // training forward below, which runs them on the inner backend first.
+    let plain = model.forward(input.clone()).expect("forward");
+    assert_close(&p("loss"), plain.loss, &io[&p("loss")], 1e-4);
+    let out = model.forward_train(input).expect("forward_train");
     // Loss terms are means over hundreds of tokens/pixels: 1e-4 absolute is tight.
     assert_close(&p("ce"), out.ce.clone(), &io[&p("ce")], 1e-4);
     assert_close(
@@ -383,6 +388,7 @@ fn greedy_answer_matches_reference() {
     let input = MimoInput {
         clip: ClipInput::Pixels(clip.slice([0..1, 0..c, 0..s, 0..s])),
         sam_pixels: full.sam_pixels.slice([0..1, 0..sc, 0..ss, 0..ss]),
+        sam_embeddings: None,
         sam_resized: full.sam_resized[..1].to_vec(),
         sizes: full.sizes[..1].to_vec(),
         prompts: PromptTensors {
