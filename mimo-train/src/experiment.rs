@@ -70,7 +70,8 @@ pub struct Experiment {
     pub stages: Vec<StageSpec>,
     /// Extra parameters to train beyond MIMO's trainable set: module-path prefixes such
     /// as `"llm."` (a tiny random LLM has nothing for LoRA to adapt) or
-    /// `"sam.image_encoder."`.
+    /// `"sam.prompt_encoder."`. SAM's image encoder cannot be named: its output is
+    /// detached, as LISA runs it under `torch.no_grad()`, so it would get no gradient.
     #[serde(default)]
     pub train_also: Vec<String>,
     /// Train the whole `embed_tokens` and `lm_head` matrices (LISA) instead of leaving
@@ -645,6 +646,19 @@ impl Experiment {
         }
         if let Some(p) = self.train_also.iter().find(|p| p.is_empty()) {
             return Err(bad("train_also", format!("has an empty prefix `{p}`")));
+        }
+        if let Some(p) = self
+            .train_also
+            .iter()
+            .find(|p| p.starts_with("sam.image_encoder"))
+        {
+            return Err(bad(
+                "train_also",
+                format!(
+                    "names `{p}`, but SAM's image encoder does not train in MIMO: its \
+                     output is detached, as LISA runs it under torch.no_grad()"
+                ),
+            ));
         }
         if self.checkpoint.every_steps == Some(0) {
             return Err(bad("checkpoint.every_steps", "must be at least 1".into()));

@@ -133,6 +133,12 @@ fn bad_experiments_are_rejected_naming_the_field_and_file() {
             "optimizer.lr",
         ),
         (format!("(name: \"a b\", base: Some(\"{base}\"))"), "name"),
+        (
+            format!(
+                "(name: \"x\", base: Some(\"{base}\"), train_also: [\"sam.image_encoder.blocks.\"])"
+            ),
+            "torch.no_grad",
+        ),
     ];
     for (i, (text, field)) in cases.iter().enumerate() {
         let p = write(&dir, &format!("bad{i}.ron"), text);
