@@ -601,6 +601,17 @@ impl<B: Backend> Llama<B> {
             .unwrap_or((2, 1, 1));
         let (cos, sin) = rope_tables(&position_ids, hd, self.rope_theta);
         let rope = RopeTables::new((cos.cast(dtype), sin.cast(dtype)), heads, kv_heads);
+        // Under autodiff, burn-autodiff 0.21.0 computes attention with its materialised
+        // fallback (`ops/module.rs`), which adds this `[B, 1, S, T]` bias to the
+        // `[B, heads, S, T]` scores with a broadcast over the heads: a middle axis, which
+        // burn-flex walks element by element (`ops/binary.rs`). On that combination the
+        // bias is laid out over the heads once per forward (at most the size of the scores
+        // the fallback materialises anyway); GPU backends broadcast it natively.
+        let bias = if B::name(&inputs_embeds.device()) == "autodiff<flex>" {
+            bias.repeat_dim(1, heads)
+        } else {
+            bias
+        };
 
         if cache.layers.len() != self.model.layers.len() {
             cache.layers = vec![None; self.model.layers.len()];
