@@ -619,7 +619,7 @@ fn bf16_forward_and_backward() {
     let io = read_fixture("mimo/io.safetensors");
     let model = tiny_model::<AD>(true).cast(burn::tensor::DType::BF16);
     let out = model
-        .forward(fixture_input::<AD>(&io, "prompt_labels"))
+        .forward_train(fixture_input::<AD>(&io, "prompt_labels"))
         .expect("bf16 forward");
     let loss = out.loss.clone().into_scalar();
     let want = io["al_loss"].f32[0];
@@ -666,7 +666,7 @@ fn frozen_bf16_with_f32_trained_parts() {
     );
     assert_eq!(model.dtype(), DType::F32);
     let out = model
-        .forward(fixture_input::<AD>(&io, "prompt_labels"))
+        .forward_train(fixture_input::<AD>(&io, "prompt_labels"))
         .expect("mixed forward");
     let loss = out.loss.clone().into_scalar();
     let want = io["al_loss"].f32[0];
