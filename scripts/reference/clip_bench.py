@@ -9,12 +9,12 @@ CLIPVisionModel with random weights and times one full forward (all hidden state
 import json
 import os
 import re
-import statistics
 import sys
-import time
 
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from timing import median_ms
 
 torch.set_grad_enabled(False)
 torch.set_num_threads(os.cpu_count())
@@ -35,13 +35,7 @@ cfg = CLIPVisionConfig(hidden_size=int(field("hidden_size")), intermediate_size=
                        layer_norm_eps=float(field("layer_norm_eps")))
 model = CLIPVisionModel(cfg).eval()
 x = torch.rand(1, 3, cfg.image_size, cfg.image_size)
-model(pixel_values=x, output_hidden_states=True)
-ms = []
-for _ in range(runs):
-    t = time.perf_counter()
-    model(pixel_values=x, output_hidden_states=True)
-    ms.append((time.perf_counter() - t) * 1e3)
-med = statistics.median(ms)
+med = median_ms(lambda: model(pixel_values=x, output_hidden_states=True), runs)
 with open(out, "w") as f:
     json.dump({"model": path, "torch": torch.__version__, "threads": torch.get_num_threads(), "forward_ms": med}, f)
 print(f"PyTorch {path}: forward {med:.2f} ms ({torch.get_num_threads()} threads)")

@@ -9,13 +9,12 @@ KV cache: (generate(n) - generate(1)) / (n - 1) per token. Medians of RUNS after
 """
 import json
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from timing import median_ms
 
 torch.set_num_threads(os.cpu_count())
 model_arg, out = sys.argv[1], sys.argv[2]
@@ -35,13 +34,7 @@ mask = torch.ones_like(ids)
 
 
 def timed(f):
-    f()
-    ms = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f()
-        ms.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ms)
+    return median_ms(f, runs)
 
 
 with torch.no_grad():

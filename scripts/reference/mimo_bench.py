@@ -10,15 +10,14 @@ figure runs on the inner (non-autodiff) backend.
 """
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import mimo as ref  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 out_path = sys.argv[1]
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -47,17 +46,11 @@ def forward_backward():
     loss().backward()
 
 
-def median_ms(f):
-    f()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+def timed(f):
+    return median_ms(f, runs)
 
 
-result = {"forward_ms": median_ms(forward), "forward_backward_ms": median_ms(forward_backward),
+result = {"forward_ms": timed(forward), "forward_backward_ms": timed(forward_backward),
           "threads": torch.get_num_threads(), "torch": torch.__version__}
 with open(out_path, "w") as f:
     json.dump(result, f, indent=1)

@@ -10,15 +10,14 @@ threads, like the Rust side.
 """
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sam as ref  # noqa: E402
 from segment_anything import sam_model_registry  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 torch.set_grad_enabled(False)
 torch.set_num_threads(os.cpu_count())
@@ -35,14 +34,7 @@ x = torch.rand(1, 3, s, s)
 
 
 def timed(f, warmup, n):
-    for _ in range(warmup):
-        f()
-    ms = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        ms.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ms)
+    return median_ms(f, n, warmup)
 
 
 enc = timed(lambda: sam.image_encoder(x), 1, runs)
