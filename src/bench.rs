@@ -26,8 +26,9 @@ enum Component {
     /// MIMO: one training step (forward, backward, AdamW) of a model file, or the parity
     /// of the tiny fixture on this backend (`--check-fixture`).
     Mimo,
-    /// LLaMA checkpoint loading: peak memory and time of loading a bf16 checkpoint as f32
-    /// and as bf16 (each in a fresh process).
+    /// Checkpoint loading: peak memory and time of loading a bf16 LLaMA checkpoint (written
+    /// first), or a SAM/CLIP file given with `--checkpoint`, as f32 and as bf16 (each in a
+    /// fresh process).
     Load,
 }
 
@@ -116,8 +117,15 @@ pub struct BenchArgs {
     /// Data: SAM input side (1024 for the released SAMs).
     #[arg(long, default_value_t = 1024)]
     sam_size: usize,
-    /// Load: measure one load of this model directory (the child process of `bench load`).
-    #[arg(long, hide = true, value_name = "DIR")]
+    /// Load: a SAM (`segment_anything` `.pth`/`.safetensors`) or CLIP (HF or open_clip
+    /// `.bin`/`.pth`/`.safetensors`) checkpoint to load instead of the LLaMA one `bench load`
+    /// writes; `--model` names its config (a SAM or CLIP preset or config file, e.g. vit_h,
+    /// vit_h14).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Load: measure one load of this LLaMA model directory or `--checkpoint` file (the
+    /// child process of `bench load`).
+    #[arg(long, hide = true, value_name = "PATH")]
     measure_load: Option<PathBuf>,
 }
 
@@ -359,41 +367,86 @@ fn run_load(args: &BenchArgs) -> Result<(), String> {
     use mimo_core::llm::{LlamaConfig, load::DIALECT, load_llama};
     use mimo_core::loader::LoadOptions;
     let device = backend::device();
-    if let Some(dir) = &args.measure_load {
+    if let Some(path) = &args.measure_load {
         // The child: one load, then its figures as one JSON line.
+        use burn::module::Module as _;
         let dtype = crate::backend::parse_dtype(&args.dtype)?;
-        let config = LlamaConfig::load(dir).map_err(|e| e.to_string())?;
+        let options = || LoadOptions::new(&device).with_dtype(dtype);
         let (rss_before, _, _) = memory();
         let started = std::time::Instant::now();
-        let (model, _) =
-            load_llama::<Backend>(&config, dir, LoadOptions::new(&device).with_dtype(dtype))
-                .map_err(|e| e.to_string())?;
-        Backend::sync(&device).map_err(|e| format!("backend error: {e:?}"))?;
-        // As every CLI command does once its model is loaded.
-        crate::malloc::release_free_memory();
-        let seconds = started.elapsed().as_secs_f64();
-        let (_, peak_rss, rss_anon_after) = memory();
-        let params: usize = mimo_core::loader::file_params(&model, &DIALECT)
-            .iter()
-            .map(|p| p.shape.iter().product::<usize>())
-            .sum();
-        let file_bytes = std::fs::metadata(dir.join("model.safetensors"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let figures = LoadFigures {
-            dtype: args.dtype.clone(),
-            params: params as u64,
-            file_bytes,
-            rss_before,
-            peak_rss,
-            rss_anon_after,
-            seconds,
+        // Taken while the loaded model is still alive.
+        let figures = |params: usize, file: &std::path::Path| -> Result<LoadFigures, String> {
+            Backend::sync(&device).map_err(|e| format!("backend error: {e:?}"))?;
+            // As every CLI command does once its model is loaded.
+            crate::malloc::release_free_memory();
+            let seconds = started.elapsed().as_secs_f64();
+            let (_, peak_rss, rss_anon_after) = memory();
+            Ok(LoadFigures {
+                dtype: args.dtype.clone(),
+                params: params as u64,
+                file_bytes: std::fs::metadata(file).map(|m| m.len()).unwrap_or(0),
+                rss_before,
+                peak_rss,
+                rss_anon_after,
+                seconds,
+            })
+        };
+        let figures = match &args.model {
+            // A SAM or CLIP checkpoint (`--checkpoint`), its config named by `--model`.
+            Some(m) => match mimo_core::sam::SamConfig::from_name_or_file(m) {
+                Ok(config) => {
+                    let (model, _) =
+                        mimo_core::sam::load::load_sam::<Backend>(&config, path, options())
+                            .map_err(|e| e.to_string())?;
+                    figures(model.num_params(), path)?
+                }
+                Err(sam) => {
+                    let config = ClipVisionConfig::from_name_or_file(m).map_err(|clip| {
+                        format!("--model `{m}` is neither a SAM ({sam}) nor a CLIP ({clip}) config")
+                    })?;
+                    let (model, _) =
+                        mimo_core::clip::load::load_clip::<Backend>(&config, path, options())
+                            .map_err(|e| e.to_string())?;
+                    figures(model.num_params(), path)?
+                }
+            },
+            None => {
+                let config = LlamaConfig::load(path).map_err(|e| e.to_string())?;
+                let (model, _) =
+                    load_llama::<Backend>(&config, path, options()).map_err(|e| e.to_string())?;
+                let params: usize = mimo_core::loader::file_params(&model, &DIALECT)
+                    .iter()
+                    .map(|p| p.shape.iter().product::<usize>())
+                    .sum();
+                figures(params, &path.join("model.safetensors"))?
+            }
         };
         println!(
             "{}",
             serde_json::to_string(&figures).map_err(|e| e.to_string())?
         );
         return Ok(());
+    }
+    if let Some(file) = &args.checkpoint {
+        let Some(model) = &args.model else {
+            return Err(
+                "--checkpoint needs --model: the SAM or CLIP config of the file (e.g. vit_h, vit_h14)"
+                    .into(),
+            );
+        };
+        if !file.is_file() {
+            return Err(format!("--checkpoint {}: no such file", file.display()));
+        }
+        eprintln!(
+            "loading {} ({:.2} GB) as `{model}` in fresh processes ...",
+            file.display(),
+            std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) as f64 / 1e9
+        );
+        let rows = ["f32", "bf16"]
+            .into_iter()
+            .map(|dtype| measure_load_child(dtype, file, Some(model)))
+            .collect::<Result<Vec<_>, _>>()?;
+        return print_load_rows(&args.json, rows);
     }
     let config_text = match &args.model {
         Some(m) => {
@@ -447,38 +500,59 @@ fn run_load(args: &BenchArgs) -> Result<(), String> {
             / 1e9,
         std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) as f64 / 1e9
     );
+    let rows = ["f32", "bf16"]
+        .into_iter()
+        .map(|dtype| measure_load_child(dtype, &dir, None))
+        .collect::<Result<Vec<_>, _>>();
+    let _ = std::fs::remove_dir_all(&dir);
+    print_load_rows(&args.json, rows?)
+}
+
+/// One load in a fresh `mimo bench load --measure-load` process: its figures.
+fn measure_load_child(
+    dtype: &str,
+    path: &std::path::Path,
+    model: Option<&str>,
+) -> Result<LoadFigures, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut command = std::process::Command::new(&exe);
+    command.args(["bench", "load", "--dtype", dtype]);
+    if let Some(m) = model {
+        command.args(["--model", m]);
+    }
+    let out = command
+        .arg("--measure-load")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "loading as {dtype} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim()).map_err(|e| e.to_string())
+}
+
+/// Prints the f32 and bf16 loads and their ratio, and writes them as JSON with `--json`.
+fn print_load_rows(json: &Option<PathBuf>, rows: Vec<LoadFigures>) -> Result<(), String> {
     let gb = |b: u64| b as f64 / 1e9;
-    let mut rows = Vec::new();
-    for dtype in ["f32", "bf16"] {
-        let out = std::process::Command::new(&exe)
-            .args(["bench", "load", "--dtype", dtype, "--measure-load"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
-        if !out.status.success() {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(format!(
-                "loading as {dtype} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let line = String::from_utf8_lossy(&out.stdout);
-        let f: LoadFigures = serde_json::from_str(line.trim()).map_err(|e| e.to_string())?;
+    for f in &rows {
         println!(
             "load as {:<4}: {:.2} s, peak RSS {:.2} GB ({:.2} GB above the {:.2} GB before loading), \
-             anonymous memory after {:.2} GB; weights in {dtype}: {:.2} GB",
+             anonymous memory after {:.2} GB; weights in {}: {:.2} GB; file {:.2} GB",
             f.dtype,
             f.seconds,
             gb(f.peak_rss),
             gb(f.peak_rss.saturating_sub(f.rss_before)),
             gb(f.rss_before),
             gb(f.rss_anon_after),
-            gb(f.params * if dtype == "f32" { 4 } else { 2 }),
+            f.dtype,
+            gb(f.params * if f.dtype == "f32" { 4 } else { 2 }),
+            gb(f.file_bytes),
         );
-        rows.push(f);
     }
-    let _ = std::fs::remove_dir_all(&dir);
     if let [a, b] = rows.as_slice() {
         println!(
             "bf16 loading needs {:.2}x the memory of f32 loading (peak RSS above baseline), on {}",
@@ -487,7 +561,7 @@ fn run_load(args: &BenchArgs) -> Result<(), String> {
             backend::NAME
         );
     }
-    write_json(&args.json, &rows)
+    write_json(json, &rows)
 }
 
 fn run_data(args: &BenchArgs) -> Result<(), String> {

@@ -1087,3 +1087,39 @@ fn eval_tables_equal_scoring_its_predictions_by_hand() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&preds).unwrap(), before);
 }
+
+/// `bench load --checkpoint` loads a SAM checkpoint in fresh processes and reports both
+/// dtypes with the weights' size; without `--model`, or with a missing file, it says so.
+#[test]
+fn bench_load_measures_a_sam_checkpoint() {
+    let o = mimo(&[
+        "bench",
+        "load",
+        "--model",
+        "mimo-core/fixtures/sam/tiny_a.ron",
+        "--checkpoint",
+        "mimo-core/fixtures/sam/tiny_a.pth",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("load as f32") && out.contains("load as bf16"),
+        "{out}"
+    );
+    let o = mimo(&[
+        "bench",
+        "load",
+        "--checkpoint",
+        "mimo-core/fixtures/sam/tiny_a.pth",
+    ]);
+    fails_with(&o, "--checkpoint needs --model");
+    let o = mimo(&[
+        "bench",
+        "load",
+        "--model",
+        "vit_h",
+        "--checkpoint",
+        "no/such.pth",
+    ]);
+    fails_with(&o, "no such file");
+}
