@@ -53,7 +53,7 @@ fn main() {
         "gelu (erf) [1, 32, 256, 256]",
         median_ms(runs, || gelu(x.clone())),
         Some((
-            "nn::gelu (threads)",
+            "nn::gelu (A&S 7.1.28 erfc, pieces over threads)",
             median_ms(runs, || nn::gelu(x.clone())),
         )),
     );

@@ -6,6 +6,7 @@ use std::time::Instant;
 use burn::backend::Flex;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Distribution, Tensor};
+use mimo_core::nn;
 use mimo_core::sam::{SamConfig, window_partition, window_unpartition};
 
 type B = Flex;
@@ -73,6 +74,9 @@ fn main() {
     t("upscale conv2 (ConvTranspose2d)", || {
         up.conv2.forward(u1.clone())
     });
+    t("upscale gelu 1 (nn::gelu)", || nn::gelu(u1.clone()));
+    let u2 = up.conv2.forward(u1.clone());
+    t("upscale gelu 2 (nn::gelu)", || nn::gelu(u2.clone()));
     let (sparse, dense) = sam.prompt_encoder.forward(None, None, None);
     let _ = sparse;
     t("mask decoder total", || {

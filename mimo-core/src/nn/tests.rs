@@ -140,7 +140,8 @@ fn threaded_elementwise_equals_one_call() {
     for shape in [[3, 7, 129, 131], [1, 2, 3, 5]] {
         let x = Tensor::<TestBackend, 4>::random(shape, Distribution::Normal(0.0, 2.0), &device);
         let one = burn::tensor::activation::gelu(x.clone());
-        assert_eq!((one - gelu(x.clone())).abs().max().into_scalar(), 0.0);
+        let split = elementwise(x.clone(), burn::tensor::activation::gelu);
+        assert_eq!((one - split).abs().max().into_scalar(), 0.0);
         let quick = |x: Tensor<TestBackend, 1>| x.clone() * sigmoid(x * 1.702);
         let one = x.clone() * sigmoid(x.clone() * 1.702);
         let split = elementwise(x, quick);
@@ -194,5 +195,29 @@ fn composed_silu_and_quick_gelu_match_burn() {
                 .into_scalar();
             assert!(err <= 1e-6, "{shape:?}: relative error {err}");
         }
+    }
+}
+
+/// The composed GELU (A&S 7.1.28 for erfc) agrees with burn's exact GELU (`libm::erff`) within
+/// 2e-6 · max(1, |x|), split over threads and not, including both tails and exact zeros far out.
+#[test]
+fn polynomial_gelu_matches_exact_gelu() {
+    let device = Default::default();
+    let tails = [
+        -1e30, -1e4, -40.0, -19.0, -9.0, -4.0, -1e-3, -1e-30, 0.0, 1e-30, 1e-3, 4.0, 9.0, 40.0,
+        1e4, 1e30,
+    ];
+    let tails = Tensor::<TestBackend, 1>::from_floats(tails, &device);
+    for n in [3 * 211 * 257, 17] {
+        let x = Tensor::<TestBackend, 1>::random([n], Distribution::Normal(0.0, 4.0), &device);
+        let x = Tensor::cat(vec![x, tails.clone()], 0);
+        let got = gelu(x.clone());
+        let want = burn::tensor::activation::gelu(x.clone());
+        let scale = x.clone().abs().clamp_min(1.0);
+        let err = ((got.clone() - want) / scale).abs().max().into_scalar();
+        assert!(err <= 2e-6, "n {n}: error {err}");
+        let got = got.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(got[n..n + 2], [0.0, 0.0], "n {n}: far negative tail");
+        assert_eq!(got[n + 14..], [1e4, 1e30], "n {n}: far positive tail");
     }
 }
