@@ -42,8 +42,7 @@ impl<B: Backend> Attention<B> {
 
     fn heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, n, c] = x.dims();
-        x.reshape([b, n, self.num_heads, c / self.num_heads])
-            .swap_dims(1, 2)
+        swap_dims_contiguous(x.reshape([b, n, self.num_heads, c / self.num_heads]), 1, 2)
     }
 
     /// `softmax(q kᵀ / sqrt(head_dim)) v` over `[B, N, C]` inputs.

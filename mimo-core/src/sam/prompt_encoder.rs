@@ -42,25 +42,33 @@ impl<B: Backend> PositionEmbeddingRandom<B> {
         g_shape[D - 2] = two;
         g_shape[D - 1] = half;
         let proj = coords.matmul(g.reshape(g_shape)) * (2.0 * PI);
-        Tensor::cat(vec![proj.clone().sin(), proj.cos()], D - 1)
+        // burn-flex's sin and cos are scalar libm calls on one thread: the dense grid of a
+        // 1024 px SAM (4096 × 128 of each) took 14 ms; spread over threads on the CPU.
+        let sin = crate::nn::elementwise(proj.clone(), |t| t.sin());
+        let cos = crate::nn::elementwise(proj, |t| t.cos());
+        Tensor::cat(vec![sin, cos], D - 1)
     }
 
     /// Dense encoding of an `[h, w]` grid of pixel centres: `[1, embed_dim, h, w]`.
+    ///
+    /// The values of [`Self::pe_encoding`] on the grid (segment_anything's
+    /// `PositionEmbeddingRandom.forward`), computed channel-first: `Gᵀ · coords` with the
+    /// coordinates as `[2, h·w]` rows, so the result needs no permute (a permuted view costs
+    /// a copy in every later operation on the CPU backend).
     pub fn dense(&self, [h, w]: [usize; 2]) -> Tensor<B, 4> {
-        let device = self.positional_encoding_gaussian_matrix.device();
-        let ys: Vec<f32> = (0..h).map(|i| (i as f32 + 0.5) / h as f32).collect();
-        let xs: Vec<f32> = (0..w).map(|j| (j as f32 + 0.5) / w as f32).collect();
-        let mut grid = Vec::with_capacity(h * w * 2);
-        for y in &ys {
-            for x in &xs {
-                grid.push(*x);
-                grid.push(*y);
-            }
-        }
-        let grid = Tensor::<B, 1>::from_floats(grid.as_slice(), &device)
-            .reshape([h, w, 2])
-            .cast(self.positional_encoding_gaussian_matrix.val().dtype());
-        self.pe_encoding(grid).permute([2, 0, 1]).unsqueeze()
+        let g = self.positional_encoding_gaussian_matrix.val();
+        let device = g.device();
+        let [_, half] = g.dims();
+        let mut grid = Vec::with_capacity(2 * h * w);
+        grid.extend((0..h * w).map(|k| ((k % w) as f32 + 0.5) / w as f32));
+        grid.extend((0..h * w).map(|k| ((k / w) as f32 + 0.5) / h as f32));
+        let coords = Tensor::<B, 1>::from_floats(grid.as_slice(), &device)
+            .reshape([2, h * w])
+            .cast(g.dtype());
+        let proj = g.transpose().matmul(coords * 2.0 - 1.0) * (2.0 * PI);
+        let sin = crate::nn::elementwise(proj.clone(), |t| t.sin());
+        let cos = crate::nn::elementwise(proj, |t| t.cos());
+        Tensor::cat(vec![sin, cos], 0).reshape([1, 2 * half, h, w])
     }
 
     /// Encodes pixel coordinates `[B, N, 2]` (x, y) given the input image size `[h, w]`.
