@@ -34,10 +34,25 @@ impl<B: Backend> LayerNorm2d<B> {
 
     /// Normalises `x: [B, C, H, W]` over `C`.
     ///
-    /// Computed channel-last: reductions over the innermost axis are several times faster
-    /// than strided ones on CPU backends, which outweighs the two layout copies.
+    /// On the CPU backend the channel means are products with a row of `1/C`
+    /// (`[1, C] · [C, H·W]`, a gemm), so the result keeps `x`'s channel-first layout: burn-flex
+    /// 0.21.0 reduces a middle axis element by element, and a channel-last result is a permuted
+    /// view that every later operation copies. Elsewhere (and under autodiff) it is computed
+    /// channel-last: reductions over the innermost axis are several times faster than strided
+    /// ones, which outweighs the two layout copies.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
+        if B::name(&x.device()) == "flex" {
+            let x = x.reshape([b, c, h * w]);
+            let avg = Tensor::<B, 3>::full([1, 1, c], 1.0 / c as f64, &x.device())
+                .cast(x.dtype())
+                .repeat_dim(0, b);
+            let centred = x.clone() - avg.clone().matmul(x);
+            let var = avg.matmul(centred.clone() * centred.clone());
+            let x = centred / (var + self.eps).sqrt();
+            let x = x * self.weight.val().reshape([1, c, 1]) + self.bias.val().reshape([1, c, 1]);
+            return x.reshape([b, c, h, w]);
+        }
         let x = x.permute([0, 2, 3, 1]).reshape([b * h * w, c]);
         let (var, mean) = x.clone().var_mean_bias(1);
         let x = (x - mean) / (var + self.eps).sqrt();

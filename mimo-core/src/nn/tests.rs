@@ -221,3 +221,25 @@ fn polynomial_gelu_matches_exact_gelu() {
         assert_eq!(got[n + 14..], [1e4, 1e30], "n {n}: far positive tail");
     }
 }
+
+/// LayerNorm2d's channel-first form on the CPU backend (channel means as products) equals the
+/// channel-last form it replaces there (the one autodiff and other backends use), with random
+/// weight and bias, a batch of 2 and an offset mean.
+#[test]
+fn layer_norm2d_channel_first_matches_channel_last() {
+    let device = Default::default();
+    let [b, c, h, w] = [2, 24, 9, 13];
+    let mut ln = LayerNorm2d::<TestBackend>::new(c, 1e-6, &device);
+    ln.weight = Param::from_tensor(Tensor::random([c], Distribution::Normal(1.0, 0.5), &device));
+    ln.bias = Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 0.5), &device));
+    let x = Tensor::<TestBackend, 4>::random([b, c, h, w], Distribution::Normal(3.0, 2.0), &device);
+    let got = ln.forward(x.clone());
+    let rows = x.permute([0, 2, 3, 1]).reshape([b * h * w, c]);
+    let (var, mean) = rows.clone().var_mean_bias(1);
+    let want = (rows - mean) / (var + 1e-6).sqrt() * ln.weight.val().unsqueeze::<2>()
+        + ln.bias.val().unsqueeze::<2>();
+    let want = want.reshape([b, h, w, c]).permute([0, 3, 1, 2]);
+    assert_eq!(got.dims(), [b, c, h, w]);
+    let err = (got - want).abs().max().into_scalar();
+    assert!(err <= 1e-5, "max error {err}");
+}
