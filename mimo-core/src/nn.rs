@@ -359,8 +359,9 @@ pub fn swap_dims_contiguous<B: Backend, const D: usize>(
     Tensor::cat(pieces, join)
 }
 
-/// Elements per piece in [`elementwise`]: 256 KiB of f32, so that the intermediate tensors of
-/// a composed activation stay in a core's L2 cache (512 KiB on the EPYC measured here).
+/// Elements per piece in [`elementwise`]: 512 KiB of f32, about a core's L2 cache on the EPYC
+/// measured here. For the composed GELU, 16–64 Ki elements lost to per-operation overhead and
+/// 256 Ki or more to the cache.
 const ELEMENTWISE_PIECE: usize = 1 << 17;
 
 /// `f(x)` for an element-wise `f` (an activation such as GELU), with the elements spread over
@@ -369,8 +370,8 @@ const ELEMENTWISE_PIECE: usize = 1 << 17;
 /// burn-flex 0.21.0 runs unary operations on the calling thread (`ops/unary.rs`,
 /// `unary_op_typed`), and its exact GELU calls the scalar `libm::erff` per element: a
 /// SAM ViT-B MLP activation (12.6 M elements) took ~100 ms on one core of two. On that backend
-/// the flattened tensor is cut into contiguous pieces of at most 64 Ki elements (at least one
-/// per thread), `f` runs on each piece in parallel, and the pieces are joined (one memcpy):
+/// the flattened tensor is cut into contiguous pieces of at most [`ELEMENTWISE_PIECE`]
+/// elements (at least one per thread), `f` runs on each piece in parallel, and the pieces are joined (one memcpy):
 /// a composition of several operations then works on cache-resident pieces. Other backends,
 /// autodiff (whose graph is built on the calling thread) and small tensors get `f(x)`
 /// directly. `f` must act element by element.

@@ -24,6 +24,15 @@ pub const LABEL_BOX_TOP_LEFT: i64 = 2;
 /// Label of a box's bottom-right corner.
 pub const LABEL_BOX_BOTTOM_RIGHT: i64 = 3;
 
+/// `cat[sin(x), cos(x)]` along `dim`. burn-flex's sin and cos are scalar libm calls on one
+/// thread (the dense grid of a 1024 px SAM, 4096 × 128 of each, took 14 ms), so they go
+/// through [`crate::nn::elementwise`]'s threads.
+fn sin_cos<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let sin = crate::nn::elementwise(x.clone(), |t| t.sin());
+    let cos = crate::nn::elementwise(x, |t| t.cos());
+    Tensor::cat(vec![sin, cos], dim)
+}
+
 /// Positional encoding with random spatial frequencies (`pe_layer`).
 #[derive(Module, Debug)]
 pub struct PositionEmbeddingRandom<B: Backend> {
@@ -41,12 +50,7 @@ impl<B: Backend> PositionEmbeddingRandom<B> {
         let [two, half] = g.dims();
         g_shape[D - 2] = two;
         g_shape[D - 1] = half;
-        let proj = coords.matmul(g.reshape(g_shape)) * (2.0 * PI);
-        // burn-flex's sin and cos are scalar libm calls on one thread: the dense grid of a
-        // 1024 px SAM (4096 × 128 of each) took 14 ms; spread over threads on the CPU.
-        let sin = crate::nn::elementwise(proj.clone(), |t| t.sin());
-        let cos = crate::nn::elementwise(proj, |t| t.cos());
-        Tensor::cat(vec![sin, cos], D - 1)
+        sin_cos(coords.matmul(g.reshape(g_shape)) * (2.0 * PI), D - 1)
     }
 
     /// Dense encoding of an `[h, w]` grid of pixel centres: `[1, embed_dim, h, w]`.
@@ -66,9 +70,7 @@ impl<B: Backend> PositionEmbeddingRandom<B> {
             .reshape([2, h * w])
             .cast(g.dtype());
         let proj = g.transpose().matmul(coords * 2.0 - 1.0) * (2.0 * PI);
-        let sin = crate::nn::elementwise(proj.clone(), |t| t.sin());
-        let cos = crate::nn::elementwise(proj, |t| t.cos());
-        Tensor::cat(vec![sin, cos], 0).reshape([1, 2 * half, h, w])
+        sin_cos(proj, 0).reshape([1, 2 * half, h, w])
     }
 
     /// Encodes pixel coordinates `[B, N, 2]` (x, y) given the input image size `[h, w]`.
