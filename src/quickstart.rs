@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend as _;
 use clap::Args;
-use image::{Rgb, RgbImage};
 use mimo_bench::eval::{Prediction, Scores, score};
-use mimo_bench::plot::{Series, panel};
 use mimo_core::fsutil::write_atomic;
 use mimo_core::mimo::MimoConfig;
 use mimo_data::batch::RecordsDataset;
@@ -198,7 +196,7 @@ pub fn run(args: QuickstartArgs) -> Result<(), String> {
 
     // 5. Curves, overlays, summary.
     eprintln!("[5/5] writing curves, overlays and the summary ...");
-    curves(&run_dir, &out.join("curves.png"))?;
+    crate::train::write_curves(&run_dir, &out.join("curves.png"))?;
     let preds: Vec<Prediction> =
         read_jsonl(out.join("trained/predictions.jsonl")).map_err(|e| e.to_string())?;
     overlays(&test, &preds, &data, &out.join("overlays"), args.overlays)?;
@@ -317,86 +315,6 @@ fn evaluate(
         &backend::device(),
     )?;
     Ok((s, tf))
-}
-
-fn read_csv(path: &Path) -> Vec<BTreeMap<String, f64>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    lines
-        .map(|l| {
-            header
-                .iter()
-                .zip(l.split(','))
-                .filter_map(|(h, v)| v.parse::<f64>().ok().map(|x| (h.to_string(), x)))
-                .collect()
-        })
-        .collect()
-}
-
-/// Training curves (means over bins of steps) and validation points per epoch.
-fn curves(run: &Path, out: &Path) -> Result<(), String> {
-    let train = read_csv(&run.join(mimo_train::train::TRAIN_CSV));
-    let valid = read_csv(&run.join(mimo_train::train::VALID_CSV));
-    // Training rows averaged per epoch, plotted at the epoch's last step (where the
-    // validation point of that epoch sits).
-    let binned = |key: &str| -> Vec<(f64, f64)> {
-        let mut out: Vec<(f64, f64, f64, usize)> = Vec::new(); // epoch, last step, sum, n
-        for r in &train {
-            let (Some(e), Some(x), Some(v)) = (r.get("epoch"), r.get("step"), r.get(key)) else {
-                continue;
-            };
-            match out.last_mut() {
-                Some(last) if last.0 == *e => {
-                    last.1 = *x;
-                    last.2 += v;
-                    last.3 += 1;
-                }
-                _ => out.push((*e, *x, *v, 1)),
-            }
-        }
-        out.into_iter()
-            .map(|(_, x, s, n)| (x, s / n as f64))
-            .collect()
-    };
-    let val = |key: &str| -> Vec<(f64, f64)> {
-        valid
-            .iter()
-            .filter_map(|r| Some((*r.get("step")?, *r.get(key)?)))
-            .collect()
-    };
-    let (w, h) = (560i64, 340i64);
-    let mut img = RgbImage::from_pixel(w as u32 * 3, h as u32, Rgb([255, 255, 255]));
-    for (i, (title, key)) in [
-        ("LOSS", "loss"),
-        ("ANSWER TOKEN ACCURACY %", "token_accuracy"),
-        ("MASK IOU %", "mask_iou"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        panel(
-            &mut img,
-            (i as i64 * w, 0),
-            (w, h),
-            title,
-            "optimiser step",
-            &[
-                Series {
-                    name: "train".into(),
-                    points: binned(key),
-                },
-                Series {
-                    name: "valid".into(),
-                    points: val(key),
-                },
-            ],
-        );
-    }
-    img.save(out)
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))
 }
 
 /// Overlays of the trained model's answers beside the ground truth, for the first test

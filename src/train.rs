@@ -1,6 +1,6 @@
 //! `mimo train`: run or resume an experiment on burn-train's learner.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use clap::Args;
@@ -14,8 +14,9 @@ use crate::backend;
 An experiment file (experiments/*.ron) names the model file, the data, the batch sizes, the
 optimiser, the schedule and the stages; an override file names a `base` and only what differs.
 Each run gets its own directory (default runs/<name>-<time>) holding experiment.ron (resolved),
-run.json, train.csv (one row per optimiser step), valid.csv (one row per epoch), dashboard/
-(burn's metric logs), checkpoints/step-N/ (trained parameters, optimiser state, position) and,
+run.json, train.csv (one row per optimiser step), valid.csv (one row per epoch), curves.png
+(loss, answer-token accuracy, mask IoU and learning rate; redrawn whenever `mimo train`
+returns), dashboard/ (burn's metric logs), checkpoints/step-N/ (trained parameters, optimiser state, position) and,
 at the end, final/ (peft adapter + trained parts: `mimo infer --checkpoint RUN/final`).
 
 Progress: burn's terminal dashboard when stdout is a terminal (built with feature `tui`),
@@ -178,6 +179,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         )
     }
     .map_err(|e| e.to_string())?;
+    let curves = out.run_dir.join(CURVES_FILE);
+    write_curves(&out.run_dir, &curves)?;
     let i = &out.info;
     println!(
         "{} after {} optimiser steps ({:.0} s): {}",
@@ -197,5 +200,24 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             out.run_dir.display()
         ),
     }
+    println!("curves: {}", curves.display());
     Ok(())
+}
+
+/// The run directory's plot of its training curves (rewritten whenever `mimo train` returns).
+pub(crate) const CURVES_FILE: &str = "curves.png";
+
+/// Draws the loss, token-accuracy, mask-IoU and learning-rate curves of the run in `run`
+/// (its `train.csv` and `valid.csv`) into the PNG `out`, written atomically.
+pub(crate) fn write_curves(run: &Path, out: &Path) -> Result<(), String> {
+    let read = |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_default();
+    let img = mimo_bench::report::training_curves(
+        &read(mimo_train::train::TRAIN_CSV),
+        &read(mimo_train::train::VALID_CSV),
+    );
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| format!("cannot encode {}: {e}", out.display()))?;
+    mimo_core::fsutil::write_atomic(out, png.get_ref())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))
 }

@@ -859,6 +859,11 @@ fn training_resumed_after_sigkill_equals_an_uninterrupted_run() {
     // The metric log has each step once.
     let csv = std::fs::read_to_string(Path::new(&killed).join("train.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 18);
+    // Each finished `mimo train` drew the run's curves (a 2x2 panel PNG).
+    for run in [&killed, &fresh] {
+        let png = image::open(Path::new(run).join("curves.png")).unwrap();
+        assert_eq!((png.width(), png.height()), (1120, 680), "{run}");
+    }
 }
 
 /// A free TCP port on this machine (bound, read, released).

@@ -132,8 +132,33 @@ pub const PALETTE: [Rgb<u8>; 6] = [
     Rgb([140, 86, 75]),
 ];
 
+/// Up to this many distinct x values, each gets a tick label; beyond, round ticks do.
+const MAX_X_LABELS: usize = 12;
+/// Up to this many points, a series marks each one.
+const MAX_MARKERS: usize = 40;
+
+/// About three to nine round tick values (1, 2 or 5 times a power of ten apart) within
+/// `[lo, hi]`.
+pub(crate) fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = hi - lo;
+    if span <= 0.0 || !span.is_finite() {
+        return vec![lo];
+    }
+    let raw = span / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= 8.0)
+        .unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
 /// Draws a line-chart panel into the `w x h` region at `(ox, oy)`: title, axes with tick
-/// labels at the x values and five y ticks, one coloured polyline per series, a legend.
+/// labels at the x values (round ticks when there are many) and five y ticks, one coloured
+/// polyline per series, a legend.
 pub fn panel(
     img: &mut RgbImage,
     (ox, oy): (i64, i64),
@@ -171,15 +196,32 @@ pub fn panel(
         xmin -= 0.5;
         xmax += 0.5;
     }
-    let pad = ((ymax - ymin) * 0.1).max(0.01);
-    ymin -= pad;
+    let pad = if ymax > ymin {
+        (ymax - ymin) * 0.1
+    } else if ymax != 0.0 {
+        ymax.abs() * 0.1
+    } else {
+        0.01
+    };
+    // Non-negative data (losses, percentages, rates) keeps a non-negative axis.
+    ymin = if ymin >= 0.0 {
+        (ymin - pad).max(0.0)
+    } else {
+        ymin - pad
+    };
     ymax += pad;
+    // Small values (learning rates) get scientific tick labels.
+    let small = ymin.abs().max(ymax.abs()) < 0.01;
     let sx = |x: f64| l as f64 + (x - xmin) / (xmax - xmin) * (r - l) as f64;
     let sy = |y: f64| b as f64 - (y - ymin) / (ymax - ymin) * (b - t) as f64;
     for i in 0..=4 {
         let y = ymin + (ymax - ymin) * i as f64 / 4.0;
         line(img, (l as f64, sy(y)), (r as f64, sy(y)), grey, 1);
-        let label = format!("{y:.3}");
+        let label = if small {
+            format!("{y:.1e}")
+        } else {
+            format!("{y:.3}")
+        };
         text(
             img,
             l - 4 - text_width(&label, 1),
@@ -192,6 +234,9 @@ pub fn panel(
     let mut xs: Vec<f64> = pts.iter().map(|p| p.0).collect();
     xs.sort_by(f64::total_cmp);
     xs.dedup();
+    if xs.len() > MAX_X_LABELS {
+        xs = nice_ticks(xmin, xmax);
+    }
     for x in xs {
         let label = format!("{}", (x * 100.0).round() / 100.0);
         text(
@@ -226,7 +271,7 @@ pub fn panel(
                 2,
             );
         }
-        for q in &p {
+        for q in p.iter().filter(|_| p.len() <= MAX_MARKERS) {
             line(
                 img,
                 (sx(q.0) - 3.0, sy(q.1)),

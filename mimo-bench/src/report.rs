@@ -205,5 +205,91 @@ pub fn ratio_figure(runs: &[Run]) -> RgbImage {
     img
 }
 
+/// The rows of a CSV text with a header line, as `column -> value` for every numeric cell
+/// (empty and text cells are left out).
+pub fn csv_rows(text: &str) -> Vec<std::collections::BTreeMap<String, f64>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            header
+                .iter()
+                .zip(l.split(','))
+                .filter_map(|(h, v)| v.parse::<f64>().ok().map(|x| (h.to_string(), x)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Most training points drawn per curve: longer runs are averaged over windows of steps.
+pub const CURVE_POINTS: usize = 100;
+
+/// A training run's curves from its `train.csv` (one row per optimiser step) and
+/// `valid.csv` (one row per epoch) texts, as written by `mimo train`: loss, answer-token
+/// accuracy and mask IoU (training as means over windows of at most `rows / CURVE_POINTS`
+/// steps, plotted at each window's last step; validation at each epoch's end), and the
+/// learning rate per step.
+pub fn training_curves(train_csv: &str, valid_csv: &str) -> RgbImage {
+    let train = csv_rows(train_csv);
+    let valid = csv_rows(valid_csv);
+    let window = train.len().div_ceil(CURVE_POINTS).max(1);
+    let binned = |key: &str| -> Vec<(f64, f64)> {
+        train
+            .chunks(window)
+            .filter_map(|rows| {
+                let vals: Vec<f64> = rows.iter().filter_map(|r| r.get(key).copied()).collect();
+                let x = rows.last()?.get("step").copied()?;
+                (!vals.is_empty()).then(|| (x, vals.iter().sum::<f64>() / vals.len() as f64))
+            })
+            .collect()
+    };
+    let per_epoch = |key: &str| -> Vec<(f64, f64)> {
+        valid
+            .iter()
+            .filter_map(|r| Some((*r.get("step")?, *r.get(key)?)))
+            .collect()
+    };
+    let (w, h) = (560i64, 340i64);
+    let mut img = RgbImage::from_pixel((2 * w) as u32, (2 * h) as u32, Rgb([255, 255, 255]));
+    for (i, (title, key)) in [
+        ("LOSS", "loss"),
+        ("ANSWER TOKEN ACCURACY %", "token_accuracy"),
+        ("MASK IOU %", "mask_iou"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let series = [
+            Series {
+                name: "train".into(),
+                points: binned(key),
+            },
+            Series {
+                name: "valid".into(),
+                points: per_epoch(key),
+            },
+        ];
+        let origin = ((i as i64 % 2) * w, (i as i64 / 2) * h);
+        panel(&mut img, origin, (w, h), title, "OPTIMISER STEP", &series);
+    }
+    let lr = Series {
+        name: "lr".into(),
+        points: train
+            .iter()
+            .filter_map(|r| Some((*r.get("step")?, *r.get("lr")?)))
+            .collect(),
+    };
+    panel(
+        &mut img,
+        (w, h),
+        (w, h),
+        "LEARNING RATE",
+        "OPTIMISER STEP",
+        &[lr],
+    );
+    img
+}
+
 #[cfg(test)]
 mod tests;
