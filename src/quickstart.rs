@@ -26,7 +26,8 @@ What it writes into --out (default out/quickstart):
   run/           the training run (train.csv, valid.csv, checkpoints/, final/, dashboard/)
   untrained/     predictions.jsonl and tables.md of the model before training
   trained/       the same after training
-  curves.png     training loss, next-token accuracy and mask IoU per step, validation per epoch
+  curves.png     training loss, next-token accuracy, mask IoU and learning rate per step,
+                 validation per epoch
   overlays/      for a few test images: <id>_pred.png (the trained model's answer, one colour
                  per grounded phrase) beside <id>_truth.png (the ground truth)
   summary.md     untrained vs trained on the held-out phantoms
