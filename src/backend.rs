@@ -22,30 +22,68 @@ pub const NAME: &str = if cfg!(feature = "cuda") {
     "flex (CPU)"
 };
 
+/// A backend chosen at run time (`mimo train --backend`) among those compiled in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// burn-flex, the pure-Rust CPU backend (cargo feature `flex`, on by default).
+    Flex,
+    /// burn-wgpu: Vulkan, Metal or DX12 (cargo feature `wgpu`).
+    Wgpu,
+    /// burn-cuda: NVIDIA GPUs (cargo feature `cuda`).
+    Cuda,
+}
+
+impl Kind {
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Kind::Flex => "flex",
+            Kind::Wgpu => "wgpu",
+            Kind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this binary was built with the backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            Kind::Flex => cfg!(feature = "flex"),
+            Kind::Wgpu => cfg!(feature = "wgpu"),
+            Kind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// The backend every other command runs on ([`Backend`]).
+    pub fn default_kind() -> Kind {
+        if cfg!(feature = "cuda") {
+            Kind::Cuda
+        } else if cfg!(feature = "wgpu") {
+            Kind::Wgpu
+        } else {
+            Kind::Flex
+        }
+    }
+
+    /// `Ok` when compiled in, else an error saying how to build a binary that has it.
+    pub fn check(self) -> Result<Kind, String> {
+        if self.compiled() {
+            return Ok(self);
+        }
+        let have: Vec<&str> = [Kind::Flex, Kind::Wgpu, Kind::Cuda]
+            .into_iter()
+            .filter(|k| k.compiled())
+            .map(Kind::feature)
+            .collect();
+        Err(format!(
+            "--backend {0}: this mimo was built without the `{0}` cargo feature (it has: {1}); \
+             build one with `cargo build --release --features {0}`",
+            self.feature(),
+            have.join(", ")
+        ))
+    }
+}
+
 /// The default device of the backend.
 pub fn device() -> burn::tensor::Device<Backend> {
-    Default::default()
-}
-
-/// The devices with these indices (CUDA: GPU `i`; wgpu: discrete GPU `i`; the CPU backend
-/// has one device, so every index names it: several "devices" there share the cores, which
-/// is how the data-parallel path is tested without GPUs).
-pub fn devices(indices: &[usize]) -> Vec<burn::tensor::Device<Backend>> {
-    indices.iter().map(|&i| device_at(i)).collect()
-}
-
-#[cfg(feature = "cuda")]
-fn device_at(i: usize) -> burn::tensor::Device<Backend> {
-    burn::backend::cuda::CudaDevice::new(i)
-}
-
-#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-fn device_at(i: usize) -> burn::tensor::Device<Backend> {
-    burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
-}
-
-#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-fn device_at(_: usize) -> burn::tensor::Device<Backend> {
     Default::default()
 }
 

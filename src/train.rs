@@ -60,6 +60,10 @@ pub struct TrainArgs {
     /// `batch.devices`; default 0..devices). The first holds the optimiser.
     #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
     devices: Vec<usize>,
+    /// The backend to train on, among those this binary was built with (cargo features
+    /// flex, wgpu, cuda). Default: cuda if built in, else wgpu, else flex.
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    backend: Option<backend::Kind>,
     /// This process's rank in a multi-node run (the experiment's `batch.nodes` > 1): which
     /// share of every global batch it trains on. Needs --nodes-at.
     #[arg(long, value_name = "RANK", requires = "nodes_at")]
@@ -125,11 +129,15 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             nodes: args.nodes_at.clone(),
         }),
     };
+    let kind = args
+        .backend
+        .unwrap_or_else(backend::Kind::default_kind)
+        .check()?;
     eprintln!(
         "{} {} on {}",
         if resume { "resuming" } else { "training into" },
         options.run_dir.display(),
-        backend::NAME
+        kind.feature()
     );
     let exp = match (&args.experiment, resume) {
         (Some(e), false) => mimo_train::Experiment::load(e),
@@ -163,20 +171,43 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     } else {
         args.devices.clone()
     };
-    let devices = backend::devices(&indices);
-    let out = if exp.activation_checkpointing {
+    if exp.activation_checkpointing {
         eprintln!("activation checkpointing: on (burn's BalancedCheckpointing)");
-        mimo_train::train::<burn::backend::Autodiff<backend::Backend, BalancedCheckpointing>>(
-            args.experiment.as_deref(),
+    }
+    let experiment = args.experiment.as_deref();
+    let checkpointing = exp.activation_checkpointing;
+    let out = match kind {
+        #[cfg(feature = "flex")]
+        backend::Kind::Flex => train_on::<burn::backend::Flex>(
+            experiment,
             &options,
-            &devices,
-        )
-    } else {
-        mimo_train::train::<burn::backend::Autodiff<backend::Backend>>(
-            args.experiment.as_deref(),
+            // The CPU backend has one device: several "devices" share the cores (how the
+            // data-parallel path is tested without GPUs).
+            indices.iter().map(|_| Default::default()).collect(),
+            checkpointing,
+        ),
+        #[cfg(feature = "wgpu")]
+        backend::Kind::Wgpu => train_on::<burn::backend::Wgpu>(
+            experiment,
             &options,
-            &devices,
-        )
+            indices
+                .iter()
+                .map(|&i| burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)) // discrete GPU i
+                .collect(),
+            checkpointing,
+        ),
+        #[cfg(feature = "cuda")]
+        backend::Kind::Cuda => train_on::<burn::backend::Cuda>(
+            experiment,
+            &options,
+            indices
+                .iter()
+                .map(|&i| burn::backend::cuda::CudaDevice::new(i))
+                .collect(),
+            checkpointing,
+        ),
+        #[allow(unreachable_patterns)]
+        other => return Err(other.check().err().unwrap_or_default()),
     }
     .map_err(|e| e.to_string())?;
     let curves = out.run_dir.join(CURVES_FILE);
@@ -202,6 +233,23 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     }
     println!("curves: {}", curves.display());
     Ok(())
+}
+
+/// [`mimo_train::train`] on backend `B` (with burn's `BalancedCheckpointing` when the
+/// experiment turns activation checkpointing on).
+fn train_on<B: burn::tensor::backend::Backend>(
+    experiment: Option<&Path>,
+    options: &TrainOptions,
+    devices: Vec<B::Device>,
+    checkpointing: bool,
+) -> Result<mimo_train::RunOutcome, mimo_train::TrainError> {
+    if checkpointing {
+        mimo_train::train::<burn::backend::Autodiff<B, BalancedCheckpointing>>(
+            experiment, options, &devices,
+        )
+    } else {
+        mimo_train::train::<burn::backend::Autodiff<B>>(experiment, options, &devices)
+    }
 }
 
 /// The run directory's plot of its training curves (rewritten whenever `mimo train` returns).

@@ -1012,6 +1012,21 @@ fn train_rejects_bad_experiments_and_existing_runs() {
     fails_with(&o, "already exists");
     let o = mimo(&["train", "--resume", &dir.path("nothing")]);
     fails_with(&o, "not a run directory");
+    // A backend this binary was built without: refused before any work, saying which
+    // cargo feature builds it.
+    if !cfg!(feature = "cuda") {
+        let o = mimo(&[
+            "train",
+            "experiments/tiny_phantom.ron",
+            "--backend",
+            "cuda",
+            "--out",
+            &dir.path("cuda"),
+        ]);
+        fails_with(&o, "without the `cuda` cargo feature");
+        fails_with(&o, "--features cuda");
+        assert!(!Path::new(&dir.path("cuda")).exists());
+    }
 }
 
 #[test]
