@@ -18,7 +18,8 @@
 #   4. a MIMO-7B-shaped LoRA training step in bf16 (forward, backward, AdamW) with peak GPU
 #      memory sampled by nvidia-smi;
 #   5. `mimo train` on CUDA: 40 optimiser steps of experiments/tiny_phantom.ron (the
-#      quickstart's run: learner, accumulation, clipping, a checkpoint), seconds per step;
+#      quickstart's run: learner, accumulation, clipping, a checkpoint), seconds per step,
+#      with its default loader threads and again with data loaded on the training thread;
 #   6. `mimo serve` on CUDA with the demo model: a sample uploaded, three questions answered
 #      through the API, seconds per answer.
 # Weights are random: timings do not depend on them.
@@ -130,6 +131,23 @@ print(res)
 json.dump(res, open(sys.argv[2], "w"))
 PY
 
+step "the same 40 steps with data loaded on the training thread (data.workers: 0)"
+printf '(name: "tiny_w0", base: Some("%s"), data: (build: Some("%s"), max_text_len: 160, workers: 0))\n' \
+    "$PWD/experiments/tiny_phantom.ron" "$PWD/configs/data/quickstart.ron" >"$tmp/w0.ron"
+timeout 120 "$bin" train "$tmp/w0.ron" --out "$tmp/train_w0" --max-steps 40 --no-dashboard \
+    && status train_w0 ok || status train_w0 FAILED
+python3 - "$tmp/train_w0/train.csv" "$tmp/train_w0.json" "$tmp/train/train.csv" <<'PY' || true
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+secs = sorted(float(r["seconds"]) for r in rows[5:])
+with_workers = list(csv.DictReader(open(sys.argv[3])))
+same = [r["loss"] for r in rows] == [r["loss"] for r in with_workers]
+res = {"steps": len(rows), "median_seconds_per_step": secs[len(secs) // 2] if secs else None,
+       "same_losses_as_with_loader_threads": same}
+print(res)
+json.dump(res, open(sys.argv[2], "w"))
+PY
+
 step "mimo serve on CUDA: the demo model answers through the API"
 "$bin" serve --config configs/mimo/mimo-tiny.ron --checkpoint assets/demo/mimo-tiny-phantom \
     --port 0 >"$tmp/url" 2>"$tmp/serve.err" &
@@ -172,6 +190,7 @@ result = {
     "mimo_7b_bf16_step": load("mimo_7b.json"),
     "mimo_7b_peak_memory_mib": peak,
     "train_tiny_cuda": load("train.json"),
+    "train_tiny_cuda_no_loader_threads": load("train_w0.json"),
     "serve_tiny_cuda": load("serve.json"),
 }
 json.dump(result, open(dest, "w"), indent=1)

@@ -159,6 +159,10 @@ pub struct DataSpec {
     /// another tower is refused. CLIP must not train (`train_also`).
     #[serde(default)]
     pub clip_cache: Option<PathBuf>,
+    /// Loader threads that read and batch training samples while the devices compute
+    /// (0: on the training thread between steps). Any number trains the same parameters.
+    #[serde(default = "workers")]
+    pub workers: usize,
 }
 
 fn one() -> f64 {
@@ -172,6 +176,9 @@ fn val_split() -> Split {
 }
 fn max_text_len() -> usize {
     512
+}
+fn workers() -> usize {
+    2
 }
 
 /// One VQA file.

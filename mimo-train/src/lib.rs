@@ -14,6 +14,7 @@ pub mod experiment;
 pub mod metrics;
 pub mod optim;
 pub mod params;
+mod prefetch;
 pub mod renderer;
 pub mod step;
 mod strategy;

@@ -23,7 +23,7 @@ use burn::train::{
     SupervisedLearningStrategy, TrainLoader, TrainingComponents, TrainingItem, TrainingModel,
     ValidLoader,
 };
-use mimo_data::batch::{MimoBatch, MimoBatcher, RecordsDataset, Sample};
+use mimo_data::batch::{MimoBatcher, RecordsDataset};
 use mimo_data::mix::MixedDataset;
 
 use crate::checkpoint::{self, TrainState};
@@ -33,6 +33,7 @@ use crate::experiment::StageSpec;
 use crate::optim::SnapshotHandle;
 use crate::optim::{Snapshotting, WarmupDecay};
 use crate::params::fnv;
+use crate::prefetch::{Job, Prefetch, Source};
 use crate::step::{MimoStepStats, MimoTrainer, average_and_clip};
 
 /// The optimiser of a MIMO run.
@@ -147,6 +148,8 @@ pub(crate) struct StageRun<B: AutodiffBackend> {
     /// every micro-batch on its own copy of the model).
     pub(crate) devices: Vec<B::Device>,
     pub(crate) per_device: usize,
+    /// Loader threads preparing batches ahead (0: on the training thread).
+    pub(crate) workers: usize,
     /// The multi-node collective, when the run spans several nodes.
     pub(crate) cluster: Option<Arc<Cluster<B::InnerBackend>>>,
     pub(crate) accumulation: usize,
@@ -275,12 +278,36 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
         let train_csv = self.run_dir.join(TRAIN_CSV);
         let valid_csv = self.run_dir.join(VALID_CSV);
         let mut replicas = Replicas::new(&learner.model(), &self.devices);
+        let source = Source::<B> {
+            dataset: self.dataset.clone(),
+            batcher: Arc::new(self.batcher.clone()),
+            devices: Arc::new(self.devices.clone()),
+        };
+        // All nodes' shares of a micro-batch; this node's devices take theirs from its rank
+        // onwards.
+        let span = self.per_device * ndev * nodes;
         'epochs: while state.epoch <= epochs {
             let epoch = state.epoch;
             let order = permutation(
                 n,
                 self.seed ^ fnv(&format!("order/{}/{epoch}", self.stage_index)),
             );
+            // The rest of the epoch's batches, one per micro-batch and device, in the order
+            // the loop below takes them.
+            let jobs: Vec<Job> = (state.step_in_epoch * self.accumulation
+                ..steps_per_epoch * self.accumulation)
+                .flat_map(|micro| {
+                    let first = micro * span + rank * ndev * self.per_device;
+                    let order = &order;
+                    (0..ndev).map(move |d| Job {
+                        device: d,
+                        indices: order
+                            [first + d * self.per_device..first + (d + 1) * self.per_device]
+                            .to_vec(),
+                    })
+                })
+                .collect();
+            let mut batches = Prefetch::new(source.clone(), jobs, self.workers);
             let global = Progress {
                 items_processed: epoch,
                 items_total: epochs,
@@ -314,32 +341,31 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                 };
                 for k in 0..self.accumulation {
                     let micro = state.step_in_epoch * self.accumulation + k;
-                    // All nodes' shares of this micro-batch; this node's devices take
-                    // theirs from its rank onwards.
-                    let span = self.per_device * ndev * nodes;
-                    let first = micro * span + rank * ndev * self.per_device;
+                    let mut device_batches = Vec::with_capacity(ndev);
+                    for _ in 0..ndev {
+                        match batches.next() {
+                            Some(Ok(b)) => device_batches.push(b),
+                            Some(Err(e)) => {
+                                self.fail(e);
+                                break 'epochs;
+                            }
+                            None => {
+                                self.fail("the data loader ran out of batches".into());
+                                break 'epochs;
+                            }
+                        }
+                    }
                     let model = learner.model();
                     let replicas = &replicas;
                     // One share of the micro-batch per device, run side by side; gradients
                     // come back to the first device.
                     let results: Vec<Result<_, String>> = std::thread::scope(|scope| {
-                        let handles: Vec<_> = self
-                            .devices
-                            .iter()
+                        let handles: Vec<_> = device_batches
+                            .into_iter()
                             .enumerate()
-                            .map(|(d, device)| {
-                                let idx = &order[first + d * self.per_device
-                                    ..first + (d + 1) * self.per_device];
+                            .map(|(d, batch)| {
                                 let replica = replicas.get(&model, d);
                                 scope.spawn(move || {
-                                    let items: Vec<Sample> =
-                                        idx.iter().filter_map(|&i| self.dataset.get(i)).collect();
-                                    let batch: MimoBatch<B> =
-                                        burn::data::dataloader::batcher::Batcher::batch(
-                                            &self.batcher,
-                                            items,
-                                            device,
-                                        );
                                     if let Some((id, why)) = batch.skipped.first() {
                                         return Err(format!(
                                             "training sample {id} could not be read: {why}"

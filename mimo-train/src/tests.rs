@@ -488,6 +488,45 @@ fn two_devices_train_like_accumulation_on_one() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Loader threads prepare batches ahead, in any interleaving: training ends with the same
+/// bits as loading on the training thread (two devices, accumulation, two epochs).
+#[test]
+fn loader_threads_train_the_same_parameters() {
+    let _rng = rng_lock();
+    let dir = scratch("workers");
+    let records = phantom_records(&dir.join("data"));
+    let exp = |name: &str, workers: usize| {
+        tiny_exp(
+            &dir,
+            &records,
+            name,
+            (2, 16),
+            &format!(", workers: {workers}"),
+            ", batch: (global: 4, per_device: 1, devices: 2)",
+        )
+    };
+    let device: burn::tensor::Device<B> = Default::default();
+    let mut runs = Vec::new();
+    for workers in [0, 3] {
+        let name = format!("w{workers}");
+        let e = exp(&name, workers);
+        let out = crate::train::<B>(
+            Some(&e),
+            &run_opts(&dir, &name, false, None),
+            &[device, device],
+        )
+        .unwrap();
+        assert_eq!(out.info.steps, 8);
+        runs.push(dir.join(name));
+    }
+    let worst = final_max_diff(&runs[0], &runs[1]);
+    assert_eq!(
+        worst, 0.0,
+        "loader threads changed the parameters by {worst}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `activation_checkpointing: true` selects burn's `BalancedCheckpointing`: memory-bound
 /// activations are recomputed in the backward pass instead of kept, and training ends with
 /// the same parameters.

@@ -506,6 +506,7 @@ pub fn train<B: AutodiffBackend>(
             batcher: batcher.clone(),
             devices: devices.to_vec(),
             per_device: exp.batch.per_device,
+            workers: exp.data.workers,
             cluster: cluster.clone(),
             accumulation,
             clip: exp.optimizer.clip_grad_norm,
