@@ -1,9 +1,12 @@
 //! `mimo train`: run or resume an experiment on burn-train's learner.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use clap::Args;
+use mimo_train::collective::{DeviceAllReduce, ThroughFirstDevice};
+use mimo_train::experiment::GradientSync;
 use mimo_train::{Display, TrainOptions};
 
 use crate::backend;
@@ -174,6 +177,14 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     if exp.activation_checkpointing {
         eprintln!("activation checkpointing: on (burn's BalancedCheckpointing)");
     }
+    if exp.batch.gradient_sync == GradientSync::AllReduce && indices.len() > 1 {
+        let how = if kind == backend::Kind::Cuda && cfg!(feature = "nccl") {
+            "NCCL"
+        } else {
+            "through the first device (NCCL needs a CUDA build with --features nccl)"
+        };
+        eprintln!("gradients all-reduced over {} devices {how}", indices.len());
+    }
     let experiment = args.experiment.as_deref();
     let checkpointing = exp.activation_checkpointing;
     let out = match kind {
@@ -185,6 +196,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             // data-parallel path is tested without GPUs).
             indices.iter().map(|_| Default::default()).collect(),
             checkpointing,
+            Arc::new(ThroughFirstDevice),
         ),
         #[cfg(feature = "wgpu")]
         backend::Kind::Wgpu => train_on::<burn::backend::Wgpu>(
@@ -195,6 +207,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
                 .map(|&i| burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)) // discrete GPU i
                 .collect(),
             checkpointing,
+            Arc::new(ThroughFirstDevice),
         ),
         #[cfg(feature = "cuda")]
         backend::Kind::Cuda => train_on::<burn::backend::Cuda>(
@@ -205,6 +218,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
                 .map(|&i| burn::backend::cuda::CudaDevice::new(i))
                 .collect(),
             checkpointing,
+            cuda_all_reduce(),
         ),
         #[allow(unreachable_patterns)]
         other => return Err(other.check().err().unwrap_or_default()),
@@ -242,14 +256,27 @@ fn train_on<B: burn::tensor::backend::Backend>(
     options: &TrainOptions,
     devices: Vec<B::Device>,
     checkpointing: bool,
+    all_reduce: Arc<dyn DeviceAllReduce<B>>,
 ) -> Result<mimo_train::RunOutcome, mimo_train::TrainError> {
     if checkpointing {
-        mimo_train::train::<burn::backend::Autodiff<B, BalancedCheckpointing>>(
-            experiment, options, &devices,
+        mimo_train::train_with_all_reduce::<burn::backend::Autodiff<B, BalancedCheckpointing>>(
+            experiment, options, &devices, all_reduce,
         )
     } else {
-        mimo_train::train::<burn::backend::Autodiff<B>>(experiment, options, &devices)
+        mimo_train::train_with_all_reduce::<burn::backend::Autodiff<B>>(
+            experiment, options, &devices, all_reduce,
+        )
     }
+}
+
+/// How `gradient_sync: "all_reduce"` sums the devices' gradients on CUDA: NCCL when built
+/// with the `nccl` feature, else through the first device.
+#[cfg(feature = "cuda")]
+fn cuda_all_reduce() -> Arc<dyn DeviceAllReduce<burn::backend::Cuda>> {
+    #[cfg(feature = "nccl")]
+    return Arc::new(mimo_train::collective::Nccl);
+    #[cfg(not(feature = "nccl"))]
+    Arc::new(ThroughFirstDevice)
 }
 
 /// The run directory's plot of its training curves (rewritten whenever `mimo train` returns).

@@ -329,11 +329,11 @@ impl<I: Backend> Drop for Cluster<I> {
 
 /// Takes every gradient out of the set as a flat f32 tensor, in the model's visiting order
 /// (the same on every node: the replicas are the same module).
-struct Flatten<B: AutodiffBackend> {
-    grads: GradientsParams,
-    parts: Vec<Tensor<B::InnerBackend, 1>>,
+pub(crate) struct Flatten<B: AutodiffBackend> {
+    pub(crate) grads: GradientsParams,
+    pub(crate) parts: Vec<Tensor<B::InnerBackend, 1>>,
     /// Shape and dtype of each gradient taken, in order; `None` for a parameter without one.
-    shapes: Vec<Option<(Vec<usize>, DType)>>,
+    pub(crate) shapes: Vec<Option<(Vec<usize>, DType)>>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<B> {
@@ -350,12 +350,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<B> {
 }
 
 /// Puts the reduced gradients back, each in its shape and dtype.
-struct Unflatten<'a, B: AutodiffBackend> {
-    grads: &'a mut GradientsParams,
-    summed: &'a Tensor<B::InnerBackend, 1>,
-    shapes: &'a [Option<(Vec<usize>, DType)>],
-    next: usize,
-    at: &'a mut usize,
+pub(crate) struct Unflatten<'a, B: AutodiffBackend> {
+    pub(crate) grads: &'a mut GradientsParams,
+    pub(crate) summed: &'a Tensor<B::InnerBackend, 1>,
+    pub(crate) shapes: &'a [Option<(Vec<usize>, DType)>],
+    pub(crate) next: usize,
+    pub(crate) at: &'a mut usize,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {

@@ -213,6 +213,50 @@ pub struct BatchSpec {
     /// Gradient accumulation; when absent, `global / (per_device × devices × nodes)`.
     #[serde(default)]
     pub accumulation: Option<usize>,
+    /// How a node's devices combine their gradients each optimiser step.
+    #[serde(default)]
+    pub gradient_sync: GradientSync,
+}
+
+/// How the devices of a node combine their gradients (`batch.gradient_sync`:
+/// `"main_device"` or `"all_reduce"` in experiment files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum GradientSync {
+    /// The gradients are gathered on the first device, summed there and applied by the one
+    /// optimiser; the trained parameters are then copied out to the other devices (burn's
+    /// multi-device scheme).
+    #[default]
+    MainDevice,
+    /// Data-distributed parallel: every device keeps its own optimiser; the gradients are
+    /// all-reduced (summed onto every device) and every device takes the same step. On CUDA
+    /// builds with the `nccl` feature the sum is NCCL's all-reduce (burn's
+    /// `DistributedBackend`); elsewhere it goes through the first device. One node only.
+    AllReduce,
+}
+
+impl TryFrom<String> for GradientSync {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "main_device" => Ok(Self::MainDevice),
+            "all_reduce" => Ok(Self::AllReduce),
+            _ => Err(format!(
+                "unknown gradient_sync `{s}`: use \"main_device\" or \"all_reduce\""
+            )),
+        }
+    }
+}
+
+impl From<GradientSync> for String {
+    fn from(g: GradientSync) -> String {
+        match g {
+            GradientSync::MainDevice => "main_device",
+            GradientSync::AllReduce => "all_reduce",
+        }
+        .into()
+    }
 }
 
 fn one_usize() -> usize {
@@ -587,6 +631,16 @@ impl Experiment {
         self.batch
             .accumulation()
             .map_err(|(field, message)| bad(&field, message))?;
+        if self.batch.gradient_sync == GradientSync::AllReduce && self.batch.nodes > 1 {
+            return Err(bad(
+                "batch.gradient_sync",
+                format!(
+                    "is \"all_reduce\" but `batch.nodes` is {}: several nodes exchange \
+                     gradients through the first device of each (use \"main_device\")",
+                    self.batch.nodes
+                ),
+            ));
+        }
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0 && o.lr <= 1.0) {
             return Err(bad(

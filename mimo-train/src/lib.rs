@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod cluster;
+pub mod collective;
 mod error;
 pub mod experiment;
 pub mod metrics;
@@ -23,7 +24,7 @@ pub mod train;
 pub use cluster::ClusterNode;
 pub use experiment::{Experiment, ExperimentError};
 pub use renderer::Display;
-pub use train::{RunInfo, RunOutcome, TrainError, TrainOptions, train};
+pub use train::{RunInfo, RunOutcome, TrainError, TrainOptions, train, train_with_all_reduce};
 
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,7 @@ use mimo_data::mix::MixedDataset;
 use crate::checkpoint::{self, TrainState};
 use crate::checkpoint::{TRAIN_CSV, VALID_CSV};
 use crate::cluster::Cluster;
+use crate::collective::{DeviceAllReduce, all_reduce_grads};
 use crate::experiment::StageSpec;
 use crate::optim::SnapshotHandle;
 use crate::optim::{Snapshotting, WarmupDecay};
@@ -121,6 +122,13 @@ impl<B: AutodiffBackend> Replicas<B> {
         }
     }
 
+    /// Every device's model, the first device's being `main`.
+    fn all(&self, main: &MimoTrainer<B>) -> Vec<MimoTrainer<B>> {
+        std::iter::once(main.clone())
+            .chain(self.models.iter().cloned())
+            .collect()
+    }
+
     /// Brings every replica's trained parameters up to date with `main`'s.
     fn refresh(&mut self, main: &MimoTrainer<B>, devices: &[B::Device]) {
         if self.models.is_empty() {
@@ -138,6 +146,16 @@ impl<B: AutodiffBackend> Replicas<B> {
     }
 }
 
+/// The optimiser of a device after the first under `gradient_sync: AllReduce`.
+pub(crate) type ReplicaOptimizer<B> = OptimizerAdaptor<AdamW, MimoTrainer<B>, B>;
+
+/// `batch.gradient_sync: AllReduce`: how the devices' gradients are summed, and the
+/// optimisers of the devices after the first (the first device's is the learner's).
+pub(crate) struct AllReduceParts<B: AutodiffBackend> {
+    pub(crate) reduce: Arc<dyn DeviceAllReduce<B::InnerBackend>>,
+    pub(crate) optimizers: Mutex<Vec<ReplicaOptimizer<B>>>,
+}
+
 /// Everything MIMO's strategy needs for one stage.
 pub(crate) struct StageRun<B: AutodiffBackend> {
     pub(crate) stage_index: usize,
@@ -150,6 +168,8 @@ pub(crate) struct StageRun<B: AutodiffBackend> {
     pub(crate) per_device: usize,
     /// Loader threads preparing batches ahead (0: on the training thread).
     pub(crate) workers: usize,
+    /// Set when the devices all-reduce their gradients and each steps its own optimiser.
+    pub(crate) all_reduce: Option<AllReduceParts<B>>,
     /// The multi-node collective, when the run spans several nodes.
     pub(crate) cluster: Option<Arc<Cluster<B::InnerBackend>>>,
     pub(crate) accumulation: usize,
@@ -278,6 +298,8 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
         let train_csv = self.run_dir.join(TRAIN_CSV);
         let valid_csv = self.run_dir.join(VALID_CSV);
         let mut replicas = Replicas::new(&learner.model(), &self.devices);
+        // Each device sums all devices' gradients and steps its own optimiser (one node).
+        let all_reduce = self.all_reduce.is_some() && ndev > 1;
         let source = Source::<B> {
             dataset: self.dataset.clone(),
             batcher: Arc::new(self.batcher.clone()),
@@ -334,6 +356,12 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                     self.seed ^ fnv(&format!("step/{}/{}", self.stage_index, state.stage_step)),
                 );
                 let mut accumulator = GradientsAccumulator::<MimoTrainer<B>>::new();
+                // Under AllReduce, each device accumulates its own gradients.
+                let mut per_device: Vec<GradientsAccumulator<MimoTrainer<B>>> = if all_reduce {
+                    (0..ndev).map(|_| GradientsAccumulator::new()).collect()
+                } else {
+                    Vec::new()
+                };
                 let mut stats = MimoStepStats::default();
                 let lr_next = {
                     learner.lr_step();
@@ -374,7 +402,7 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                                     let out = replica.try_step(&batch).map_err(|e| {
                                         format!("training step on {:?}: {e}", batch.ids)
                                     })?;
-                                    let grads = if d == 0 {
+                                    let grads = if d == 0 || all_reduce {
                                         out.grads
                                     } else {
                                         out.grads.to_device(&self.devices[0], &replica)
@@ -391,7 +419,7 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                             })
                             .collect()
                     });
-                    for r in results {
+                    for (d, r) in results.into_iter().enumerate() {
                         let (grads, item) = match r {
                             Ok(x) => x,
                             Err(e) => {
@@ -399,7 +427,11 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                                 break 'epochs;
                             }
                         };
-                        accumulator.accumulate(&model, grads);
+                        if all_reduce {
+                            per_device[d].accumulate(&replicas.get(&model, d), grads);
+                        } else {
+                            accumulator.accumulate(&model, grads);
+                        }
                         add(&mut stats, &item.clone().sync());
                         let item = TrainingItem::new(
                             item,
@@ -424,26 +456,62 @@ impl<B: AutodiffBackend> SupervisedLearningStrategy<MimoComponents<B>> for Stage
                 if due || last_of_epoch || time_up {
                     self.snapshot.request();
                 }
-                let mut grads = accumulator.grads();
-                if let Some(cluster) = &self.cluster {
-                    // Every node's gradients and statistics summed: all replicas take the
-                    // same step.
-                    match cluster.all_reduce::<B, _>(&learner.model(), grads, &mut stats) {
-                        Ok(g) => grads = g,
-                        Err(e) => {
-                            self.fail(e);
-                            break 'epochs;
+                let norm = if let (true, Some(parts)) = (all_reduce, &self.all_reduce) {
+                    // Every device sums all devices' gradients and steps its own optimiser:
+                    // the replicas stay identical without copying parameters.
+                    let models = replicas.all(&learner.model());
+                    let grads: Vec<_> = per_device.iter_mut().map(|a| a.grads()).collect();
+                    let summed =
+                        match all_reduce_grads::<B, _>(parts.reduce.as_ref(), &models, grads) {
+                            Ok(g) => g,
+                            Err(e) => {
+                                self.fail(format!(
+                                    "summing the gradients {}: {e}",
+                                    parts.reduce.describe()
+                                ));
+                                break 'epochs;
+                            }
+                        };
+                    let mut optimizers = parts.optimizers.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut norm = 0.0;
+                    for (d, (model, grads)) in models.into_iter().zip(summed).enumerate() {
+                        let (grads, n) = average_and_clip::<B, _>(
+                            &model,
+                            grads,
+                            self.accumulation * ndev,
+                            self.clip,
+                        );
+                        if d == 0 {
+                            norm = n;
+                            learner.optimizer_step(grads);
+                        } else {
+                            replicas.models[d - 1] = optimizers[d - 1].step(lr_next, model, grads);
                         }
                     }
-                }
-                let (grads, norm) = average_and_clip::<B, _>(
-                    &learner.model(),
-                    grads,
-                    self.accumulation * ndev * nodes,
-                    self.clip,
-                );
-                learner.optimizer_step(grads);
-                replicas.refresh(&learner.model(), &self.devices);
+                    norm
+                } else {
+                    let mut grads = accumulator.grads();
+                    if let Some(cluster) = &self.cluster {
+                        // Every node's gradients and statistics summed: all replicas take the
+                        // same step.
+                        match cluster.all_reduce::<B, _>(&learner.model(), grads, &mut stats) {
+                            Ok(g) => grads = g,
+                            Err(e) => {
+                                self.fail(e);
+                                break 'epochs;
+                            }
+                        }
+                    }
+                    let (grads, norm) = average_and_clip::<B, _>(
+                        &learner.model(),
+                        grads,
+                        self.accumulation * ndev * nodes,
+                        self.clip,
+                    );
+                    learner.optimizer_step(grads);
+                    replicas.refresh(&learner.model(), &self.devices);
+                    norm
+                };
                 state.step_in_epoch += 1;
                 state.stage_step += 1;
                 state.global_step += 1;

@@ -488,6 +488,76 @@ fn two_devices_train_like_accumulation_on_one() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `gradient_sync: AllReduce`: each device steps its own optimiser on the all-reduced
+/// gradients. Without accumulation it adds in the same order as `MainDevice` and trains the
+/// same bits; with accumulation (each device sums its micro-batches first) within rounding;
+/// resumed after a stop, the devices' optimisers continue from the checkpoint's state.
+#[test]
+fn all_reduce_trains_like_the_main_device() {
+    let _rng = rng_lock();
+    let dir = scratch("allreduce");
+    let records = phantom_records(&dir.join("data"));
+    let exp = |name: &str, global: usize, sync: &str| {
+        tiny_exp(
+            &dir,
+            &records,
+            name,
+            (2, 16),
+            "",
+            &format!(
+                ", batch: (global: {global}, per_device: 1, devices: 2, gradient_sync: \"{sync}\")"
+            ),
+        )
+    };
+    let devices: [burn::tensor::Device<B>; 2] = Default::default();
+    let run = |e: Option<&Path>, name: &str, resume: bool, max_steps: Option<usize>| {
+        crate::train::<B>(e, &run_opts(&dir, name, resume, max_steps), &devices)
+            .unwrap()
+            .info
+            .steps
+    };
+    for (global, steps) in [(2, 16), (4, 8)] {
+        let main = format!("main{global}");
+        let ar = format!("ar{global}");
+        assert_eq!(
+            run(Some(&exp(&main, global, "main_device")), &main, false, None),
+            steps
+        );
+        assert_eq!(
+            run(Some(&exp(&ar, global, "all_reduce")), &ar, false, None),
+            steps
+        );
+        let worst = final_max_diff(&dir.join(&main), &dir.join(&ar));
+        println!("AllReduce vs MainDevice, global {global}: max |diff| {worst:e}");
+        if global == 2 {
+            assert_eq!(
+                worst, 0.0,
+                "no accumulation: the same additions, the same bits"
+            );
+        } else {
+            assert!(worst <= 1e-5, "parameters differ by {worst}");
+        }
+    }
+    let e = exp("ar_resumed", 4, "all_reduce");
+    assert_eq!(run(Some(&e), "ar_resumed", false, Some(3)), 3);
+    assert_eq!(run(None, "ar_resumed", true, None), 8);
+    let worst = final_max_diff(&dir.join("ar4"), &dir.join("ar_resumed"));
+    assert_eq!(worst, 0.0, "the resumed AllReduce run differs by {worst}");
+    // Several nodes exchange through each node's first device: refused by name.
+    let bad = write(
+        &dir,
+        "bad.ron",
+        &format!(
+            "(name: \"bad\", base: Some(\"{}\"), batch: (global: 4, per_device: 1, devices: 2, \
+             nodes: 2, gradient_sync: \"all_reduce\"))",
+            repo().join("experiments/tiny_phantom.ron").display()
+        ),
+    );
+    let e = crate::Experiment::load(&bad).unwrap_err().to_string();
+    assert!(e.contains("batch.gradient_sync"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Loader threads prepare batches ahead, in any interleaving: training ends with the same
 /// bits as loading on the training thread (two devices, accumulation, two epochs).
 #[test]

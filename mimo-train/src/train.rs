@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::module::{AutodiffModule, Module};
-use burn::optim::AdamWConfig;
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -23,14 +23,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, TrainState};
 use crate::cluster::{Cluster, ClusterNode};
+use crate::collective::{DeviceAllReduce, ThroughFirstDevice};
 use crate::error::other;
-use crate::experiment::{Experiment, StageSpec};
+use crate::experiment::{Experiment, GradientSync, StageSpec};
 use crate::metrics::{MimoMetric, MimoMetricKind};
 use crate::optim::{Snapshotting, WarmupDecay};
 use crate::params::{PathIds, all_paths, fnv, set_grad, trained_paths};
 use crate::renderer::{Display, RendererBox, renderer};
 use crate::step::{MimoStepStats, MimoTrainer};
-use crate::strategy::{OptimRecord, StageResult, StageRun, add};
+use crate::strategy::{AllReduceParts, OptimRecord, StageResult, StageRun, add};
 
 pub use crate::checkpoint::{FINAL_DIR, RUN_FILE, TRAIN_CSV, VALID_CSV};
 pub use crate::error::TrainError;
@@ -233,6 +234,23 @@ pub fn train<B: AutodiffBackend>(
     experiment_path: Option<&Path>,
     options: &TrainOptions,
     devices: &[B::Device],
+) -> Result<RunOutcome, TrainError> {
+    train_with_all_reduce::<B>(
+        experiment_path,
+        options,
+        devices,
+        Arc::new(ThroughFirstDevice),
+    )
+}
+
+/// [`train`], summing the devices' gradients with `all_reduce` when the experiment's
+/// `batch.gradient_sync` is `AllReduce` ([`train`] sums through the first device; on CUDA,
+/// [`crate::collective`]'s `Nccl` with the `nccl` feature).
+pub fn train_with_all_reduce<B: AutodiffBackend>(
+    experiment_path: Option<&Path>,
+    options: &TrainOptions,
+    devices: &[B::Device],
+    all_reduce: Arc<dyn DeviceAllReduce<B::InnerBackend>>,
 ) -> Result<RunOutcome, TrainError> {
     // Absolute, so the paths run.json records work from any working directory.
     let run_dir = std::path::absolute(&options.run_dir)
@@ -463,13 +481,30 @@ pub fn train<B: AutodiffBackend>(
             &format!("stages[{si}].freeze"),
         )?;
         let trainer = MimoTrainer { mimo: staged };
-        let optim = AdamWConfig::new()
-            .with_beta_1(exp.optimizer.beta_1)
-            .with_beta_2(exp.optimizer.beta_2)
-            .with_epsilon(exp.optimizer.epsilon)
-            .with_weight_decay(exp.optimizer.weight_decay)
-            .init::<B, MimoTrainer<B>>();
-        let (optim, snapshot) = Snapshotting::new(optim);
+        let adamw = || {
+            AdamWConfig::new()
+                .with_beta_1(exp.optimizer.beta_1)
+                .with_beta_2(exp.optimizer.beta_2)
+                .with_epsilon(exp.optimizer.epsilon)
+                .with_weight_decay(exp.optimizer.weight_decay)
+                .init::<B, MimoTrainer<B>>()
+        };
+        // Under AllReduce, the devices after the first step optimisers of their own, in the
+        // same state as the learner's.
+        let all_reduce = (exp.batch.gradient_sync == GradientSync::AllReduce && devices.len() > 1)
+            .then(|| AllReduceParts {
+                reduce: all_reduce.clone(),
+                optimizers: Mutex::new(
+                    devices[1..]
+                        .iter()
+                        .map(|_| match &optim_record {
+                            Some(r) => adamw().load_record(r.clone()),
+                            None => adamw(),
+                        })
+                        .collect(),
+                ),
+            });
+        let (optim, snapshot) = Snapshotting::new(adamw());
         let scheduler = WarmupDecay {
             peak: exp.optimizer.lr,
             warmup: exp.schedule.warmup_steps,
@@ -507,6 +542,7 @@ pub fn train<B: AutodiffBackend>(
             devices: devices.to_vec(),
             per_device: exp.batch.per_device,
             workers: exp.data.workers,
+            all_reduce,
             cluster: cluster.clone(),
             accumulation,
             clip: exp.optimizer.clip_grad_norm,
