@@ -60,7 +60,8 @@ pub struct TrainArgs {
     #[arg(long)]
     no_dashboard: bool,
     /// Device indices for data-parallel training, e.g. 0,1,2,3 (as many as the experiment's
-    /// `batch.devices`; default 0..devices). The first holds the optimiser.
+    /// `batch.devices`; default 0..devices). With `gradient_sync: "main_device"` the first
+    /// holds the optimiser; with `"all_reduce"` each holds one.
     #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
     devices: Vec<usize>,
     /// The backend to train on, among those this binary was built with (cargo features
@@ -223,9 +224,18 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         #[allow(unreachable_patterns)]
         other => return Err(other.check().err().unwrap_or_default()),
     }
-    .map_err(|e| e.to_string())?;
-    let curves = out.run_dir.join(CURVES_FILE);
-    write_curves(&out.run_dir, &curves)?;
+    .map_err(|e| e.to_string());
+    // The curves of what was trained, also when training failed part-way.
+    let curves = options.run_dir.join(CURVES_FILE);
+    let drawn = options.run_dir.join(mimo_train::train::TRAIN_CSV).is_file()
+        && match write_curves(&options.run_dir, &curves) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("warning: no curves: {e}");
+                false
+            }
+        };
+    let out = out?;
     let i = &out.info;
     println!(
         "{} after {} optimiser steps ({:.0} s): {}",
@@ -245,7 +255,9 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             out.run_dir.display()
         ),
     }
-    println!("curves: {}", curves.display());
+    if drawn {
+        println!("curves: {}", curves.display());
+    }
     Ok(())
 }
 
@@ -279,7 +291,8 @@ fn cuda_all_reduce() -> Arc<dyn DeviceAllReduce<burn::backend::Cuda>> {
     Arc::new(ThroughFirstDevice)
 }
 
-/// The run directory's plot of its training curves (rewritten whenever `mimo train` returns).
+/// The run directory's plot of its training curves (redrawn whenever `mimo train` ends, also
+/// when training failed part-way).
 pub(crate) const CURVES_FILE: &str = "curves.png";
 
 /// Draws the loss, token-accuracy, mask-IoU and learning-rate curves of the run in `run`

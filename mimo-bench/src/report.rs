@@ -227,7 +227,7 @@ pub const CURVE_POINTS: usize = 100;
 
 /// A training run's curves from its `train.csv` (one row per optimiser step) and
 /// `valid.csv` (one row per epoch) texts, as written by `mimo train`: loss, answer-token
-/// accuracy and mask IoU (training as means over windows of at most `rows / CURVE_POINTS`
+/// accuracy and mask IoU (training as means over windows of `⌈rows / CURVE_POINTS⌉`
 /// steps, plotted at each window's last step; validation at each epoch's end), and the
 /// learning rate per step.
 pub fn training_curves(train_csv: &str, valid_csv: &str) -> RgbImage {

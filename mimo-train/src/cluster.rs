@@ -233,17 +233,8 @@ impl<I: Backend> Cluster<I> {
         B: AutodiffBackend<InnerBackend = I>,
         M: AutodiffModule<B>,
     {
-        let mut flat = Flatten::<B> {
-            grads,
-            parts: Vec::new(),
-            shapes: Vec::new(),
-        };
-        model.visit(&mut flat);
-        let Flatten {
-            mut grads,
-            mut parts,
-            shapes,
-        } = flat;
+        let mut flat = flatten_grads::<B, M>(model, grads);
+        let mut parts = std::mem::take(&mut flat.parts);
         let tail = [
             stats.loss,
             stats.ce,
@@ -261,8 +252,7 @@ impl<I: Backend> Cluster<I> {
             TensorData::new(tail_vals, [tail.len()]),
             &device,
         ));
-        let flat = Tensor::cat(parts, 0);
-        let all = self.gather(flat.into_data())?;
+        let all = self.gather(Tensor::cat(parts, 0).into_data())?;
         // Summed in rank order on every node: the same bits everywhere.
         let mut summed: Option<Tensor<I, 1>> = None;
         for d in all {
@@ -289,16 +279,7 @@ impl<I: Backend> Cluster<I> {
         stats.intersection = t[6] as f64;
         stats.union = t[7] as f64;
         stats.batch_size = t[8].round() as usize;
-        let mut at = 0;
-        let mut unflat = Unflatten::<B> {
-            grads: &mut grads,
-            summed: &summed,
-            shapes: &shapes,
-            next: 0,
-            at: &mut at,
-        };
-        model.visit(&mut unflat);
-        Ok(grads)
+        flat.unflatten(model, &summed)
     }
 
     /// Ends this node's part: a last exchange (every node has reached the end), then waits
@@ -327,35 +308,139 @@ impl<I: Backend> Drop for Cluster<I> {
     }
 }
 
-/// Takes every gradient out of the set as a flat f32 tensor, in the model's visiting order
-/// (the same on every node: the replicas are the same module).
-pub(crate) struct Flatten<B: AutodiffBackend> {
-    pub(crate) grads: GradientsParams,
+/// A replica's gradients as one flat f32 tensor whose layout depends on the module only, so
+/// that replicas (devices, nodes) whose data reached different parameters still line up: one
+/// slot per trained parameter (zeros where this replica has no gradient for it), then one
+/// presence entry per trained parameter (1 where it had a gradient). Summed over replicas,
+/// a parameter no replica reached stays without a gradient, as when the gradients of
+/// several micro-batches are accumulated on one device.
+pub(crate) struct FlatGrads<B: AutodiffBackend> {
+    /// Slots, then presence entries.
     pub(crate) parts: Vec<Tensor<B::InnerBackend, 1>>,
-    /// Shape and dtype of each gradient taken, in order; `None` for a parameter without one.
-    pub(crate) shapes: Vec<Option<(Vec<usize>, DType)>>,
+    /// Shape and dtype of each parameter's gradient, in visiting order; `None` for a
+    /// parameter that does not train.
+    shapes: Vec<Option<(Vec<usize>, DType)>>,
+    /// What is left of the gradient set (gradients of no parameter of `model`).
+    rest: GradientsParams,
+}
+
+struct Flatten<B: AutodiffBackend> {
+    grads: GradientsParams,
+    parts: Vec<Tensor<B::InnerBackend, 1>>,
+    shapes: Vec<Option<(Vec<usize>, DType)>>,
+    present: Vec<f32>,
+    device: Option<B::Device>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        match self.grads.remove::<B::InnerBackend, D>(param.id) {
-            Some(g) => {
-                self.shapes.push(Some((g.dims().to_vec(), g.dtype())));
-                let n = g.shape().num_elements();
-                self.parts.push(g.cast(DType::F32).reshape([n]));
-            }
-            None => self.shapes.push(None),
+        let grad = self.grads.remove::<B::InnerBackend, D>(param.id);
+        let value = param.val();
+        if grad.is_none() && !value.is_require_grad() {
+            self.shapes.push(None);
+            return;
         }
+        let dims = value.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let device = value.device();
+        match grad {
+            Some(g) => {
+                self.shapes.push(Some((dims, g.dtype())));
+                self.parts.push(g.cast(DType::F32).reshape([n]));
+                self.present.push(1.0);
+            }
+            None => {
+                self.shapes.push(Some((dims, value.dtype())));
+                self.parts.push(Tensor::zeros([n], &device));
+                self.present.push(0.0);
+            }
+        }
+        self.device.get_or_insert(device);
     }
 }
 
-/// Puts the reduced gradients back, each in its shape and dtype.
-pub(crate) struct Unflatten<'a, B: AutodiffBackend> {
-    pub(crate) grads: &'a mut GradientsParams,
-    pub(crate) summed: &'a Tensor<B::InnerBackend, 1>,
-    pub(crate) shapes: &'a [Option<(Vec<usize>, DType)>],
-    pub(crate) next: usize,
-    pub(crate) at: &'a mut usize,
+/// Flattens `grads`, the gradients of `model`'s parameters (see [`FlatGrads`]).
+pub(crate) fn flatten_grads<B, M>(model: &M, grads: GradientsParams) -> FlatGrads<B>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
+    let mut f = Flatten::<B> {
+        grads,
+        parts: Vec::new(),
+        shapes: Vec::new(),
+        present: Vec::new(),
+        device: None,
+    };
+    model.visit(&mut f);
+    let device = f.device.unwrap_or_default();
+    let n = f.present.len();
+    f.parts
+        .push(Tensor::from_data(TensorData::new(f.present, [n]), &device));
+    FlatGrads {
+        parts: f.parts,
+        shapes: f.shapes,
+        rest: f.grads,
+    }
+}
+
+impl<B: AutodiffBackend> FlatGrads<B> {
+    /// Elements of the slots and presence entries (what [`FlatGrads::parts`] holds).
+    pub(crate) fn len(&self) -> usize {
+        let slots: usize = self
+            .shapes
+            .iter()
+            .flatten()
+            .map(|(d, _)| d.iter().product::<usize>())
+            .sum();
+        slots + self.shapes.iter().flatten().count()
+    }
+
+    /// The gradient set back from `summed` (starting with the summed slots and presence
+    /// entries; anything after them is ignored): every parameter some replica had a gradient
+    /// for, in its shape and dtype.
+    pub(crate) fn unflatten<M: AutodiffModule<B>>(
+        self,
+        model: &M,
+        summed: &Tensor<B::InnerBackend, 1>,
+    ) -> Result<GradientsParams, String> {
+        let trained = self.shapes.iter().flatten().count();
+        let slots = self.len() - trained;
+        let present: Vec<f32> = summed
+            .clone()
+            .slice(slots..slots + trained)
+            .into_data()
+            .to_vec()
+            .map_err(|e| format!("reading which gradients are present: {e:?}"))?;
+        let FlatGrads {
+            shapes, mut rest, ..
+        } = self;
+        let mut u = Unflatten::<B> {
+            grads: &mut rest,
+            summed,
+            shapes: &shapes,
+            present: &present,
+            next: 0,
+            trained: 0,
+            at: 0,
+        };
+        model.visit(&mut u);
+        Ok(rest)
+    }
+}
+
+/// Puts the summed gradients back, each in its shape and dtype.
+struct Unflatten<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    summed: &'a Tensor<B::InnerBackend, 1>,
+    shapes: &'a [Option<(Vec<usize>, DType)>],
+    present: &'a [f32],
+    /// Index into `shapes`.
+    next: usize,
+    /// Index into `present`.
+    trained: usize,
+    /// Offset into `summed`.
+    at: usize,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
@@ -364,17 +449,21 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
         self.next += 1;
         if let Some((dims, dtype)) = entry {
             let n: usize = dims.iter().product();
-            let start = *self.at;
-            *self.at += n;
-            let mut shape = [0usize; D];
-            shape.copy_from_slice(&dims);
-            let g = self
-                .summed
-                .clone()
-                .slice(start..start + n)
-                .reshape(shape)
-                .cast(dtype);
-            self.grads.register(param.id, g);
+            let start = self.at;
+            self.at += n;
+            let reached = self.present.get(self.trained).is_some_and(|&p| p > 0.0);
+            self.trained += 1;
+            if reached {
+                let mut shape = [0usize; D];
+                shape.copy_from_slice(&dims);
+                let g = self
+                    .summed
+                    .clone()
+                    .slice(start..start + n)
+                    .reshape(shape)
+                    .cast(dtype);
+                self.grads.register(param.id, g);
+            }
         }
     }
 }

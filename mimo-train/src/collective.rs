@@ -6,7 +6,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use crate::cluster::{Flatten, Unflatten};
+use crate::cluster::{FlatGrads, flatten_grads};
 
 /// Sums one flat tensor per device onto every device.
 pub trait DeviceAllReduce<B: Backend>: Send + Sync {
@@ -18,8 +18,8 @@ pub trait DeviceAllReduce<B: Backend>: Send + Sync {
 }
 
 /// The sum taken on the first device, in device order, and copied to the others: works on
-/// every backend (and adds in the same order as [`GradientSync::MainDevice`], so both train
-/// the same bits when there is no accumulation).
+/// every backend (and adds in the same order as [`GradientSync::MainDevice`], so with f32
+/// gradients both train the same bits when there is no accumulation).
 ///
 /// [`GradientSync::MainDevice`]: crate::experiment::GradientSync::MainDevice
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,7 +43,9 @@ impl<B: Backend> DeviceAllReduce<B> for ThroughFirstDevice {
 }
 
 /// NCCL's all-reduce through burn's `DistributedBackend` (CUDA): each device's call runs on
-/// a thread of its own, as NCCL's ranks must call together.
+/// a thread of its own, as NCCL's ranks must call together. The flat tensors are built
+/// before any call, so every rank calls; should a call itself fail on one GPU, NCCL leaves
+/// the others waiting: stop the run and resume it from its last checkpoint.
 #[cfg(feature = "nccl")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Nccl;
@@ -51,8 +53,8 @@ pub struct Nccl;
 #[cfg(feature = "nccl")]
 impl<B: burn::tensor::backend::distributed::DistributedBackend> DeviceAllReduce<B> for Nccl {
     fn all_reduce(&self, per_device: Vec<Tensor<B, 1>>) -> Result<Vec<Tensor<B, 1>>, String> {
-        use burn::tensor::TensorPrimitive;
         use burn::prelude::DeviceOps;
+        use burn::tensor::TensorPrimitive;
         use burn::tensor::backend::distributed::ReduceOperation;
         let ids: Vec<_> = per_device.iter().map(|t| t.device().to_id()).collect();
         std::thread::scope(|scope| {
@@ -84,7 +86,9 @@ impl<B: burn::tensor::backend::distributed::DistributedBackend> DeviceAllReduce<
 }
 
 /// Every device's gradients (of its replica in `models`) summed over the devices with
-/// `reduce`, back as one gradient set per device.
+/// `reduce`, back as one gradient set per device. The flat layout depends on the module only
+/// ([`FlatGrads`]): a device whose data reached fewer parameters (a VQA-only batch leaves the
+/// mask decoder without gradients) still lines up with the others.
 pub(crate) fn all_reduce_grads<B, M>(
     reduce: &dyn DeviceAllReduce<B::InnerBackend>,
     models: &[M],
@@ -94,22 +98,20 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
 {
-    let mut flats = Vec::with_capacity(models.len());
-    let mut rest = Vec::with_capacity(models.len());
-    for (model, grads) in models.iter().zip(grads) {
-        let mut flat = Flatten::<B> {
-            grads,
-            parts: Vec::new(),
-            shapes: Vec::new(),
-        };
-        model.visit(&mut flat);
-        if flat.parts.is_empty() {
-            return Err("no parameter received a gradient".into());
-        }
-        flats.push(Tensor::cat(flat.parts, 0));
-        rest.push((flat.grads, flat.shapes));
+    let mut flats: Vec<FlatGrads<B>> = models
+        .iter()
+        .zip(grads)
+        .map(|(model, grads)| flatten_grads::<B, M>(model, grads))
+        .collect();
+    let len = flats.first().map(FlatGrads::len).unwrap_or(0);
+    if flats.iter().any(|f| f.len() != len) {
+        return Err("the devices' replicas have different trained parameters".into());
     }
-    let sums = reduce.all_reduce(flats)?;
+    let tensors = flats
+        .iter_mut()
+        .map(|f| Tensor::cat(std::mem::take(&mut f.parts), 0))
+        .collect();
+    let sums = reduce.all_reduce(tensors)?;
     if sums.len() != models.len() {
         return Err(format!(
             "the all-reduce returned {} sums for {} devices",
@@ -117,20 +119,10 @@ where
             models.len()
         ));
     }
-    Ok(models
+    models
         .iter()
-        .zip(rest)
+        .zip(flats)
         .zip(sums)
-        .map(|((model, (mut grads, shapes)), summed)| {
-            let mut at = 0;
-            model.visit(&mut Unflatten::<B> {
-                grads: &mut grads,
-                summed: &summed,
-                shapes: &shapes,
-                next: 0,
-                at: &mut at,
-            });
-            grads
-        })
-        .collect())
+        .map(|((model, flat), summed)| flat.unflatten(model, &summed))
+        .collect()
 }

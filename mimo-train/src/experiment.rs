@@ -181,6 +181,9 @@ fn workers() -> usize {
     2
 }
 
+/// Most loader threads an experiment may ask for (`data.workers`).
+pub const MAX_WORKERS: usize = 64;
+
 /// One VQA file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -627,6 +630,16 @@ impl Experiment {
         }
         if self.data.max_text_len < 8 {
             return Err(bad("data.max_text_len", "must be at least 8".into()));
+        }
+        if self.data.workers > MAX_WORKERS {
+            return Err(bad(
+                "data.workers",
+                format!(
+                    "is {} but at most {MAX_WORKERS} loader threads are allowed (each keeps up \
+                     to two batches on the device)",
+                    self.data.workers
+                ),
+            ));
         }
         self.batch
             .accumulation()

@@ -119,6 +119,16 @@ fn bad_experiments_are_rejected_naming_the_field_and_file() {
             "data.ratio",
         ),
         (
+            format!("(name: \"x\", base: Some(\"{base}\"), data: (workers: 1000))"),
+            "data.workers",
+        ),
+        (
+            format!(
+                "(name: \"x\", base: Some(\"{base}\"), batch: (global: 4, per_device: 2, gradient_sync: \"ring\"))"
+            ),
+            "unknown gradient_sync `ring`",
+        ),
+        (
             format!("(name: \"x\", base: Some(\"{base}\"), stages: [(name: \"s\", epochs: 0)])"),
             "stages[0].epochs",
         ),
@@ -556,6 +566,69 @@ fn all_reduce_trains_like_the_main_device() {
     let e = crate::Experiment::load(&bad).unwrap_err().to_string();
     assert!(e.contains("batch.gradient_sync"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A small module for the all-reduce layout test.
+#[derive(Module, Debug)]
+struct TwoLinear<B: Backend> {
+    a: burn::nn::Linear<B>,
+    b: burn::nn::Linear<B>,
+}
+
+/// Replicas whose data reached different parameters (a VQA-only batch leaves the mask
+/// decoder without gradients) still sum slot by slot: the all-reduce gives what accumulating
+/// the same gradients on one device gives, and a parameter no replica reached stays without
+/// a gradient.
+#[test]
+fn all_reduce_lines_up_replicas_that_reached_different_parameters() {
+    use burn::optim::GradientsAccumulator;
+    use burn::tensor::Distribution;
+    let device = Default::default();
+    let m = TwoLinear::<B> {
+        a: burn::nn::LinearConfig::new(3, 2).init(&device),
+        b: burn::nn::LinearConfig::new(2, 4).init(&device),
+    };
+    let x = Tensor::<B, 2>::random([5, 3], Distribution::Default, &device);
+    // Replica 0 reaches `a` and `b`; replica 1 only `a`.
+    let grads = |reach_b: bool| {
+        let h = m.a.forward(x.clone());
+        let loss = if reach_b {
+            m.b.forward(h).sum()
+        } else {
+            h.powf_scalar(2.0).sum()
+        };
+        GradientsParams::from_grads::<B, _>(loss.backward(), &m)
+    };
+    let summed = crate::collective::all_reduce_grads::<B, _>(
+        &crate::collective::ThroughFirstDevice,
+        &[m.clone(), m.clone()],
+        vec![grads(true), grads(false)],
+    )
+    .unwrap();
+    let mut acc = GradientsAccumulator::<TwoLinear<B>>::new();
+    acc.accumulate::<B>(&m, grads(true));
+    acc.accumulate::<B>(&m, grads(false));
+    let want = acc.grads();
+    for mut got in summed {
+        for id in [m.a.weight.id, m.b.weight.id] {
+            let (g, w) = (
+                got.remove::<Flex, 2>(id).expect("a summed gradient"),
+                want.get::<Flex, 2>(id).expect("an accumulated gradient"),
+            );
+            assert_eq!(g.into_data(), w.into_data());
+        }
+    }
+    // Neither replica reached `b`: no gradient for it, none made up.
+    let only_a = crate::collective::all_reduce_grads::<B, _>(
+        &crate::collective::ThroughFirstDevice,
+        &[m.clone(), m.clone()],
+        vec![grads(false), grads(false)],
+    )
+    .unwrap();
+    for got in only_a {
+        assert!(got.get::<Flex, 2>(m.a.weight.id).is_some());
+        assert!(got.get::<Flex, 2>(m.b.weight.id).is_none());
+    }
 }
 
 /// Loader threads prepare batches ahead, in any interleaving: training ends with the same
