@@ -15,8 +15,10 @@
 #      against PyTorch's; its CLIP tower, SAM and LLM all feed them);
 #   2. SAM ViT-H image encoder per image, f32 and bf16;
 #   3. Vicuna-7B-shaped LLM in bf16: 512-token prefill and decode tokens/s at batch 1;
-#   4. a MIMO-7B-shaped LoRA training step in bf16 (forward, backward, AdamW) with peak GPU
-#      memory sampled by nvidia-smi;
+#   4. MIMO-7B-shaped LoRA training steps (forward, backward, AdamW) with peak GPU memory
+#      sampled by nvidia-smi: as `frozen_dtype: Some("bf16")` trains with LISA's whole token
+#      matrices, and in the 24 GB setting (added token rows only, activation checkpointing,
+#      one 512-token sample);
 #   5. `mimo train` on CUDA: 40 optimiser steps of experiments/tiny_phantom.ron (the
 #      quickstart's run: learner, accumulation, clipping, a checkpoint), seconds per step,
 #      with its default loader threads and again with data loaded on the training thread;
@@ -106,17 +108,32 @@ step "Vicuna-7B shape, bf16: prefill 512 tokens, decode at batch 1"
 timeout 90 "$bin" bench llm --model vicuna_7b_v1_5 --dtype bf16 --prompt-len 512 --decode-tokens 32 --runs 2 \
     --json "$tmp/llm_7b.json" || status llm_7b FAILED
 
-step "MIMO-7B shape, bf16: one LoRA training step (peak memory sampled)"
-(while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.2; done) >"$tmp/mem" 2>/dev/null &
-sampler=$!
-timeout 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --images 1 --image-size 512 \
-    --text-len 128 --runs 2 --json "$tmp/mimo_7b.json" || status mimo_7b FAILED
-# The same step as `frozen_dtype: Some("bf16")` trains: bf16 base, f32 trained parts.
-timeout 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --mixed --images 1 \
-    --image-size 512 --text-len 128 --runs 2 --json "$tmp/mimo_7b_mixed.json" || status mimo_7b_mixed FAILED
-kill "$sampler" 2>/dev/null
-peak=$(sort -n "$tmp/mem" | tail -1)
-echo "peak GPU memory during the MIMO-7B step: ${peak:-?} MiB"
+# Runs a command while sampling the GPU's used memory (nvidia-smi, every 0.2 s: what the
+# process holds, cubecl's memory pools included, so an upper bound of what it needs).
+#   with_peak NAME TIMEOUT CMD...   writes $tmp/peak_NAME (MiB)
+with_peak() {
+    local name=$1 limit=$2 sampler peak
+    shift 2
+    (while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.2; done) \
+        >"$tmp/mem_$name" 2>/dev/null &
+    sampler=$!
+    timeout "$limit" "$@" || status "$name" FAILED
+    kill "$sampler" 2>/dev/null
+    peak=$(sort -n "$tmp/mem_$name" | tail -1)
+    echo "peak GPU memory ($name): ${peak:-?} MiB"
+    echo "${peak:-0}" >"$tmp/peak_$name"
+}
+
+step "MIMO-7B shape, one LoRA training step as frozen_dtype bf16 trains (LISA's whole token matrices)"
+# bf16 frozen towers and LLM base, f32 trained parts (LoRA, whole embed_tokens/lm_head, ...).
+with_peak mimo_7b_mixed 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --mixed \
+    --token-rows whole --images 1 --image-size 512 --text-len 128 --runs 2 --json "$tmp/mimo_7b_mixed.json"
+
+step "MIMO-7B shape, the 24 GB setting (experiments/mimo_full_24gb.ron): added token rows only, activation checkpointing"
+# One sample of the experiment's longest text (max_text_len 512) per forward pass.
+with_peak mimo_7b_24gb 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --mixed \
+    --token-rows new --checkpointing --images 1 --image-size 512 --text-len 512 --runs 1 \
+    --json "$tmp/mimo_7b_24gb.json"
 
 step "mimo train on CUDA: 40 optimiser steps of the tiny phantom experiment"
 timeout 120 "$bin" train experiments/tiny_phantom.ron --out "$tmp/train" --max-steps 40 --no-dashboard \
@@ -173,12 +190,15 @@ PY
 kill "$server" 2>/dev/null
 
 step "summary"
-python3 - "$tmp" "$out/gpu_check.json" "${peak:-0}" <<'PY'
+python3 - "$tmp" "$out/gpu_check.json" <<'PY'
 import json, os, sys
-tmp, dest, peak = sys.argv[1], sys.argv[2], int(sys.argv[3] or 0)
+tmp, dest = sys.argv[1], sys.argv[2]
 def load(name):
     p = os.path.join(tmp, name)
     return json.load(open(p)) if os.path.exists(p) else None
+def peak(name):
+    p = os.path.join(tmp, "peak_" + name)
+    return int(open(p).read().strip() or 0) if os.path.exists(p) else None
 status = dict(line.split() for line in open(os.path.join(tmp, "status"))) if os.path.exists(os.path.join(tmp, "status")) else {}
 result = {
     "checks": status,
@@ -187,8 +207,10 @@ result = {
     "sam_vit_h_f32": load("sam_f32.json"),
     "sam_vit_h_bf16_encoder": load("sam_bf16.json"),
     "llm_7b_bf16": load("llm_7b.json"),
-    "mimo_7b_bf16_step": load("mimo_7b.json"),
-    "mimo_7b_peak_memory_mib": peak,
+    "mimo_7b_mixed_step": load("mimo_7b_mixed.json"),
+    "mimo_7b_mixed_peak_memory_mib": peak("mimo_7b_mixed"),
+    "mimo_7b_24gb_step": load("mimo_7b_24gb.json"),
+    "mimo_7b_24gb_peak_memory_mib": peak("mimo_7b_24gb"),
     "train_tiny_cuda": load("train.json"),
     "train_tiny_cuda_no_loader_threads": load("train_w0.json"),
     "serve_tiny_cuda": load("serve.json"),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::tensor::DType;
 use clap::{Args, ValueEnum};
 use mimo_bench::perf::{SamTimings, bench_clip, bench_llm, bench_llm_backward, bench_sam};
@@ -71,6 +72,15 @@ pub struct BenchArgs {
     /// towers and LLM base in --dtype, what trains in f32.
     #[arg(long)]
     mixed: bool,
+    /// MIMO: which rows of `embed_tokens`/`lm_head` train: `whole` (LISA: the whole
+    /// matrices), `new` (only MIMO's added tokens, `new_token_rows_only`) or `none`.
+    /// Default: the model file's `train_token_embeddings`.
+    #[arg(long, value_name = "whole|new|none")]
+    token_rows: Option<String>,
+    /// MIMO: activation checkpointing as training runs it (`activation_checkpointing`:
+    /// burn's BalancedCheckpointing).
+    #[arg(long)]
+    checkpointing: bool,
     /// Also write the figures as JSON.
     #[arg(long, value_name = "FILE.json")]
     json: Option<PathBuf>,
@@ -182,7 +192,6 @@ struct MimoReference {
 }
 
 fn run_mimo(args: &BenchArgs) -> Result<(), String> {
-    type Ad = burn::backend::Autodiff<Backend>;
     let device = backend::device();
     if args.check_fixture {
         let fixtures = std::path::Path::new("mimo-core/fixtures");
@@ -226,8 +235,32 @@ fn run_mimo(args: &BenchArgs) -> Result<(), String> {
             ))
         };
     }
+    if args.checkpointing {
+        time_mimo::<burn::backend::Autodiff<Backend, BalancedCheckpointing>>(args)
+    } else {
+        time_mimo::<burn::backend::Autodiff<Backend>>(args)
+    }
+}
+
+/// `mimo bench mimo` (timings) on the autodiff backend `Ad`.
+fn time_mimo<Ad>(args: &BenchArgs) -> Result<(), String>
+where
+    Ad: burn::tensor::backend::AutodiffBackend<
+            InnerBackend = Backend,
+            Device = burn::tensor::Device<Backend>,
+        >,
+{
+    let device = backend::device();
     let dtype = parse_dtype(&args.dtype)?;
+    if let Some(r) = args.token_rows.as_deref()
+        && !["whole", "new", "none"].contains(&r)
+    {
+        return Err(format!(
+            "unknown --token-rows `{r}`: use whole, new or none"
+        ));
+    }
     let reference: Option<MimoReference> = reference(&args.reference)?;
+    let mut base_vocab = None;
     let (model, input, plain, what) = if args.fixture_batch {
         let fixtures = std::path::Path::new("mimo-core/fixtures");
         let (model, input) =
@@ -249,6 +282,7 @@ fn run_mimo(args: &BenchArgs) -> Result<(), String> {
         let cfg = mimo_core::mimo::MimoConfig::load(&path).map_err(|e| e.to_string())?;
         let base = path.parent().unwrap_or(std::path::Path::new("."));
         let model_cfg = cfg.model_config(base, None).map_err(|e| e.to_string())?;
+        base_vocab = Some(cfg.base_vocab_size(base).map_err(|e| e.to_string())?);
         eprintln!(
             "building `{}` (random weights) on {} ...",
             path.display(),
@@ -278,17 +312,39 @@ fn run_mimo(args: &BenchArgs) -> Result<(), String> {
         );
         (model, input, plain, what)
     };
+    // The trainable set as `mimo train` sets it: token rows first, then the dtypes.
+    let model = match args.token_rows.as_deref() {
+        None => model,
+        Some("whole") => model.with_trainable_set(true),
+        Some("new") => {
+            let first =
+                base_vocab.ok_or("--token-rows new needs a model file (not --fixture-batch)")?;
+            model
+                .with_new_token_rows_trainable(first)
+                .map_err(|e| format!("--token-rows new: {e}"))?
+        }
+        Some(_) => model.with_trainable_set(false),
+    };
     let model = match dtype {
         Some(d) if args.mixed => model.with_frozen_dtype(d),
         Some(d) => model.cast(d),
         None => model,
     };
     eprintln!(
-        "timing a MIMO training step on {} in {}{}: {what} ...",
+        "timing a MIMO training step on {} in {}{}{}{}: {what} ...",
         backend::NAME,
         args.dtype,
         if args.mixed {
             " (frozen parts; trained parts in f32)"
+        } else {
+            ""
+        },
+        match args.token_rows.as_deref() {
+            Some(r) => format!(", token rows trained: {r}"),
+            None => String::new(),
+        },
+        if args.checkpointing {
+            ", activation checkpointing"
         } else {
             ""
         }

@@ -1143,3 +1143,38 @@ fn bench_load_measures_a_sam_checkpoint() {
     ]);
     fails_with(&o, "no such file");
 }
+
+/// `bench mimo` times the step as the 24 GB experiment trains it (only the added token rows,
+/// activation checkpointing, bf16 frozen parts): fewer trained parameters than LISA's whole
+/// token matrices; an unknown `--token-rows` is refused.
+#[test]
+fn bench_mimo_times_the_24gb_setting() {
+    let trained = |extra: &[&str]| {
+        let mut args = vec!["bench", "mimo", "--runs", "1", "--text-len", "32"];
+        args.extend_from_slice(extra);
+        let o = mimo(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        let line = out
+            .lines()
+            .find(|l| l.contains("trainable parameters"))
+            .unwrap_or_else(|| panic!("{out}"));
+        line.split(", ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let whole = trained(&["--token-rows", "whole"]);
+    let new = trained(&[
+        "--token-rows",
+        "new",
+        "--checkpointing",
+        "--dtype",
+        "bf16",
+        "--mixed",
+    ]);
+    assert!(new < whole, "new rows {new} vs whole {whole}");
+    let o = mimo(&["bench", "mimo", "--token-rows", "some"]);
+    fails_with(&o, "unknown --token-rows `some`");
+}

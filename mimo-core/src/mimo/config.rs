@@ -271,6 +271,12 @@ impl MimoConfig {
         Ok(())
     }
 
+    /// The LLM's own vocabulary size (before MIMO's added tokens), `base` resolving relative
+    /// paths: the first row [`super::Mimo::with_new_token_rows_trainable`] splits off.
+    pub fn base_vocab_size(&self, base: &Path) -> Result<usize, ConfigError> {
+        Ok(self.llm_config(base)?.vocab_size)
+    }
+
     /// The LLM's configuration (preset, directory or `config.json`).
     fn llm_config(&self, base: &Path) -> Result<LlamaConfig, ConfigError> {
         if let Some(c) = LlamaConfig::preset(&self.llm) {
