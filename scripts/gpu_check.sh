@@ -119,9 +119,11 @@ with_peak() {
     sampler=$!
     timeout "$limit" "$@" || status "$name" FAILED
     kill "$sampler" 2>/dev/null
-    peak=$(sort -n "$tmp/mem_$name" | tail -1)
-    echo "peak GPU memory ($name): ${peak:-?} MiB"
-    echo "${peak:-0}" >"$tmp/peak_$name"
+    peak=$(grep -E '^[0-9]+$' "$tmp/mem_$name" | sort -n | tail -1)
+    echo "peak GPU memory ($name): ${peak:-not sampled} MiB"
+    # No samples (nvidia-smi missing or failing): no file, so the summary says null.
+    [ -n "$peak" ] && echo "$peak" >"$tmp/peak_$name"
+    return 0
 }
 
 step "MIMO-7B shape, one LoRA training step as frozen_dtype bf16 trains (LISA's whole token matrices)"
@@ -197,8 +199,10 @@ def load(name):
     p = os.path.join(tmp, name)
     return json.load(open(p)) if os.path.exists(p) else None
 def peak(name):
-    p = os.path.join(tmp, "peak_" + name)
-    return int(open(p).read().strip() or 0) if os.path.exists(p) else None
+    try:
+        return int(open(os.path.join(tmp, "peak_" + name)).read().strip())
+    except (OSError, ValueError):
+        return None
 status = dict(line.split() for line in open(os.path.join(tmp, "status"))) if os.path.exists(os.path.join(tmp, "status")) else {}
 result = {
     "checks": status,

@@ -73,8 +73,8 @@ pub struct BenchArgs {
     #[arg(long)]
     mixed: bool,
     /// MIMO: which rows of `embed_tokens`/`lm_head` train: `whole` (LISA: the whole
-    /// matrices), `new` (only MIMO's added tokens, `new_token_rows_only`) or `none`.
-    /// Default: the model file's `train_token_embeddings`.
+    /// matrices; the default), `new` (only MIMO's added tokens, as `new_token_rows_only`
+    /// trains) or `none`.
     #[arg(long, value_name = "whole|new|none")]
     token_rows: Option<String>,
     /// MIMO: activation checkpointing as training runs it (`activation_checkpointing`:
@@ -192,6 +192,18 @@ struct MimoReference {
 }
 
 fn run_mimo(args: &BenchArgs) -> Result<(), String> {
+    if let Some(r) = args.token_rows.as_deref()
+        && !["whole", "new", "none"].contains(&r)
+    {
+        return Err(format!(
+            "unknown --token-rows `{r}`: use whole, new or none"
+        ));
+    }
+    if args.token_rows.as_deref() == Some("new") && (args.fixture_batch || args.check_fixture) {
+        return Err(
+            "--token-rows new needs a model file (not --fixture-batch or --check-fixture)".into(),
+        );
+    }
     let device = backend::device();
     if args.check_fixture {
         let fixtures = std::path::Path::new("mimo-core/fixtures");
@@ -252,13 +264,6 @@ where
 {
     let device = backend::device();
     let dtype = parse_dtype(&args.dtype)?;
-    if let Some(r) = args.token_rows.as_deref()
-        && !["whole", "new", "none"].contains(&r)
-    {
-        return Err(format!(
-            "unknown --token-rows `{r}`: use whole, new or none"
-        ));
-    }
     let reference: Option<MimoReference> = reference(&args.reference)?;
     let mut base_vocab = None;
     let (model, input, plain, what) = if args.fixture_batch {

@@ -188,6 +188,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     }
     let experiment = args.experiment.as_deref();
     let checkpointing = exp.activation_checkpointing;
+    let owned =
+        resume || std::fs::read_dir(&options.run_dir).map_or(true, |mut d| d.next().is_none());
     let out = match kind {
         #[cfg(feature = "flex")]
         backend::Kind::Flex => train_on::<burn::backend::Flex>(
@@ -225,9 +227,11 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         other => return Err(other.check().err().unwrap_or_default()),
     }
     .map_err(|e| e.to_string());
-    // The curves of what was trained, also when training failed part-way.
+    // The curves of what was trained, also when training failed part-way (only in a run
+    // directory this command owns: one it resumes or one that was new or empty).
     let curves = options.run_dir.join(CURVES_FILE);
-    let drawn = options.run_dir.join(mimo_train::train::TRAIN_CSV).is_file()
+    let drawn = owned
+        && options.run_dir.join(mimo_train::train::TRAIN_CSV).is_file()
         && match write_curves(&options.run_dir, &curves) {
             Ok(()) => true,
             Err(e) => {

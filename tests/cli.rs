@@ -1002,7 +1002,12 @@ fn train_rejects_bad_experiments_and_existing_runs() {
         "no run directory for a bad file"
     );
     std::fs::create_dir_all(dir.path("taken")).unwrap();
-    std::fs::write(dir.path("taken/x"), "earlier run").unwrap();
+    // An earlier run's metric log: a refused run must not draw its curves.
+    std::fs::write(
+        dir.path("taken/train.csv"),
+        "stage,epoch,step,lr,loss\ng,1,1,0.001,2.0\n",
+    )
+    .unwrap();
     let o = mimo(&[
         "train",
         "experiments/tiny_phantom.ron",
@@ -1010,6 +1015,10 @@ fn train_rejects_bad_experiments_and_existing_runs() {
         &dir.path("taken"),
     ]);
     fails_with(&o, "already exists");
+    assert!(
+        !Path::new(&dir.path("taken/curves.png")).exists(),
+        "nothing is drawn into another run's directory"
+    );
     let o = mimo(&["train", "--resume", &dir.path("nothing")]);
     fails_with(&o, "not a run directory");
     // A backend this binary was built without: refused before any work, saying which

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData};
@@ -233,7 +233,7 @@ impl<I: Backend> Cluster<I> {
         B: AutodiffBackend<InnerBackend = I>,
         M: AutodiffModule<B>,
     {
-        let mut flat = flatten_grads::<B, M>(model, grads);
+        let mut flat = flatten_grads::<B, M>(model, grads)?;
         let mut parts = std::mem::take(&mut flat.parts);
         let tail = [
             stats.loss,
@@ -253,6 +253,18 @@ impl<I: Backend> Cluster<I> {
             &device,
         ));
         let all = self.gather(Tensor::cat(parts, 0).into_data())?;
+        let want = flat.len() + tail.len();
+        if let Some((rank, d)) = all
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.num_elements() != want)
+        {
+            return Err(format!(
+                "node {rank} sent {:?} gradient values, this node has {want}: do all nodes \
+                 train the same parameters?",
+                d.shape
+            ));
+        }
         // Summed in rank order on every node: the same bits everywhere.
         let mut summed: Option<Tensor<I, 1>> = None;
         for d in all {
@@ -330,28 +342,34 @@ struct Flatten<B: AutodiffBackend> {
     shapes: Vec<Option<(Vec<usize>, DType)>>,
     present: Vec<f32>,
     device: Option<B::Device>,
+    /// A gradient of a parameter that does not train (it would have no slot).
+    stray: Option<ParamId>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let grad = self.grads.remove::<B::InnerBackend, D>(param.id);
         let value = param.val();
-        if grad.is_none() && !value.is_require_grad() {
+        // Slots follow the module alone (which parameters train), never the data.
+        if !value.is_require_grad() {
+            if grad.is_some() {
+                self.stray.get_or_insert(param.id);
+            }
             self.shapes.push(None);
             return;
         }
         let dims = value.dims().to_vec();
         let n: usize = dims.iter().product();
         let device = value.device();
+        self.shapes.push(Some((dims, value.dtype())));
         match grad {
             Some(g) => {
-                self.shapes.push(Some((dims, g.dtype())));
                 self.parts.push(g.cast(DType::F32).reshape([n]));
                 self.present.push(1.0);
             }
             None => {
-                self.shapes.push(Some((dims, value.dtype())));
-                self.parts.push(Tensor::zeros([n], &device));
+                self.parts
+                    .push(Tensor::<B::InnerBackend, 1>::zeros([n], &device).cast(DType::F32));
                 self.present.push(0.0);
             }
         }
@@ -359,8 +377,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<B> {
     }
 }
 
-/// Flattens `grads`, the gradients of `model`'s parameters (see [`FlatGrads`]).
-pub(crate) fn flatten_grads<B, M>(model: &M, grads: GradientsParams) -> FlatGrads<B>
+/// Flattens `grads`, the gradients of `model`'s parameters (see [`FlatGrads`]); a gradient
+/// of a parameter that does not train is an error.
+pub(crate) fn flatten_grads<B, M>(model: &M, grads: GradientsParams) -> Result<FlatGrads<B>, String>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
@@ -371,17 +390,25 @@ where
         shapes: Vec::new(),
         present: Vec::new(),
         device: None,
+        stray: None,
     };
     model.visit(&mut f);
+    if let Some(id) = f.stray {
+        return Err(format!(
+            "parameter {id} has a gradient but does not train: the replicas' layouts would differ"
+        ));
+    }
     let device = f.device.unwrap_or_default();
     let n = f.present.len();
-    f.parts
-        .push(Tensor::from_data(TensorData::new(f.present, [n]), &device));
-    FlatGrads {
+    f.parts.push(
+        Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(f.present, [n]), &device)
+            .cast(DType::F32),
+    );
+    Ok(FlatGrads {
         parts: f.parts,
         shapes: f.shapes,
         rest: f.grads,
-    }
+    })
 }
 
 impl<B: AutodiffBackend> FlatGrads<B> {

@@ -102,7 +102,7 @@ where
         .iter()
         .zip(grads)
         .map(|(model, grads)| flatten_grads::<B, M>(model, grads))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let len = flats.first().map(FlatGrads::len).unwrap_or(0);
     if flats.iter().any(|f| f.len() != len) {
         return Err("the devices' replicas have different trained parameters".into());
