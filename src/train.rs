@@ -19,8 +19,15 @@ optimiser, the schedule and the stages; an override file names a `base` and only
 Each run gets its own directory (default runs/<name>-<time>) holding experiment.ron (resolved),
 run.json, train.csv (one row per optimiser step), valid.csv (one row per epoch), curves.png
 (loss, answer-token accuracy, mask IoU and learning rate; redrawn whenever `mimo train`
-returns), dashboard/ (burn's metric logs), checkpoints/step-N/ (trained parameters, optimiser state, position) and,
-at the end, final/ (peft adapter + trained parts: `mimo infer --checkpoint RUN/final`).
+ends), dashboard/ (burn's metric logs), checkpoints/step-N/ (trained parameters, optimiser
+state, position) and, at the end, final/ (peft adapter + trained parts:
+`mimo infer --checkpoint RUN/final`). data.workers loader threads (default 2) read and batch
+samples while the devices compute.
+
+Several GPUs (batch.devices: N, --devices): with batch.gradient_sync: \"main_device\" (the
+default) the first device sums the gradients and steps the one optimiser, then copies the
+trained parameters out; with \"all_reduce\" (DDP) every device steps its own optimiser on the
+all-reduced gradients, through NCCL in a build with --features nccl.
 
 Progress: burn's terminal dashboard when stdout is a terminal (built with feature `tui`),
 log lines on stderr otherwise. Ctrl-C or a crash loses at most the steps since the last
