@@ -3,8 +3,9 @@
 //! each metric against the data ratio, like the paper's Figure 5.
 //!
 //! A run folder holds the `scores.json` that `mimo score` wrote, and optionally `run.json`:
-//! `{"name": "MIMO 25%", "data_ratio": 0.25}` (without it the folder name is the run's name
-//! and the run has no ratio).
+//! `{"name": "MIMO 25%", "data_ratio": 0.25, "aligner": true}` (without it the folder name is
+//! the run's name and the run has no ratio). The ratio figure follows MIMO itself: runs without
+//! the aligner are ablations, compared in the tables but not drawn against the ratio.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ pub struct Run {
     pub name: String,
     /// Share of the training data, if the run is part of the ratio study.
     pub data_ratio: Option<f64>,
+    /// Whether the model had the aligner (`false`: the "w/o Aligner" ablation). Unknown
+    /// counts as with.
+    pub aligner: Option<bool>,
     /// Its scores.
     pub scores: Scores,
 }
@@ -30,6 +34,7 @@ pub struct Run {
 struct RunFile {
     name: Option<String>,
     data_ratio: Option<f64>,
+    aligner: Option<bool>,
 }
 
 /// Why a run could not be read.
@@ -66,6 +71,7 @@ pub fn load_run(dir: &Path) -> Result<Run, ReportError> {
         RunFile {
             name: None,
             data_ratio: None,
+            aligner: None,
         }
     };
     if let Some(r) = info.data_ratio
@@ -83,8 +89,35 @@ pub fn load_run(dir: &Path) -> Result<Run, ReportError> {
                 .unwrap_or_else(|| dir.display().to_string())
         }),
         data_ratio: info.data_ratio,
+        aligner: info.aligner,
         scores,
     })
+}
+
+/// The runs of the data-ratio study, in the given order: those with a `data_ratio` and the
+/// aligner (or no word on it). The second run at a ratio already taken is left out too (e.g.
+/// a memory-saving variant of the full run). Returns the runs drawn and, for each run left out
+/// although it has a ratio, its name and why.
+pub fn ratio_study(runs: &[Run]) -> (Vec<&Run>, Vec<(String, String)>) {
+    let mut drawn: Vec<&Run> = Vec::new();
+    let mut left_out = Vec::new();
+    for r in runs {
+        let Some(ratio) = r.data_ratio else { continue };
+        if r.aligner == Some(false) {
+            left_out.push((
+                r.name.clone(),
+                "a run without the aligner (an ablation, not part of the ratio study)".into(),
+            ));
+        } else if let Some(first) = drawn.iter().find(|d| d.data_ratio == Some(ratio)) {
+            left_out.push((
+                r.name.clone(),
+                format!("data ratio {ratio} is already drawn from `{}`", first.name),
+            ));
+        } else {
+            drawn.push(r);
+        }
+    }
+    (drawn, left_out)
 }
 
 type Metric = (
@@ -155,12 +188,16 @@ pub fn markdown(runs: &[Run]) -> String {
     out
 }
 
-/// The ratio figure (runs with a `data_ratio`): (a) mIoU, (b) AP50, (c) F1 per perspective
-/// and (d) VQA accuracy per benchmark, against the share of training data.
+/// The ratio figure (the runs [`ratio_study`] draws): (a) mIoU, (b) AP50, (c) F1 per
+/// perspective and (d) VQA accuracy per benchmark, against the share of training data.
 pub fn ratio_figure(runs: &[Run]) -> RgbImage {
     let (w, h) = (480i64, 340i64);
     let mut img = RgbImage::from_pixel((2 * w) as u32, (2 * h) as u32, Rgb([255, 255, 255]));
-    let with: Vec<&Run> = runs.iter().filter(|r| r.data_ratio.is_some()).collect();
+    let (mut with, _) = ratio_study(runs);
+    with.sort_by(|a, b| {
+        let ratio = |r: &Run| r.data_ratio.unwrap_or(0.0);
+        ratio(a).total_cmp(&ratio(b))
+    });
     let persp: BTreeSet<String> = with
         .iter()
         .flat_map(|r| r.scores.held_in.keys().cloned())

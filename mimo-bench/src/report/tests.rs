@@ -13,6 +13,7 @@ fn run(name: &str, ratio: f64, miou: f64) -> Run {
     Run {
         name: name.into(),
         data_ratio: Some(ratio),
+        aligner: None,
         scores,
     }
 }
@@ -35,6 +36,26 @@ fn tables_and_figure_show_every_run() {
         let found = (x0..x0 + 480).any(|x| (y0..y0 + 340).any(|y| *img.get_pixel(x, y) == blue));
         assert!(found, "panel at {x0},{y0} has no series");
     }
+}
+
+#[test]
+fn ratio_study_leaves_out_ablations_and_repeated_ratios() {
+    let mut no_aligner = run("w/o aligner", 1.0, 0.3);
+    no_aligner.aligner = Some(false);
+    let runs = vec![
+        run("100%", 1.0, 0.6),
+        no_aligner,
+        run("25%", 0.25, 0.4),
+        run("100% 24 GB", 1.0, 0.59),
+    ];
+    let (drawn, left_out) = ratio_study(&runs);
+    let names: Vec<&str> = drawn.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["100%", "25%"]);
+    assert_eq!(left_out.len(), 2);
+    assert_eq!(left_out[0].0, "w/o aligner");
+    assert!(left_out[1].1.contains("`100%`"), "{:?}", left_out[1]);
+    // The ablation still has its row in the tables.
+    assert!(markdown(&runs).contains("| w/o aligner |"));
 }
 
 #[test]
