@@ -17,8 +17,9 @@ use crate::backend::{self, Backend};
 #[derive(Args, Debug)]
 #[command(after_long_help = "\
 TARGET is a run directory (`mimo train` wrote run.json and final/) or a checkpoint directory
-(adapter/ + trained.safetensors, e.g. RUN/final or RUN/checkpoints/step-N; then --config names
-the model file). The model answers each record's first question with greedy decoding; OUT gets
+(adapter/ + trained.safetensors, e.g. RUN/final or RUN/checkpoints/step-N). A checkpoint inside
+a run directory is built as the run trained it (its model file and aligner switch); elsewhere
+--config names the model file. The model answers each record's first question with greedy decoding; OUT gets
 predictions.jsonl (what `mimo score` reads: the answer with its <p>..</p><SEG> markup and one
 COCO-RLE mask per <SEG>), then tables.md, tables.csv and scores.json.
 
@@ -26,7 +27,8 @@ For a run directory, OUT also gets run.json (the run's name, data ratio and alig
 `mimo report OUT1 OUT2 ...` compares evaluated runs (Figure 5 over the data-ratio runs).
 
 Long splits can be interrupted: run the same command again and the records already in
-predictions.jsonl are skipped.
+predictions.jsonl are skipped (OUT/model.json says which checkpoint, model file and records
+they came from; another model's predictions are never mixed in).
 
 Examples:
   mimo eval runs/tiny_phantom-20261129-120000 --split test --out out/eval-tiny
@@ -67,17 +69,70 @@ pub struct Loaded {
     pub records: Option<PathBuf>,
     /// The run's summary, when the target is a run directory.
     pub run: Option<mimo_train::RunInfo>,
+    /// The checkpoint directory the trained parts came from (absolute).
+    pub checkpoint: PathBuf,
+    /// The model file (as given or as the run names it).
+    pub model: PathBuf,
 }
 
-/// Builds the model of a run directory or checkpoint directory.
+/// The run directory `target` belongs to: `target` itself, or RUN for RUN/final and
+/// RUN/checkpoints/step-N (a folder holding the resolved experiment `mimo train` wrote).
+fn run_dir_of(target: &Path) -> Option<PathBuf> {
+    target
+        .ancestors()
+        .take(3)
+        .find(|d| d.join(mimo_train::train::EXPERIMENT_FILE).is_file())
+        .map(Path::to_path_buf)
+}
+
+/// The experiment's switches over the model file's: `aligner` (the "w/o Aligner" ablation
+/// trains without it, and its checkpoints have no aligner weights).
+fn apply_experiment(experiment: Option<&mimo_train::experiment::Experiment>, cfg: &mut MimoConfig) {
+    if let Some(a) = experiment.and_then(|e| e.aligner) {
+        cfg.aligner = a;
+    }
+}
+
+/// For a checkpoint inside a run directory (RUN/final, RUN/checkpoints/step-N), applies the
+/// run's experiment switches to `cfg` (see [`load`]); a checkpoint elsewhere is left as the
+/// model file says.
+pub fn apply_run_switches(checkpoint: &Path, cfg: &mut MimoConfig) -> Result<(), String> {
+    if let Some(dir) = run_dir_of(checkpoint) {
+        let exp =
+            mimo_train::experiment::Experiment::load(dir.join(mimo_train::train::EXPERIMENT_FILE))
+                .map_err(|e| e.to_string())?;
+        apply_experiment(Some(&exp), cfg);
+    }
+    Ok(())
+}
+
+/// Builds the model of a run directory or checkpoint directory. A checkpoint inside a run
+/// directory (RUN/final, RUN/checkpoints/step-N) is built as the run trained it: the run's
+/// model file unless `config` names another, with the experiment's `aligner` switch.
 pub fn load(target: &Path, config: Option<&Path>) -> Result<Loaded, String> {
     let run = mimo_train::train::read_run_info(target);
+    let owner = run_dir_of(target);
+    let experiment = match &owner {
+        Some(dir) => Some(
+            mimo_train::experiment::Experiment::load(dir.join(mimo_train::train::EXPERIMENT_FILE))
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let (model_path, checkpoint, records) = match run.clone() {
         Some(info) => {
-            let ck = info.final_checkpoint.clone().ok_or_else(|| {
+            // final/ beside run.json (the path in run.json is where the run was written,
+            // which a moved or copied run directory no longer is).
+            let here = target.join(mimo_train::train::FINAL_DIR);
+            let ck = if here.is_dir() {
+                Some(here)
+            } else {
+                info.final_checkpoint.clone()
+            };
+            let ck = ck.ok_or_else(|| {
                 format!(
                     "run {} has not finished (no final/): `mimo train --resume {}` first, or \
-                     evaluate a checkpoint: {}/checkpoints/step-N --config MODEL",
+                     evaluate a checkpoint: {}/checkpoints/step-N",
                     target.display(),
                     target.display(),
                     target.display()
@@ -90,17 +145,22 @@ pub fn load(target: &Path, config: Option<&Path>) -> Result<Loaded, String> {
             )
         }
         None => {
-            let config = config.ok_or_else(|| {
-                format!(
-                    "{} has no run.json: pass --config MODEL.ron for a checkpoint directory",
-                    target.display()
-                )
-            })?;
-            (config.to_path_buf(), target.to_path_buf(), None)
+            let model = config
+                .map(Path::to_path_buf)
+                .or_else(|| experiment.as_ref().map(|e| e.model.clone()))
+                .ok_or_else(|| {
+                    format!(
+                        "{} is neither a run directory nor inside one: pass --config MODEL.ron \
+                         for a checkpoint directory",
+                        target.display()
+                    )
+                })?;
+            (model, target.to_path_buf(), None)
         }
     };
     let checkpoint = std::path::absolute(&checkpoint).map_err(|e| e.to_string())?;
     let mut cfg = MimoConfig::load(&model_path).map_err(|e| e.to_string())?;
+    apply_experiment(experiment.as_ref(), &mut cfg);
     let params = checkpoint.join(mimo_train::checkpoint::PARAMS_FILE);
     if params.is_file() {
         // A training checkpoint: parameters by burn path.
@@ -119,6 +179,8 @@ pub fn load(target: &Path, config: Option<&Path>) -> Result<Loaded, String> {
         build,
         records,
         run,
+        checkpoint,
+        model: model_path,
     })
 }
 
@@ -163,6 +225,42 @@ pub fn predict_into(
     read_jsonl(&path).map_err(|e| e.to_string())
 }
 
+/// What produced the predictions in an output folder (`OUT/model.json`).
+const MODEL_STAMP: &str = "model.json";
+
+/// Resuming is only for the same model over the same records: an output folder whose
+/// predictions came from another checkpoint, model file or records file is refused (its
+/// answers would be scored as this model's). Writes the stamp for a new folder.
+fn check_same_model(out: &Path, loaded: &Loaded, records: &Path) -> Result<(), String> {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let stamp = serde_json::json!({
+        "checkpoint": abs(&loaded.checkpoint),
+        "model": abs(&loaded.model),
+        "records": abs(records),
+    });
+    let stamp_path = out.join(MODEL_STAMP);
+    let preds = out.join("predictions.jsonl");
+    let earlier: Option<serde_json::Value> = std::fs::read_to_string(&stamp_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if preds.is_file() && earlier.as_ref() != Some(&stamp) {
+        return Err(format!(
+            "{} holds predictions of another model or records ({}: {}; now {stamp}): give \
+             another --out, or delete predictions.jsonl to start over",
+            out.display(),
+            stamp_path.display(),
+            earlier.map_or("missing".to_string(), |e| e.to_string()),
+        ));
+    }
+    write_atomic(
+        &stamp_path,
+        serde_json::to_string_pretty(&stamp)
+            .map_err(|e| e.to_string())?
+            .as_bytes(),
+    )
+    .map_err(|e| format!("{}: {e}", stamp_path.display()))
+}
+
 /// Runs `mimo eval`.
 pub fn run(args: EvalArgs) -> Result<(), String> {
     let loaded = load(&args.target, args.config.as_deref())?;
@@ -185,6 +283,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    check_same_model(&args.out, &loaded, &records_path)?;
     let root = records_path.parent().unwrap_or(Path::new("."));
     eprintln!(
         "evaluating {} on {} `{}` records of {}",

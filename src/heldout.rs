@@ -1,6 +1,6 @@
 //! `mimo heldout`: held-out benchmarks in their distributed formats to evaluation records.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use mimo_bench::heldout::{
@@ -28,8 +28,10 @@ enum Kind {
 #[command(after_long_help = "\
 Writes records that `mimo score` reads: VQA questions as `vqa` records (closed questions are
 scored, open ones kept for completeness), segmentation images as `heldout_seg` records (add
---with-box for the \"with bbox\" setting: the mask's bounding box becomes the prompt). Run the
-model on the records to produce predictions, then `mimo score`.")]
+--with-box for the \"with bbox\" setting: the mask's bounding box becomes the prompt). Image
+paths are written absolute (VQA images under --images), so `mimo eval RUN --records OUT` finds
+them wherever OUT is. Run the model on the records with `mimo eval`, or produce predictions
+another way and run `mimo score`.")]
 pub struct HeldoutArgs {
     /// Input format.
     #[arg(value_enum)]
@@ -49,6 +51,10 @@ pub struct HeldoutArgs {
     /// Give the mask's bounding box as the prompt (`seg`).
     #[arg(long)]
     with_box: bool,
+    /// Folder the benchmark's image names are relative to (VQA kinds; default: the folder
+    /// of --input). VQA-RAD: `VQA_RAD Image Folder`; SLAKE: `imgs`; PathVQA: its test images.
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
     /// Output records JSONL.
     #[arg(long)]
     out: PathBuf,
@@ -67,6 +73,31 @@ pub fn run(args: HeldoutArgs) -> Result<(), String> {
         }
     }
     .map_err(|e| e.to_string())?;
+    // Absolute image paths: evaluation resolves relative ones against the records' folder.
+    let images = match (&args.kind, &args.images) {
+        // Already joined to --input (relative to the working directory).
+        (Kind::Seg, _) => std::env::current_dir().map_err(|e| e.to_string())?,
+        (_, Some(dir)) => dir.clone(),
+        (_, None) => match args.input.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+    };
+    let images = std::path::absolute(&images).map_err(|e| format!("{}: {e}", images.display()))?;
+    let mut records = records;
+    let mut missing = 0;
+    for r in &mut records {
+        r.image = images.join(&r.image).display().to_string();
+        missing += usize::from(!Path::new(&r.image).is_file());
+    }
+    if missing > 0 {
+        eprintln!(
+            "warning: {missing} of {} images are not under {} (give the benchmark's image \
+             folder with --images before evaluating)",
+            records.len(),
+            images.display()
+        );
+    }
     let mut text = String::new();
     for r in &records {
         text.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);

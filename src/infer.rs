@@ -152,6 +152,7 @@ pub fn run(args: InferArgs) -> Result<(), String> {
     }
     let mut config = MimoConfig::load(&args.config).map_err(|e| e.to_string())?;
     if let Some(dir) = &args.checkpoint {
+        crate::eval::apply_run_switches(dir, &mut config)?;
         config = config.with_checkpoint(dir).map_err(|e| e.to_string())?;
     }
     let image = read_image(&args.image)?;

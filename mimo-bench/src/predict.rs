@@ -25,6 +25,39 @@ pub fn record_prompts(r: &Record) -> Vec<VisualPrompt> {
     r.prompts.iter().filter_map(|p| p.to_model()).collect()
 }
 
+/// The question a record asks the model: its first human turn; for a held-out VQA record
+/// (no turns) the benchmark's question, posed as HuatuoGPT-Vision's multiple-choice prompt
+/// when it has options; for a held-out segmentation record the first Perspective I
+/// instruction for its label (text only) or the first Perspective II box instruction (with
+/// its box), as the paper evaluates held-out segmentation "with the same settings as the
+/// held-in experiments".
+pub fn record_question(r: &Record) -> Option<String> {
+    use mimo_data::record::{Perspective, Role};
+    use mimo_data::templates::{P1_INSTRUCTIONS, P2_BOX_INSTRUCTIONS, P2_POINT_INSTRUCTIONS};
+    if let Some(t) = r.turns.iter().find(|t| t.from == Role::Human) {
+        return Some(t.value.clone());
+    }
+    if let Some(v) = &r.vqa {
+        return Some(if v.options.is_empty() {
+            v.question.clone()
+        } else {
+            crate::metrics::vqa::multiple_choice_prompt(&v.question, &v.options)
+        });
+    }
+    if r.perspective == Perspective::HeldoutSeg {
+        let kinds: Vec<_> = r.prompts.iter().map(|p| p.kind).collect();
+        return Some(match kinds.first() {
+            Some(mimo_data::record::PromptKind::Box) => P2_BOX_INSTRUCTIONS[0].to_string(),
+            Some(_) => P2_POINT_INSTRUCTIONS[0].to_string(),
+            None => {
+                let names: Vec<String> = r.masks.iter().map(|m| m.label.clone()).collect();
+                P1_INSTRUCTIONS[0].replace("{}", &mimo_data::templates::join_names(&names))
+            }
+        });
+    }
+    None
+}
+
 /// Ids already in a predictions file; a last line cut short by a crash is removed.
 fn done_ids(path: &Path) -> Result<HashSet<String>, String> {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -95,11 +128,12 @@ pub fn predict<B: Backend>(
             }
             let [h, w] = s.size;
             images.push(Image::new(w, h, s.rgb).map_err(|e| format!("record {}: {e}", r.id))?);
-            let q = r
-                .turns
-                .first()
-                .map(|t| t.value.clone())
-                .ok_or_else(|| format!("record {} has no question", r.id))?;
+            let q = record_question(r).ok_or_else(|| {
+                format!(
+                    "record {} has no question (no human turn, VQA item or held-out mask)",
+                    r.id
+                )
+            })?;
             questions.push(q);
             prompts.push(record_prompts(r));
         }

@@ -216,6 +216,7 @@ fn load(spec: &ModelSpec) -> Result<(Engine, ModelInfo), String> {
         } => {
             let mut cfg = MimoConfig::load(config).map_err(|e| e.to_string())?;
             if let Some(dir) = checkpoint {
+                crate::eval::apply_run_switches(dir, &mut cfg)?;
                 cfg = cfg.with_checkpoint(dir).map_err(|e| e.to_string())?;
             }
             eprintln!(

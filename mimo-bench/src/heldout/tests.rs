@@ -77,3 +77,33 @@ fn segmentation_folders_become_records_with_and_without_box() {
     assert_eq!(boxed[0].masks[0].rle.area().unwrap(), 9);
     assert_ne!(plain[0].id, boxed[0].id);
 }
+
+#[test]
+fn every_heldout_record_asks_the_model_a_question() {
+    use crate::predict::record_question;
+    let rad = read_vqa_rad(&fixture("vqa_rad_sample.json")).unwrap();
+    let q = record_question(&rad[0]).unwrap();
+    assert_eq!(q, rad[0].vqa.as_ref().unwrap().question);
+    let choice = read_multiple_choice(&fixture("choice_sample.json"), "held-out").unwrap();
+    let q = record_question(&choice[0]).unwrap();
+    let v = choice[0].vqa.as_ref().unwrap();
+    assert!(
+        q.starts_with(&format!("{}\nA. {}\n", v.question, v.options[0])),
+        "{q}"
+    );
+    assert!(
+        q.ends_with("Answer with the option's letter from the given choices directly."),
+        "{q}"
+    );
+    let (images, masks) = (fixture("seg/images"), fixture("seg/masks"));
+    let text = read_seg_folder(&images, &masks, "x", "skin lesion", false).unwrap();
+    assert_eq!(
+        record_question(&text[0]).unwrap(),
+        "Please segment the skin lesion in the image."
+    );
+    let boxed = read_seg_folder(&images, &masks, "x", "skin lesion", true).unwrap();
+    assert_eq!(
+        record_question(&boxed[0]).unwrap(),
+        "Please segment out the organs or lesions in the bounding box."
+    );
+}
