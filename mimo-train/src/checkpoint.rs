@@ -89,6 +89,19 @@ pub fn read_state(dir: &Path) -> Result<TrainState, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
 }
 
+/// Flushes every file under `dir` to disk.
+pub(crate) fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a checkpoint with `write(tmp_dir)` filling its files, then `state.json`, then
 /// renames it into place and deletes all but the newest `keep` checkpoints.
 pub fn save(
@@ -108,11 +121,16 @@ pub fn save(
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     std::fs::write(tmp.join(STATE_FILE), json)
         .map_err(|e| format!("cannot write {}: {e}", tmp.join(STATE_FILE).display()))?;
+    // On disk before the rename makes the checkpoint visible (a power loss must not leave a
+    // checkpoint whose files are empty).
+    sync_tree(&tmp).map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
             .map_err(|e| format!("cannot replace {}: {e}", dir.display()))?;
     }
     std::fs::rename(&tmp, &dir).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
+    // The rename itself (best effort: not every platform syncs a directory).
+    let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
     let all = list(run);
     if all.len() > keep {
         for (_, old) in &all[..all.len() - keep] {

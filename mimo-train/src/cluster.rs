@@ -75,8 +75,14 @@ pub(crate) struct Cluster<I: Backend> {
 
 impl<I: Backend> Cluster<I> {
     /// Starts this node's data service, waits until every other node's accepts connections
-    /// and checks that all nodes run the same experiment (`fingerprint`).
-    pub(crate) fn join(node: &ClusterNode, nodes: usize, fingerprint: u64) -> Result<Self, String> {
+    /// and checks that all nodes run the same experiment (`fingerprint`) from the same
+    /// optimiser step (`step`: 0 for a new run, the checkpoint's step when resuming).
+    pub(crate) fn join(
+        node: &ClusterNode,
+        nodes: usize,
+        fingerprint: u64,
+        step: usize,
+    ) -> Result<Self, String> {
         if node.nodes.len() != nodes {
             return Err(format!(
                 "{} node address(es) given (--nodes-at) but the experiment's `batch.nodes` is \
@@ -151,23 +157,37 @@ impl<I: Backend> Cluster<I> {
             cancel,
             round: AtomicU64::new(0),
         };
-        // Handshake: every node must run the same experiment.
+        // Handshake: every node must run the same experiment from the same step (16- and
+        // 24-bit pieces: exact in f32).
         let mine = [
             (fingerprint & 0xffff) as f32,
             ((fingerprint >> 16) & 0xffff) as f32,
             ((fingerprint >> 32) & 0xffff) as f32,
             ((fingerprint >> 48) & 0xffff) as f32,
+            (step & 0xff_ffff) as f32,
+            (step >> 24) as f32,
         ];
-        let parts = cluster.gather(TensorData::new(mine.to_vec(), [4]))?;
+        let parts = cluster.gather(TensorData::new(mine.to_vec(), [mine.len()]))?;
         for (r, d) in parts.iter().enumerate() {
             let theirs: Vec<f32> = d
                 .to_vec()
                 .map_err(|e| format!("node {r}'s handshake: {e:?}"))?;
-            if theirs != mine {
+            if theirs.len() != mine.len() || theirs[..4] != mine[..4] {
                 cluster.cancel.cancel();
                 return Err(format!(
                     "node {r} runs a different experiment than node {} (all nodes must run \
                      the same resolved experiment file)",
+                    node.rank
+                ));
+            }
+            if theirs[4..] != mine[4..] {
+                cluster.cancel.cancel();
+                let at = |v: &[f32]| v[4] as usize + ((v[5] as usize) << 24);
+                return Err(format!(
+                    "node {r} starts at optimiser step {}, node {} at step {step}: every node \
+                     must resume from the same step (remove the newer checkpoints/step-N of \
+                     the nodes ahead, or start all over)",
+                    at(&theirs),
                     node.rank
                 ));
             }

@@ -269,13 +269,16 @@ fn one_usize() -> usize {
 impl BatchSpec {
     /// Micro-batches per optimiser step, checked against the global batch.
     pub fn accumulation(&self) -> Result<usize, (String, String)> {
-        let per_step = self.per_device * self.devices * self.nodes;
-        if per_step == 0 {
-            return Err((
-                "batch.per_device".into(),
-                "`batch.devices` and `batch.nodes` must be at least 1".into(),
-            ));
+        for (field, v) in [
+            ("batch.per_device", self.per_device),
+            ("batch.devices", self.devices),
+            ("batch.nodes", self.nodes),
+        ] {
+            if v == 0 {
+                return Err((field.into(), "must be at least 1".into()));
+            }
         }
+        let per_step = self.per_device * self.devices * self.nodes;
         let product = if self.nodes > 1 {
             format!(
                 "per_device {} × devices {} × nodes {}",
@@ -568,9 +571,18 @@ impl Experiment {
             m.remove(&ron::Value::String("base".into()));
         }
         let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
-        let exp: Experiment = value.into_rust().map_err(|e| ExperimentError::Parse {
-            path: names.join(" over base "),
-            message: e.to_string(),
+        // Through serde_path_to_error: ron's own message for a value of the wrong type names
+        // neither the field nor a position once the files are merged.
+        let exp: Experiment = serde_path_to_error::deserialize(value).map_err(|e| {
+            let at = e.path().to_string();
+            ExperimentError::Parse {
+                path: names.join(" over base "),
+                message: if at == "." {
+                    e.inner().to_string()
+                } else {
+                    format!("field `{at}`: {}", e.inner())
+                },
+            }
         })?;
         exp.validate(path)?;
         Ok(exp)

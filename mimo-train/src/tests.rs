@@ -143,6 +143,17 @@ fn bad_experiments_are_rejected_naming_the_field_and_file() {
             "optimizer.lr",
         ),
         (format!("(name: \"a b\", base: Some(\"{base}\"))"), "name"),
+        // Values of the wrong type name their field too.
+        (
+            format!(
+                "(name: \"x\", base: Some(\"{base}\"), stages: [(name: \"s\", epochs: \"3\")])"
+            ),
+            "field `stages[0].epochs`",
+        ),
+        (
+            format!("(name: \"x\", base: Some(\"{base}\"), checkpoint: (every_steps: 250))"),
+            "field `checkpoint.every_steps`",
+        ),
         (
             format!(
                 "(name: \"x\", base: Some(\"{base}\"), train_also: [\"sam.image_encoder.blocks.\"])"
@@ -375,15 +386,15 @@ fn run_opts(dir: &Path, run: &str, resume: bool, max_steps: Option<usize>) -> Tr
     }
 }
 
-fn tiny_experiment(dir: &Path, records: &Path) -> PathBuf {
-    tiny_exp(
-        dir,
-        records,
-        "resume",
-        (2, 16),
-        "",
-        ", checkpoint: (every_steps: Some(2), keep_last: 2)",
-    )
+/// mimo-tiny with LoRA dropout (MIMO-7B's 0.05 is random at every step; mimo-tiny's is 0).
+fn tiny_model_with_dropout(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("configs/mimo/mimo-tiny.ron")).unwrap();
+    let configs = repo().join("configs/mimo");
+    let text = text
+        .replace("\"../", &format!("\"{}/../", configs.display()))
+        .replace("dropout: 0.0", "dropout: 0.05");
+    assert!(text.contains("dropout: 0.05"));
+    write(dir, "mimo-tiny-dropout.ron", &text)
 }
 
 #[test]
@@ -391,7 +402,19 @@ fn resumed_run_ends_with_the_parameters_of_an_uninterrupted_one() {
     let _rng = rng_lock();
     let dir = scratch("resume");
     let records = phantom_records(&dir.join("data"));
-    let exp = tiny_experiment(&dir, &records);
+    // With LoRA dropout: the resumed run must draw the same masks.
+    let model = tiny_model_with_dropout(&dir);
+    let exp = tiny_exp(
+        &dir,
+        &records,
+        "resume",
+        (2, 16),
+        "",
+        &format!(
+            ", model: \"{}\", checkpoint: (every_steps: Some(2), keep_last: 2)",
+            model.display()
+        ),
+    );
     let device = Default::default();
     let opts =
         |run: &str, resume: bool, max_steps: Option<usize>| run_opts(&dir, run, resume, max_steps);
@@ -426,6 +449,17 @@ fn resumed_run_ends_with_the_parameters_of_an_uninterrupted_one() {
         .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
         .collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    // Killed before its first checkpoint (here: the checkpoint removed): the resumed run
+    // starts over, and its metric log too.
+    let early = crate::train::<B>(Some(&exp), &opts("early", false, Some(1)), &[device]).unwrap();
+    assert_eq!(early.info.steps, 1);
+    let _ = std::fs::remove_dir_all(dir.join("early/checkpoints"));
+    let early = crate::train::<B>(None, &opts("early", true, None), &[device]).unwrap();
+    assert!(early.info.finished);
+    let csv = std::fs::read_to_string(dir.join("early/train.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8, "{csv}");
+    let b = std::fs::read(dir.join("early/final/trained.safetensors")).unwrap();
+    assert!(a == b, "final trained parts differ after starting over");
     // A new run never overwrites an earlier one.
     let e = crate::train::<B>(Some(&exp), &opts("full", false, None), &[device]).unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");

@@ -121,6 +121,46 @@ struct Prepared {
     valid: Vec<Record>,
 }
 
+/// The files an experiment names, read before any work: the model file, the records or the
+/// dataset description, the VQA files and image folders. Errors name the field.
+fn preflight(exp: &Experiment, exp_dir: &Path) -> Result<(), (&'static str, String)> {
+    let model = exp_dir.join(&exp.model);
+    MimoConfig::load(&model).map_err(|e| ("model", format!("`{}`: {e}", model.display())))?;
+    match (&exp.data.records, &exp.data.build) {
+        (Some(r), _) => {
+            let r = exp_dir.join(r);
+            if !r.is_file() {
+                return Err(("data.records", format!("`{}`: no such file", r.display())));
+            }
+        }
+        (None, Some(cfg)) => {
+            let cfg = exp_dir.join(cfg);
+            mimo_data::build::DatasetConfig::load(&cfg)
+                .map_err(|e| ("data.build", format!("`{}`: {e}", cfg.display())))?;
+        }
+        (None, None) => {}
+    }
+    for v in &exp.data.vqa {
+        let path = exp_dir.join(&v.path);
+        if !path.is_file() {
+            return Err((
+                "data.vqa.path",
+                format!("`{}`: no such file", path.display()),
+            ));
+        }
+        if let Some(i) = &v.images {
+            let i = exp_dir.join(i);
+            if !i.is_dir() {
+                return Err((
+                    "data.vqa.images",
+                    format!("`{}`: no such folder", i.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn prepare(exp: Experiment, exp_dir: &Path, run_dir: &Path) -> Result<Prepared, TrainError> {
     let records_path = match (&exp.data.records, &exp.data.build) {
         (Some(r), _) => exp_dir.join(r),
@@ -286,36 +326,49 @@ pub fn train_with_all_reduce<B: AutodiffBackend>(
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         (absolutize(exp, &dir), dir, None)
     };
+    // Everything that can be checked without work is checked before the run directory exists.
+    let exp_file = match (options.resume, experiment_path) {
+        (false, Some(p)) => p.to_path_buf(),
+        _ => run_dir.join(EXPERIMENT_FILE),
+    };
+    let field = |f: &str, m: String| {
+        other(format!(
+            "{}: experiment field `{f}` {m}",
+            exp_file.display()
+        ))
+    };
+    let accumulation = exp.batch.accumulation().map_err(|(f, m)| field(&f, m))?;
+    if devices.len() != exp.batch.devices {
+        return Err(field(
+            "batch.devices",
+            format!(
+                "is {} but {} device(s) were given (--devices)",
+                exp.batch.devices,
+                devices.len()
+            ),
+        ));
+    }
+    match (&options.cluster, exp.batch.nodes) {
+        (None, n) if n > 1 => {
+            return Err(field(
+                "batch.nodes",
+                format!("is {n}: give this process its place in the run (--node-rank, --nodes-at)"),
+            ));
+        }
+        (Some(_), 1) => {
+            return Err(field(
+                "batch.nodes",
+                "is 1 but a node rank was given (--node-rank, --nodes-at)".into(),
+            ));
+        }
+        _ => {}
+    }
+    preflight(&exp, &exp_dir).map_err(|(f, m)| field(f, m))?;
     std::fs::create_dir_all(&run_dir)
         .map_err(|e| other(format!("cannot create {}: {e}", run_dir.display())))?;
     if !options.resume {
         mimo_core::fsutil::write_atomic(&run_dir.join(EXPERIMENT_FILE), exp.to_ron().as_bytes())
             .map_err(other)?;
-    }
-    let accumulation = exp
-        .batch
-        .accumulation()
-        .map_err(|(f, m)| other(format!("experiment field `{f}` {m}")))?;
-    if devices.len() != exp.batch.devices {
-        return Err(other(format!(
-            "experiment field `batch.devices` is {} but {} device(s) were given (--devices)",
-            exp.batch.devices,
-            devices.len()
-        )));
-    }
-    match (&options.cluster, exp.batch.nodes) {
-        (None, n) if n > 1 => {
-            return Err(other(format!(
-                "experiment field `batch.nodes` is {n}: give this process its place in the run \
-                 (--node-rank, --nodes-at)"
-            )));
-        }
-        (Some(_), 1) => {
-            return Err(other(
-                "a node rank was given but the experiment's `batch.nodes` is 1",
-            ));
-        }
-        _ => {}
     }
     let device = &devices[0];
     let prepared = prepare(exp.clone(), &exp_dir, &run_dir)?;
@@ -416,6 +469,11 @@ pub fn train_with_all_reduce<B: AutodiffBackend>(
         for (file, col) in [(TRAIN_CSV, 2), (VALID_CSV, 2)] {
             truncate_csv(&run_dir.join(file), col, state.global_step).map_err(other)?;
         }
+    } else if options.resume {
+        // Killed before its first checkpoint: the run starts over, and so do its logs.
+        for file in [TRAIN_CSV, VALID_CSV] {
+            truncate_csv(&run_dir.join(file), 2, 0).map_err(other)?;
+        }
     }
 
     // Every node blocks here until all have joined.
@@ -436,6 +494,7 @@ pub fn train_with_all_reduce<B: AutodiffBackend>(
                     exp.train_also,
                     (exp.train_token_embeddings, exp.new_token_rows_only)
                 )),
+                state.global_step,
             )
             .map_err(other)?,
         )),
@@ -620,6 +679,7 @@ pub fn train_with_all_reduce<B: AutodiffBackend>(
             mimo.save_params(tmp.join(mimo_core::mimo::load::EXTRA_FILE), &extra)
                 .map_err(other)?;
         }
+        checkpoint::sync_tree(&tmp).map_err(|e| other(format!("{}: {e}", tmp.display())))?;
         let _ = std::fs::remove_dir_all(&final_dir);
         std::fs::rename(&tmp, &final_dir).map_err(other)?;
         final_checkpoint = Some(final_dir);
