@@ -1001,6 +1001,20 @@ fn train_rejects_bad_experiments_and_existing_runs() {
         !Path::new(&dir.path("run")).exists(),
         "no run directory for a bad file"
     );
+    // A model file that does not exist: refused naming the field, before any work.
+    let exp = dir.path("no_model.ron");
+    std::fs::write(
+        &exp,
+        format!(
+            "(name: \"no_model\", base: Some(\"{}\"), model: \"nope.ron\")",
+            root().join("experiments/tiny_phantom.ron").display()
+        ),
+    )
+    .unwrap();
+    let o = mimo(&["train", &exp, "--out", &dir.path("run2")]);
+    fails_with(&o, "experiment field `model`");
+    fails_with(&o, "no_model.ron");
+    assert!(!Path::new(&dir.path("run2")).exists());
     std::fs::create_dir_all(dir.path("taken")).unwrap();
     // An earlier run's metric log: a refused run must not draw its curves.
     std::fs::write(
@@ -1041,10 +1055,13 @@ fn train_rejects_bad_experiments_and_existing_runs() {
 #[test]
 fn eval_tables_equal_scoring_its_predictions_by_hand() {
     let dir = TempDir::new("eval-score");
+    // The "w/o Aligner" ablation: the experiment turns off the model file's aligner, and
+    // evaluation must build the model the run trained.
     let (data, exp) = tiny_experiment(
         &dir,
         "tiny_eval",
-        "stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(8))]",
+        "stages: [(name: \"g\", epochs: 1, samples_per_epoch: Some(8))], aligner: Some(false), \
+         checkpoint: (every_steps: Some(1), keep_last: 1)",
     );
     // Six test records in a file of their own (images stay relative to the data folder).
     let all = std::fs::read_to_string(Path::new(&data).join("records.jsonl")).unwrap();
@@ -1099,7 +1116,8 @@ fn eval_tables_equal_scoring_its_predictions_by_hand() {
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(Path::new(&ev).join("run.json")).unwrap())
             .unwrap();
-    assert_eq!(info["name"], "tiny_eval");
+    assert_eq!(info["name"], "tiny_eval (w/o aligner)");
+    assert_eq!(info["aligner"], false);
     assert_eq!(info["data_ratio"], 1.0);
     // A second eval skips what is done (resumable) and gives the same file.
     let before = std::fs::read_to_string(&preds).unwrap();
@@ -1115,6 +1133,74 @@ fn eval_tables_equal_scoring_its_predictions_by_hand() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&preds).unwrap(), before);
+    // A step checkpoint of the run: built as the run trained it, without --config.
+    let step = std::fs::read_dir(Path::new(&run).join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .expect("a step checkpoint")
+        .display()
+        .to_string();
+    let ev_step = dir.path("eval-step");
+    let eval_step = |out: &str| {
+        mimo(&[
+            "eval",
+            &step,
+            "--records",
+            &records,
+            "--out",
+            out,
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "8",
+        ])
+    };
+    let o = eval_step(&ev_step);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Resuming into a folder of another model's predictions is refused.
+    fails_with(&eval_step(&ev), "holds predictions of another model");
+    // `mimo infer` with the model file and the run's final/ builds the run's model too.
+    let final_dir = Path::new(&run).join("final").display().to_string();
+    let o = infer(
+        &dir.path("infer"),
+        &["--image", IMAGE, "--checkpoint", &final_dir],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Held-out segmentation records from `mimo heldout` (absolute image paths, a question
+    // from the templates) evaluate from anywhere.
+    let heldout = dir.path("heldout/seg.jsonl");
+    let o = mimo(&[
+        "heldout",
+        "seg",
+        "--input",
+        "mimo-bench/fixtures/heldout/seg/images",
+        "--masks",
+        "mimo-bench/fixtures/heldout/seg/masks",
+        "--with-box",
+        "--out",
+        &heldout,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev_heldout = dir.path("eval-heldout");
+    let o = mimo(&[
+        "eval",
+        &run,
+        "--records",
+        &heldout,
+        "--out",
+        &ev_heldout,
+        "--max-new-tokens",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let preds = std::fs::read_to_string(Path::new(&ev_heldout).join("predictions.jsonl")).unwrap();
+    assert_eq!(preds.lines().count(), 2, "{preds}");
 }
 
 /// `bench load --checkpoint` loads a SAM checkpoint in fresh processes and reports both
