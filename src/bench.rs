@@ -26,8 +26,10 @@ enum Component {
     Llm,
     /// Data pipeline: dataset build (records/s) and batcher (batches/s).
     Data,
-    /// MIMO: one training step (forward, backward, AdamW) of a model file, or the parity
-    /// of the tiny fixture on this backend (`--check-fixture`).
+    /// MIMO: one training step (forward, backward, AdamW) of a model file — its time and, on
+    /// the CPU backend, the memory of each stage (counted by the allocator: weights, what the
+    /// forward keeps for the backward, peaks) — or the parity of the tiny fixture on this
+    /// backend (`--check-fixture`).
     Mimo,
     /// Checkpoint loading: peak memory and time of loading a bf16 LLaMA checkpoint (written
     /// first), or a SAM/CLIP file given with `--checkpoint`, as f32 and as bf16 (each in a
@@ -189,6 +191,9 @@ fn write_json<T: serde::Serialize>(path: &Option<PathBuf>, value: &T) -> Result<
 struct MimoReference {
     forward_ms: f64,
     forward_backward_ms: f64,
+    /// Forward + backward + AdamW (older reference files lack it).
+    #[serde(default)]
+    step_ms: Option<f64>,
 }
 
 fn run_mimo(args: &BenchArgs) -> Result<(), String> {
@@ -354,7 +359,12 @@ where
             ""
         }
     );
-    let t = mimo_bench::perf::bench_mimo_step(model, input, plain, args.runs, &device)?;
+    // On the CPU backend tensors are heap buffers: count them.
+    let meter = crate::malloc::HeapCounter;
+    let meter = backend::NAME
+        .starts_with("flex")
+        .then_some(&meter as &dyn mimo_bench::perf::HeapMeter);
+    let t = mimo_bench::perf::bench_mimo_step(model, input, plain, args.runs, meter, &device)?;
     println!(
         "MIMO training step: LLM sequence {} tokens, {} trainable parameters",
         t.seq_len, t.trainable_params
@@ -370,6 +380,20 @@ where
             x.median_ms, x.min_ms, x.runs
         );
     }
+    if let Some(m) = t.memory {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        println!("heap memory (tensors on the CPU backend), MiB:");
+        println!("  model and batch          {:>10.1}", mib(m.before_bytes));
+        for (name, b) in [
+            ("forward, peak", m.forward_peak_bytes),
+            ("kept for the backward", m.graph_bytes),
+            ("forward+backward, peak", m.forward_backward_peak_bytes),
+            ("step (+AdamW), peak", m.step_peak_bytes),
+            ("after the step (AdamW)", m.after_step_bytes),
+        ] {
+            println!("  {name:<24} +{:>9.1}", mib(b));
+        }
+    }
     if let Some(r) = reference {
         println!(
             "PyTorch: forward {:.1} ms, forward+backward {:.1} ms; ratio mimo/PyTorch: forward {:.2}x, forward+backward {:.2}x",
@@ -378,6 +402,14 @@ where
             t.forward.median_ms / r.forward_ms,
             t.forward_backward.median_ms / r.forward_backward_ms
         );
+        if let Some(step) = r.step_ms {
+            println!(
+                "PyTorch training step (+AdamW) {step:.1} ms: {:.2} steps/s, mimo {:.2} steps/s; ratio mimo/PyTorch time {:.2}x",
+                1e3 / step,
+                1e3 / t.step.median_ms,
+                t.step.median_ms / step
+            );
+        }
     }
     write_json(&args.json, &t)
 }

@@ -66,6 +66,9 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+#[global_allocator]
+static ALLOCATOR: malloc::Counting = malloc::Counting;
+
 fn main() -> ExitCode {
     malloc::tune_for_tensors();
     let cli = Cli::parse();

@@ -1244,32 +1244,71 @@ fn bench_load_measures_a_sam_checkpoint() {
 /// token matrices; an unknown `--token-rows` is refused.
 #[test]
 fn bench_mimo_times_the_24gb_setting() {
-    let trained = |extra: &[&str]| {
-        let mut args = vec!["bench", "mimo", "--runs", "1", "--text-len", "32"];
+    let dir = TempDir::new("bench-mimo");
+    let trained = |extra: &[&str], name: &str| {
+        let json = dir.path(name);
+        let mut args = vec![
+            "bench",
+            "mimo",
+            "--runs",
+            "1",
+            "--text-len",
+            "32",
+            "--json",
+            &json,
+        ];
         args.extend_from_slice(extra);
         let o = mimo(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let out = stdout(&o);
+        assert!(out.contains("kept for the backward"), "{out}");
         let line = out
             .lines()
             .find(|l| l.contains("trainable parameters"))
             .unwrap_or_else(|| panic!("{out}"));
-        line.split(", ")
+        let n = line
+            .split(", ")
             .nth(1)
             .and_then(|s| s.split(' ').next())
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or_else(|| panic!("{line}"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let mem = |k: &str| {
+            v["memory"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k}: {v}"))
+        };
+        (
+            n,
+            [
+                mem("before_bytes"),
+                mem("graph_bytes"),
+                mem("after_step_bytes"),
+            ],
+        )
     };
-    let whole = trained(&["--token-rows", "whole"]);
-    let new = trained(&[
-        "--token-rows",
-        "new",
-        "--checkpointing",
-        "--dtype",
-        "bf16",
-        "--mixed",
-    ]);
+    let (whole, [w_before, w_graph, w_after]) = trained(&["--token-rows", "whole"], "whole.json");
+    let (new, [n_before, _, _]) = trained(
+        &[
+            "--token-rows",
+            "new",
+            "--checkpointing",
+            "--dtype",
+            "bf16",
+            "--mixed",
+        ],
+        "new.json",
+    );
     assert!(new < whole, "new rows {new} vs whole {whole}");
+    // The counted heap: the forward keeps a graph, AdamW keeps two f32 moments per trained
+    // parameter, and bf16 frozen parts hold less than f32 ones.
+    assert!(w_graph > 0);
+    assert!(
+        w_after >= 8 * whole,
+        "{w_after} bytes after the step, {whole} trained"
+    );
+    assert!(n_before < w_before, "{n_before} vs {w_before}");
     let o = mimo(&["bench", "mimo", "--token-rows", "some"]);
     fails_with(&o, "unknown --token-rows `some`");
 }

@@ -261,6 +261,42 @@ pub struct MimoTimings {
     pub seq_len: usize,
     /// Trainable parameters.
     pub trainable_params: usize,
+    /// Heap memory of the step, when the caller could count it (a CPU backend, where tensors
+    /// live on the heap, and a [`HeapMeter`]).
+    #[serde(default)]
+    pub memory: Option<MimoStepMemory>,
+}
+
+/// Counts the bytes a process holds on its heap, for the memory figures of a benchmark on a
+/// CPU backend (where tensors are heap buffers). The `mimo` binary implements it with a
+/// counting global allocator.
+pub trait HeapMeter {
+    /// Bytes allocated now.
+    fn live(&self) -> u64;
+    /// Starts a new peak: from now on [`HeapMeter::peak`] is the most bytes held at once.
+    fn reset_peak(&self);
+    /// The most bytes held at once since the last [`HeapMeter::reset_peak`].
+    fn peak(&self) -> u64;
+}
+
+/// Heap memory of a MIMO training step on a CPU backend, in bytes. Every figure but
+/// `before_bytes` is counted above `before_bytes`; each peak is the largest over the stage's
+/// runs.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct MimoStepMemory {
+    /// Held before the first stage: every weight of the model, and the batch.
+    pub before_bytes: u64,
+    /// Peak of the forward without autodiff (validation).
+    pub forward_peak_bytes: u64,
+    /// Held when the autodiff forward has returned: what the backward keeps (the activations
+    /// saved by the graph, or what activation checkpointing keeps of them) and the outputs.
+    pub graph_bytes: u64,
+    /// Peak of forward + backward: the graph, the gradients and the transients of both.
+    pub forward_backward_peak_bytes: u64,
+    /// Peak of forward + backward + AdamW.
+    pub step_peak_bytes: u64,
+    /// Held after the last step: AdamW's moments of the trainable parameters.
+    pub after_step_bytes: u64,
 }
 
 /// A synthetic training batch for a model of `cfg`: `images` images of `size`
@@ -373,12 +409,14 @@ pub fn synthetic_mimo_input<B: Backend>(
 /// Times MIMO's training step on `input`: the forward without autodiff (on `plain`, the same
 /// batch on the inner backend), forward + backward, and forward + backward + AdamW (LISA's
 /// betas 0.9/0.95, lr 3e-4) over the trainable parameters, with the training forward
-/// `mimo-train` runs (`Mimo::forward_train`).
+/// `mimo-train` runs (`Mimo::forward_train`). With a `meter` (a CPU backend), also the heap
+/// memory of each stage ([`MimoStepMemory`]).
 pub fn bench_mimo_step<B: AutodiffBackend>(
     model: mimo_core::mimo::Mimo<B>,
     input: mimo_core::mimo::MimoInput<B>,
     plain: mimo_core::mimo::MimoInput<B::InnerBackend>,
     runs: usize,
+    meter: Option<&dyn HeapMeter>,
     device: &B::Device,
 ) -> Result<MimoTimings, String> {
     use burn::module::AutodiffModule;
@@ -393,26 +431,41 @@ pub fn bench_mimo_step<B: AutodiffBackend>(
         .forward_train(input.clone())
         .map_err(|e| e.to_string())?;
     let seq_len = probe.labels.dims()[1];
-    drop(probe);
+    // The backward consumes the probe's graph: burn's autodiff keeps a graph that never
+    // went backward until a later backward clears it, which the first stage would count as
+    // freed memory.
+    drop(probe.loss.backward());
+    // Heap figures, counted above what is held now (the model and the batch).
+    let before = meter.map(|m| m.live()).unwrap_or(0);
+    let peak_above = |m: &dyn HeapMeter| m.peak().saturating_sub(before);
     let mut failed = None;
     let inference = model.valid();
+    meter.inspect(|m| m.reset_peak());
     let forward = time::<B>(device, 1, runs, || {
         if let Err(e) = inference.forward(plain.clone()) {
             failed = Some(e.to_string());
         }
     });
     drop(inference);
+    let forward_peak = meter.map(peak_above);
+    meter.inspect(|m| m.reset_peak());
+    let mut graph = 0;
     let forward_backward = time::<B>(device, 1, runs, || {
         if let Ok(o) = model.forward_train(input.clone()) {
+            if let Some(m) = meter {
+                graph = graph.max(m.live().saturating_sub(before));
+            }
             drop(o.loss.backward());
         }
     });
+    let forward_backward_peak = meter.map(peak_above);
     let mut optim = AdamWConfig::new()
         .with_beta_1(0.9)
         .with_beta_2(0.95)
         .with_weight_decay(0.0)
         .init::<B, mimo_core::mimo::Mimo<B>>();
     let mut slot = Some(model);
+    meter.inspect(|m| m.reset_peak());
     let step = time::<B>(device, 1, runs, || {
         let Some(m) = slot.take() else { return };
         match m.forward_train(input.clone()) {
@@ -429,11 +482,20 @@ pub fn bench_mimo_step<B: AutodiffBackend>(
     if let Some(e) = failed {
         return Err(e);
     }
+    let memory = meter.map(|m| MimoStepMemory {
+        before_bytes: before,
+        forward_peak_bytes: forward_peak.unwrap_or(0),
+        graph_bytes: graph,
+        forward_backward_peak_bytes: forward_backward_peak.unwrap_or(0),
+        step_peak_bytes: peak_above(m),
+        after_step_bytes: m.live().saturating_sub(before),
+    });
     Ok(MimoTimings {
         forward,
         forward_backward,
         step,
         seq_len,
         trainable_params,
+        memory,
     })
 }

@@ -4,8 +4,9 @@
 Usage: mimo_bench.py OUT.json [RUNS]
 Builds the same tiny model and batch as mimo.py (same seeds, so the same weights and inputs
 as mimo-core/fixtures/mimo) and times, on all CPU threads like the Rust side, the training
-forward (CE + mask losses) and forward + backward of the aligner
-variant: median of RUNS after one warm-up. The forward runs without autograd, as the Rust
+forward (CE + mask losses), forward + backward, and a whole training step (forward +
+backward + AdamW over the trainable parameters, LISA's betas, as `mimo bench mimo` steps) of the
+aligner variant: median of RUNS after one warm-up. The forward runs without autograd, as the Rust
 figure runs on the inner (non-autodiff) backend.
 """
 import json
@@ -46,11 +47,22 @@ def forward_backward():
     loss().backward()
 
 
+trainable = [p for m in models for p in m.parameters() if p.requires_grad]
+optim = torch.optim.AdamW(trainable, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0)
+
+
+def step():
+    optim.zero_grad(set_to_none=True)
+    loss().backward()
+    optim.step()
+
+
 def timed(f):
     return median_ms(f, runs)
 
 
 result = {"forward_ms": timed(forward), "forward_backward_ms": timed(forward_backward),
+          "step_ms": timed(step),
           "threads": torch.get_num_threads(), "torch": torch.__version__}
 with open(out_path, "w") as f:
     json.dump(result, f, indent=1)

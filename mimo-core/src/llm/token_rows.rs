@@ -41,7 +41,14 @@ impl<B: Backend> Llama<B> {
         }
         // New leaves: a slice of a tracked parameter is not one.
         let frozen = |t: Tensor<B, 2>| Param::from_tensor(t.detach()).set_require_grad(false);
-        let trained = |t: Tensor<B, 2>| Param::from_tensor(t.detach()).set_require_grad(true);
+        // A copy of the few added rows: a slice shares the whole matrix's buffer, which would
+        // stay alive in its loaded dtype beside the frozen base as long as these rows do (until
+        // the first optimiser step replaced them: 1 GB of f32 matrices at 7B).
+        let trained = |t: Tensor<B, 2>| {
+            let (device, dtype) = (t.device(), t.dtype());
+            let copy = Tensor::<B, 2>::from_data(t.into_data(), &device).cast(dtype);
+            Param::from_tensor(copy).set_require_grad(true)
+        };
         self.model.embed_tokens.weight = frozen(w.clone().slice([0..first_new, 0..hidden]));
         let embed = trained(w.slice([first_new..vocab, 0..hidden]));
         let head = match self.lm_head.as_mut() {
