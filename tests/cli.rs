@@ -1301,6 +1301,50 @@ fn bench_mimo_times_the_24gb_setting() {
         "new.json",
     );
     assert!(new < whole, "new rows {new} vs whole {whole}");
+    // Split token rows keep hardly more for the backward than whole matrices (they kept a
+    // concatenated copy of both matrices: +125 MiB here). mimo-tiny with a LLaMA of 32000
+    // tokens, where the matrices are 62.5 MiB each.
+    let model = dir.path("mid.ron");
+    std::fs::write(
+        &model,
+        std::fs::read_to_string(root().join(MIMO_TINY))
+            .unwrap()
+            .replace("\"../", &format!("\"{}/configs/", root().display()))
+            .replace(
+                "llm: \"tiny\"",
+                &format!(
+                    "llm: \"{}\"",
+                    root().join("configs/llm/mid_512x4.json").display()
+                ),
+            ),
+    )
+    .unwrap();
+    let graph = |rows: &str| {
+        let json = dir.path(&format!("mid_{rows}.json"));
+        let o = mimo(&[
+            "bench",
+            "mimo",
+            "--model",
+            &model,
+            "--runs",
+            "1",
+            "--text-len",
+            "32",
+            "--token-rows",
+            rows,
+            "--json",
+            &json,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        v["memory"]["graph_bytes"].as_u64().unwrap()
+    };
+    let (split_kept, whole_kept) = (graph("new"), graph("whole"));
+    assert!(
+        split_kept as f64 <= whole_kept as f64 * 1.05,
+        "split rows keep {split_kept} bytes for the backward, whole matrices {whole_kept}"
+    );
     // The counted heap: the forward keeps a graph, AdamW keeps two f32 moments per trained
     // parameter, and bf16 frozen parts hold less than f32 ones.
     assert!(w_graph > 0);

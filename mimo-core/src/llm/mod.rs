@@ -478,7 +478,23 @@ impl<B: Backend> Llama<B> {
     pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         match &self.new_token_rows {
             None => self.model.embed_tokens.forward(input_ids),
-            Some(_) => burn::tensor::module::embedding(self.token_embeddings(), input_ids),
+            // Each part looked up on its own and the rows picked per token: concatenating
+            // the matrices would build (and the graph keep) a whole `[vocab, hidden]` copy
+            // every forward (250 MB in bf16 at 7B).
+            Some(rows) => {
+                let base = self.model.embed_tokens.weight.val();
+                let first_new = base.dims()[0] as i64;
+                let is_new = input_ids.clone().greater_equal_elem(first_new);
+                let from_base = burn::tensor::module::embedding(
+                    base.clone(),
+                    input_ids.clone().clamp_max(first_new - 1),
+                );
+                let from_new = burn::tensor::module::embedding(
+                    rows.embed.val().cast(base.dtype()),
+                    (input_ids - first_new).clamp_min(0),
+                );
+                from_base.mask_where(is_new.unsqueeze_dim::<3>(2), from_new)
+            }
         }
     }
 
@@ -656,11 +672,19 @@ impl<B: Backend> Llama<B> {
             (Some(head), Some(rows)) => {
                 let base = head.weight.val();
                 let dtype = base.dtype();
-                let w = match &rows.head {
-                    Some(new) => Tensor::cat(vec![base, new.val().cast(dtype)], 1),
-                    None => base,
-                };
-                hidden.cast(dtype).matmul(w.unsqueeze())
+                let hidden = hidden.cast(dtype);
+                // The logits of each part, concatenated: concatenating the weights instead
+                // would build (and the graph keep) a whole `[hidden, vocab]` copy.
+                match &rows.head {
+                    Some(new) => Tensor::cat(
+                        vec![
+                            hidden.clone().matmul(base.unsqueeze()),
+                            hidden.matmul(new.val().cast(dtype).unsqueeze()),
+                        ],
+                        2,
+                    ),
+                    None => hidden.matmul(base.unsqueeze()),
+                }
             }
             (None, _) => {
                 let w = self.token_embeddings();

@@ -57,7 +57,12 @@ impl<B: Backend> Llama<B> {
                     return Err("lm_head has a bias: its rows cannot be split".into());
                 }
                 let h = head.weight.val();
-                head.weight = frozen(h.clone().slice([0..hidden, 0..first_new]));
+                // Copied into a contiguous matrix once: its columns are a strided view, which
+                // a matmul would copy (and the graph keep) at every forward.
+                let base = h.clone().slice([0..hidden, 0..first_new]);
+                let (device, dtype) = (base.device(), base.dtype());
+                head.weight =
+                    frozen(Tensor::<B, 2>::from_data(base.into_data(), &device).cast(dtype));
                 Some(trained(h.slice([0..hidden, first_new..vocab])))
             }
             None => None,
