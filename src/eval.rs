@@ -19,9 +19,11 @@ use crate::backend::{self, Backend};
 TARGET is a run directory (`mimo train` wrote run.json and final/) or a checkpoint directory
 (adapter/ + trained.safetensors, e.g. RUN/final or RUN/checkpoints/step-N). A checkpoint inside
 a run directory is built as the run trained it (its model file and aligner switch); elsewhere
---config names the model file. The model answers each record's first question with greedy decoding; OUT gets
-predictions.jsonl (what `mimo score` reads: the answer with its <p>..</p><SEG> markup and one
-COCO-RLE mask per <SEG>), then tables.md, tables.csv and scores.json.
+--config names the model file. The model answers each record's first question with greedy
+decoding (held-out records from `mimo heldout`: the benchmark's question, or a segmentation
+instruction); OUT gets predictions.jsonl (what `mimo score` reads: the answer with its
+<p>..</p><SEG> markup and one COCO-RLE mask per <SEG>), then tables.md, tables.csv and
+scores.json.
 
 For a run directory, OUT also gets run.json (the run's name, data ratio and aligner switch), so
 `mimo report OUT1 OUT2 ...` compares evaluated runs (Figure 5 over the data-ratio runs).
