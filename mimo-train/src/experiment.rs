@@ -588,6 +588,48 @@ impl Experiment {
         Ok(exp)
     }
 
+    /// The files this experiment names (paths relative to `exp_dir`), read before any work:
+    /// the model file, the records or the dataset description, the VQA files and image
+    /// folders. Errors name the field.
+    pub fn check_files(&self, exp_dir: &Path) -> Result<(), (&'static str, String)> {
+        let model = exp_dir.join(&self.model);
+        mimo_core::mimo::MimoConfig::load(&model)
+            .map_err(|e| ("model", format!("`{}`: {e}", model.display())))?;
+        match (&self.data.records, &self.data.build) {
+            (Some(r), _) => {
+                let r = exp_dir.join(r);
+                if !r.is_file() {
+                    return Err(("data.records", format!("`{}`: no such file", r.display())));
+                }
+            }
+            (None, Some(cfg)) => {
+                let cfg = exp_dir.join(cfg);
+                mimo_data::build::DatasetConfig::load(&cfg)
+                    .map_err(|e| ("data.build", format!("`{}`: {e}", cfg.display())))?;
+            }
+            (None, None) => {}
+        }
+        for v in &self.data.vqa {
+            let path = exp_dir.join(&v.path);
+            if !path.is_file() {
+                return Err((
+                    "data.vqa.path",
+                    format!("`{}`: no such file", path.display()),
+                ));
+            }
+            if let Some(i) = &v.images {
+                let i = exp_dir.join(i);
+                if !i.is_dir() {
+                    return Err((
+                        "data.vqa.images",
+                        format!("`{}`: no such folder", i.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks values that parse but cannot be trained with.
     pub fn validate(&self, path: &Path) -> Result<(), ExperimentError> {
         let bad = |field: &str, message: String| ExperimentError::Invalid {

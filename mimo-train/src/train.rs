@@ -121,46 +121,6 @@ struct Prepared {
     valid: Vec<Record>,
 }
 
-/// The files an experiment names, read before any work: the model file, the records or the
-/// dataset description, the VQA files and image folders. Errors name the field.
-fn preflight(exp: &Experiment, exp_dir: &Path) -> Result<(), (&'static str, String)> {
-    let model = exp_dir.join(&exp.model);
-    MimoConfig::load(&model).map_err(|e| ("model", format!("`{}`: {e}", model.display())))?;
-    match (&exp.data.records, &exp.data.build) {
-        (Some(r), _) => {
-            let r = exp_dir.join(r);
-            if !r.is_file() {
-                return Err(("data.records", format!("`{}`: no such file", r.display())));
-            }
-        }
-        (None, Some(cfg)) => {
-            let cfg = exp_dir.join(cfg);
-            mimo_data::build::DatasetConfig::load(&cfg)
-                .map_err(|e| ("data.build", format!("`{}`: {e}", cfg.display())))?;
-        }
-        (None, None) => {}
-    }
-    for v in &exp.data.vqa {
-        let path = exp_dir.join(&v.path);
-        if !path.is_file() {
-            return Err((
-                "data.vqa.path",
-                format!("`{}`: no such file", path.display()),
-            ));
-        }
-        if let Some(i) = &v.images {
-            let i = exp_dir.join(i);
-            if !i.is_dir() {
-                return Err((
-                    "data.vqa.images",
-                    format!("`{}`: no such folder", i.display()),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn prepare(exp: Experiment, exp_dir: &Path, run_dir: &Path) -> Result<Prepared, TrainError> {
     let records_path = match (&exp.data.records, &exp.data.build) {
         (Some(r), _) => exp_dir.join(r),
@@ -363,7 +323,7 @@ pub fn train_with_all_reduce<B: AutodiffBackend>(
         }
         _ => {}
     }
-    preflight(&exp, &exp_dir).map_err(|(f, m)| field(f, m))?;
+    exp.check_files(&exp_dir).map_err(|(f, m)| field(f, m))?;
     std::fs::create_dir_all(&run_dir)
         .map_err(|e| other(format!("cannot create {}: {e}", run_dir.display())))?;
     if !options.resume {
