@@ -45,8 +45,7 @@ pub fn record_question(r: &Record) -> Option<String> {
         });
     }
     if r.perspective == Perspective::HeldoutSeg {
-        let kinds: Vec<_> = r.prompts.iter().map(|p| p.kind).collect();
-        return Some(match kinds.first() {
+        return Some(match r.prompts.first().map(|p| p.kind) {
             Some(mimo_data::record::PromptKind::Box) => P2_BOX_INSTRUCTIONS[0].to_string(),
             Some(_) => P2_POINT_INSTRUCTIONS[0].to_string(),
             None => {
