@@ -79,10 +79,11 @@ pub struct BenchArgs {
     /// trains) or `none`.
     #[arg(long, value_name = "whole|new|none")]
     token_rows: Option<String>,
-    /// MIMO: activation checkpointing as training runs it (`activation_checkpointing`:
-    /// burn's BalancedCheckpointing).
-    #[arg(long)]
-    checkpointing: bool,
+    /// MIMO: activation checkpointing as training runs it (`activation_checkpointing`):
+    /// `balanced` (burn's BalancedCheckpointing; the default when no value is given) or
+    /// `decoder_layers` (each LLM decoder layer recomputed in the backward pass).
+    #[arg(long, value_name = "balanced|decoder_layers", num_args = 0..=1, default_missing_value = "balanced")]
+    checkpointing: Option<String>,
     /// Also write the figures as JSON.
     #[arg(long, value_name = "FILE.json")]
     json: Option<PathBuf>,
@@ -252,10 +253,14 @@ fn run_mimo(args: &BenchArgs) -> Result<(), String> {
             ))
         };
     }
-    if args.checkpointing {
-        time_mimo::<burn::backend::Autodiff<Backend, BalancedCheckpointing>>(args)
-    } else {
-        time_mimo::<burn::backend::Autodiff<Backend>>(args)
+    match args.checkpointing.as_deref() {
+        Some("balanced") => {
+            time_mimo::<burn::backend::Autodiff<Backend, BalancedCheckpointing>>(args)
+        }
+        None | Some("decoder_layers") => time_mimo::<burn::backend::Autodiff<Backend>>(args),
+        Some(other) => Err(format!(
+            "--checkpointing {other}: use `balanced` or `decoder_layers`"
+        )),
     }
 }
 
@@ -353,10 +358,10 @@ where
             Some(r) => format!(", token rows trained: {r}"),
             None => String::new(),
         },
-        if args.checkpointing {
-            ", activation checkpointing"
-        } else {
-            ""
+        match args.checkpointing.as_deref() {
+            Some("decoder_layers") => ", decoder layers recomputed in the backward",
+            Some(_) => ", activation checkpointing (burn's balanced)",
+            None => "",
         }
     );
     // On the CPU backend tensors are heap buffers: count them.
@@ -364,7 +369,10 @@ where
     let meter = backend::NAME
         .starts_with("flex")
         .then_some(&meter as &dyn mimo_bench::perf::HeapMeter);
-    let t = mimo_bench::perf::bench_mimo_step(model, input, plain, args.runs, meter, &device)?;
+    let recompute = args.checkpointing.as_deref() == Some("decoder_layers");
+    let t = mimo_bench::perf::bench_mimo_step(
+        model, input, plain, args.runs, recompute, meter, &device,
+    )?;
     println!(
         "MIMO training step: LLM sequence {} tokens, {} trainable parameters",
         t.seq_len, t.trainable_params

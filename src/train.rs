@@ -6,7 +6,7 @@ use std::sync::Arc;
 use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use clap::Args;
 use mimo_train::collective::{DeviceAllReduce, ThroughFirstDevice};
-use mimo_train::experiment::GradientSync;
+use mimo_train::experiment::{ActivationCheckpointing, GradientSync};
 use mimo_train::{Display, TrainOptions};
 
 use crate::backend;
@@ -182,8 +182,14 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     } else {
         args.devices.clone()
     };
-    if exp.activation_checkpointing {
-        eprintln!("activation checkpointing: on (burn's BalancedCheckpointing)");
+    match exp.activation_checkpointing {
+        ActivationCheckpointing::Off => {}
+        ActivationCheckpointing::Balanced => {
+            eprintln!("activation checkpointing: burn's BalancedCheckpointing")
+        }
+        ActivationCheckpointing::DecoderLayers => {
+            eprintln!("activation checkpointing: each decoder layer recomputed in the backward")
+        }
     }
     if exp.batch.gradient_sync == GradientSync::AllReduce && indices.len() > 1 {
         let how = if kind == backend::Kind::Cuda && cfg!(feature = "nccl") {
@@ -194,7 +200,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         eprintln!("gradients all-reduced over {} devices {how}", indices.len());
     }
     let experiment = args.experiment.as_deref();
-    let checkpointing = exp.activation_checkpointing;
+    let checkpointing = exp.activation_checkpointing == ActivationCheckpointing::Balanced;
     let owned =
         resume || std::fs::read_dir(&options.run_dir).map_or(true, |mut d| d.next().is_none());
     let out = match kind {
@@ -273,7 +279,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
 }
 
 /// [`mimo_train::train`] on backend `B` (with burn's `BalancedCheckpointing` when the
-/// experiment turns activation checkpointing on).
+/// experiment's `activation_checkpointing` is `"balanced"`).
 fn train_on<B: burn::tensor::backend::Backend>(
     experiment: Option<&Path>,
     options: &TrainOptions,

@@ -416,6 +416,7 @@ pub fn bench_mimo_step<B: AutodiffBackend>(
     input: mimo_core::mimo::MimoInput<B>,
     plain: mimo_core::mimo::MimoInput<B::InnerBackend>,
     runs: usize,
+    recompute: bool,
     meter: Option<&dyn HeapMeter>,
     device: &B::Device,
 ) -> Result<MimoTimings, String> {
@@ -449,13 +450,29 @@ pub fn bench_mimo_step<B: AutodiffBackend>(
     drop(inference);
     let forward_peak = meter.map(peak_above);
     meter.inspect(|m| m.reset_peak());
+    // Forward and backward (the parameters' gradients), noting what is held when the
+    // forward has returned: what the backward keeps.
+    let forward_backward_of =
+        |m: &mimo_core::mimo::Mimo<B>, graph: &mut u64| -> Result<GradientsParams, String> {
+            let mut note = || {
+                if let Some(meter) = meter {
+                    *graph = (*graph).max(meter.live().saturating_sub(before));
+                }
+            };
+            if recompute {
+                m.forward_backward_recompute_observed(input.clone(), &mut note)
+                    .map(|(_, g)| g)
+                    .map_err(|e| e.to_string())
+            } else {
+                let o = m.forward_train(input.clone()).map_err(|e| e.to_string())?;
+                note();
+                Ok(GradientsParams::from_grads(o.loss.backward(), m))
+            }
+        };
     let mut graph = 0;
     let forward_backward = time::<B>(device, 1, runs, || {
-        if let Ok(o) = model.forward_train(input.clone()) {
-            if let Some(m) = meter {
-                graph = graph.max(m.live().saturating_sub(before));
-            }
-            drop(o.loss.backward());
+        if let Err(e) = forward_backward_of(&model, &mut graph) {
+            failed = Some(e);
         }
     });
     let forward_backward_peak = meter.map(peak_above);
@@ -468,13 +485,10 @@ pub fn bench_mimo_step<B: AutodiffBackend>(
     meter.inspect(|m| m.reset_peak());
     let step = time::<B>(device, 1, runs, || {
         let Some(m) = slot.take() else { return };
-        match m.forward_train(input.clone()) {
-            Ok(o) => {
-                let grads = GradientsParams::from_grads(o.loss.backward(), &m);
-                slot = Some(optim.step(3e-4, m, grads));
-            }
+        match forward_backward_of(&m, &mut 0) {
+            Ok(grads) => slot = Some(optim.step(3e-4, m, grads)),
             Err(e) => {
-                failed = Some(e.to_string());
+                failed = Some(e);
                 slot = Some(m);
             }
         }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use mimo_data::record::Split;
 use serde::{Deserialize, Serialize};
 
+mod checkpointing;
 mod overrides;
+pub use checkpointing::ActivationCheckpointing;
 use overrides::{field, merge, parse_value, read, rebase_paths, relative_to};
 
 /// Why an experiment file was rejected.
@@ -96,12 +98,11 @@ pub struct Experiment {
     /// Seed of the data order, the new modules' initialisation and dropout.
     #[serde(default)]
     pub seed: u64,
-    /// Activation checkpointing: burn's `Autodiff<B, BalancedCheckpointing>` keeps only the
-    /// outputs of compute-bound operations (matmuls, convolutions) for the backward pass and
-    /// recomputes the memory-bound ones (element-wise, activations, normalisations), trading
-    /// some compute for activation memory. The `mimo` CLI picks the backend from this field.
+    /// Activation checkpointing (see [`ActivationCheckpointing`]): `"balanced"` is burn's
+    /// per-operation strategy (the `mimo` CLI picks the backend from it), `"decoder_layers"`
+    /// recomputes each LLM decoder layer in the backward pass.
     #[serde(default)]
-    pub activation_checkpointing: bool,
+    pub activation_checkpointing: ActivationCheckpointing,
     /// Mixed precision (burn 0.21 has none built in): `Some("bf16")` (or `"f16"`) reads the
     /// frozen towers and LLM base straight into that dtype and keeps what trains — adapters,
     /// token rows, new modules, SAM's mask decoder — in f32 with f32 optimiser state

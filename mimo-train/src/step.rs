@@ -15,6 +15,26 @@ use mimo_data::batch::MimoBatch;
 pub struct MimoTrainer<B: Backend> {
     /// The model.
     pub mimo: Mimo<B>,
+    /// Whether the training step recomputes each decoder layer in its backward pass
+    /// ([`Mimo::forward_backward_recompute`]) instead of keeping the layers' activations.
+    #[module(skip)]
+    pub recompute_layers: bool,
+}
+
+impl<B: Backend> MimoTrainer<B> {
+    /// The model as a burn-train model, keeping every activation for the backward pass.
+    pub fn new(mimo: Mimo<B>) -> Self {
+        Self {
+            mimo,
+            recompute_layers: false,
+        }
+    }
+
+    /// With `recompute`, the training step recomputes each decoder layer in its backward.
+    pub fn with_recompute(mut self, recompute: bool) -> Self {
+        self.recompute_layers = recompute;
+        self
+    }
 }
 
 /// What one step reports: the losses and the counts behind next-token accuracy and
@@ -161,13 +181,22 @@ impl<B: Backend> MimoTrainer<B> {
 
 impl<B: AutodiffBackend> MimoTrainer<B> {
     /// Forward ([`Mimo::forward_train`]: the frozen encoders on the inner backend) and
-    /// backward on a batch; a batch the model rejects is an error, not a panic.
+    /// backward on a batch (with `recompute_layers`, [`Mimo::forward_backward_recompute`]);
+    /// a batch the model rejects is an error, not a panic.
     pub fn try_step(
         &self,
         batch: &MimoBatch<B>,
     ) -> Result<TrainOutput<MimoStepOutput<B>>, MimoError> {
         let input = batch.to_input();
         let gt = input.masks.clone();
+        if self.recompute_layers {
+            let (out, grads) = self.mimo.forward_backward_recompute(input)?;
+            let report = step_output(&out, &gt, batch.ids.len());
+            return Ok(TrainOutput {
+                grads,
+                item: report,
+            });
+        }
         let out = self.mimo.forward_train(input)?;
         let report = step_output(&out, &gt, batch.ids.len());
         let grads = out.loss.backward();

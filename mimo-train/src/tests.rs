@@ -247,9 +247,7 @@ fn one_step_changes_exactly_the_trainable_parameters() {
     let cfg = mimo_core::mimo::MimoConfig::load(&cfg_path).unwrap();
     let build = cfg.build::<B>(cfg_path.parent().unwrap(), &device).unwrap();
     let batcher = batcher_for(&build, 160).unwrap();
-    let trainer = MimoTrainer {
-        mimo: build.model.clone().with_trainable_set(true),
-    };
+    let trainer = MimoTrainer::new(build.model.clone().with_trainable_set(true));
     let trainable: std::collections::BTreeSet<String> =
         trained_paths(&trainer).into_iter().collect();
     // MIMO's set: no CLIP, no SAM encoders, no LLM base weight other than the token rows.
@@ -708,34 +706,67 @@ fn loader_threads_train_the_same_parameters() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `activation_checkpointing: true` selects burn's `BalancedCheckpointing`: memory-bound
-/// activations are recomputed in the backward pass instead of kept, and training ends with
-/// the same parameters.
+/// `activation_checkpointing`: `true` (read as `"balanced"`) selects burn's
+/// `BalancedCheckpointing` (memory-bound activations recomputed in the backward pass), and
+/// `"decoder_layers"` recomputes each decoder layer; both end training with the parameters
+/// of the default. With LoRA dropout and two devices in one process, `"decoder_layers"` is
+/// refused before any work, naming the field.
 #[test]
 fn activation_checkpointing_trains_like_the_default() {
+    use crate::experiment::ActivationCheckpointing as A;
     use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
     type C = Autodiff<Flex, BalancedCheckpointing>;
     let _rng = rng_lock();
     let dir = scratch("checkpointing");
     let records = phantom_records(&dir.join("data"));
-    let exp = |name: &str, on: bool| {
+    let exp = |name: &str, on: &str| {
         let rest = format!(", activation_checkpointing: {on}");
         tiny_exp(&dir, &records, name, (1, 12), "", &rest)
     };
-    let plain = exp("plain", false);
-    let ckpt = exp("ckpt", true);
-    assert!(
-        crate::Experiment::load(&ckpt)
-            .unwrap()
-            .activation_checkpointing
-    );
+    let plain = exp("plain", "false");
+    let ckpt = exp("ckpt", "true");
+    let layers = exp("layers", "\"decoder_layers\"");
+    for (f, want) in [
+        (&plain, A::Off),
+        (&ckpt, A::Balanced),
+        (&layers, A::DecoderLayers),
+    ] {
+        let got = crate::Experiment::load(f).unwrap().activation_checkpointing;
+        assert_eq!(got, want, "{}", f.display());
+    }
+    let e = crate::Experiment::load(exp("bad", "\"layers\"")).unwrap_err();
+    assert!(e.to_string().contains("decoder_layers"), "{e}");
     let opts = |run: &str| run_opts(&dir, run, false, None);
     let a = crate::train::<B>(Some(&plain), &opts("plain"), &[Default::default()]).unwrap();
     let b = crate::train::<C>(Some(&ckpt), &opts("ckpt"), &[Default::default()]).unwrap();
+    let c = crate::train::<B>(Some(&layers), &opts("layers"), &[Default::default()]).unwrap();
     assert_eq!(a.info.steps, b.info.steps);
-    let worst = final_max_diff(&dir.join("plain"), &dir.join("ckpt"));
-    println!("activation checkpointing vs default: max |diff| {worst:e}");
-    assert!(worst <= 1e-5, "parameters differ by {worst}");
+    assert_eq!(a.info.steps, c.info.steps);
+    for run in ["ckpt", "layers"] {
+        let worst = final_max_diff(&dir.join("plain"), &dir.join(run));
+        println!("activation checkpointing {run} vs default: max |diff| {worst:e}");
+        assert!(worst <= 1e-5, "{run}: parameters differ by {worst}");
+    }
+    // Two devices in one process with dropout: refused.
+    let model = tiny_model_with_dropout(&dir);
+    let two = tiny_exp(
+        &dir,
+        &records,
+        "two",
+        (1, 12),
+        "",
+        &format!(
+            ", model: \"{}\", batch: (global: 4, per_device: 2, devices: 2), \
+             activation_checkpointing: \"decoder_layers\"",
+            model.display()
+        ),
+    );
+    let e = crate::train::<B>(Some(&two), &opts("two"), &[Default::default(); 2]).unwrap_err();
+    assert!(e.to_string().contains("`activation_checkpointing`"), "{e}");
+    assert!(
+        !dir.join("two").exists(),
+        "refused after creating the run directory"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -25,7 +25,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::cluster::{Cluster, ClusterNode};
 use crate::collective::{DeviceAllReduce, ThroughFirstDevice};
 use crate::error::other;
-use crate::experiment::{Experiment, GradientSync, StageSpec};
+use crate::experiment::{ActivationCheckpointing, Experiment, GradientSync, StageSpec};
 use crate::metrics::{MimoMetric, MimoMetricKind};
 use crate::optim::{Snapshotting, WarmupDecay};
 use crate::params::{PathIds, all_paths, fnv, set_grad, trained_paths};
@@ -324,6 +324,8 @@ pub fn train_with_all_reduce<B: AutodiffBackend>(
         _ => {}
     }
     exp.check_files(&exp_dir).map_err(|(f, m)| field(f, m))?;
+    exp.check_recompute(&exp_dir, devices.len())
+        .map_err(|(f, m)| field(f, m))?;
     std::fs::create_dir_all(&run_dir)
         .map_err(|e| other(format!("cannot create {}: {e}", run_dir.display())))?;
     if !options.resume {
@@ -499,7 +501,8 @@ pub fn train_with_all_reduce<B: AutodiffBackend>(
             false,
             &format!("stages[{si}].freeze"),
         )?;
-        let trainer = MimoTrainer { mimo: staged };
+        let trainer = MimoTrainer::new(staged)
+            .with_recompute(exp.activation_checkpointing == ActivationCheckpointing::DecoderLayers);
         let adamw = || {
             AdamWConfig::new()
                 .with_beta_1(exp.optimizer.beta_1)
@@ -761,9 +764,7 @@ pub fn teacher_forced<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> Result<MimoStepStats, String> {
-    let trainer = MimoTrainer {
-        mimo: model.clone(),
-    };
+    let trainer = MimoTrainer::new(model.clone());
     let ds = RecordsDataset::from_records(records, root);
     let mut total = MimoStepStats::default();
     let n = ds.len();

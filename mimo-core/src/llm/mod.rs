@@ -244,6 +244,7 @@ fn rope_tables<B: Backend>(
 /// broadcast paths cover a shared last row or a per-row scalar only); with tables of the
 /// heads' shape the products are plain element-wise ones. The tables are built once per
 /// forward and shared by every layer; the values are unchanged.
+#[derive(Debug, Clone)]
 struct RopeTables<B: Backend> {
     /// `(cos, sin)` for the queries.
     q: (Tensor<B, 4>, Tensor<B, 4>),
@@ -314,6 +315,33 @@ impl<B: Backend> LlamaAttention<B> {
         );
         self.o_proj
             .forward(swap_dims_contiguous(out, 1, 2).reshape([b, s, h * hd]))
+    }
+}
+
+/// What the decoder layers of one forward share (see [`Llama::decoder_context`]).
+#[derive(Debug, Clone)]
+pub struct DecoderContext<B: Backend> {
+    rope: RopeTables<B>,
+    bias: Tensor<B, 4>,
+}
+
+impl<B: Backend> LlamaDecoderLayer<B> {
+    /// One decoder layer (HF `LlamaDecoderLayer.forward`): pre-norm attention and MLP, each
+    /// added to the residual. `cache` holds this layer's past keys/values and is extended.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        ctx: &DecoderContext<B>,
+        cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) -> Tensor<B, 3> {
+        let a = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            &ctx.rope,
+            ctx.bias.clone(),
+            cache,
+        );
+        let x = x + a;
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
 
@@ -597,13 +625,47 @@ impl<B: Backend> Llama<B> {
         // The decoder computes in its norms' dtype (embeddings and trained rows may be kept
         // in f32 over a bf16 base).
         let inputs_embeds = inputs_embeds.cast(self.compute_dtype());
-        let [_, s, _] = inputs_embeds.dims();
         let mut scratch = KvCache::new();
         let cache = cache.unwrap_or(&mut scratch);
-        let past = cache.len();
+        let ctx = self.decoder_context(
+            attention_mask,
+            position_ids,
+            inputs_embeds.dims()[1],
+            cache.len(),
+            inputs_embeds.dtype(),
+        );
+        if cache.layers.len() != self.model.layers.len() {
+            cache.layers = vec![None; self.model.layers.len()];
+        }
+        let mut x = inputs_embeds;
+        let mut hidden_states = Vec::new();
+        for (layer, slot) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+            if output_hidden_states {
+                hidden_states.push(x.clone());
+            }
+            x = layer.forward(x, &ctx, slot);
+        }
+        let mut out = self.head(x, last_only);
+        if output_hidden_states {
+            hidden_states.push(out.last_hidden_state.clone());
+        }
+        out.hidden_states = hidden_states;
+        out
+    }
+
+    /// What every decoder layer of one forward shares: the attention bias (causal plus
+    /// padding over `past + s` keys) and the RoPE tables of `position_ids`, in `dtype` (the
+    /// activations', i.e. [`Llama::compute_dtype`]). See [`Llama::forward`] for the inputs.
+    pub fn decoder_context(
+        &self,
+        attention_mask: Tensor<B, 2, Bool>,
+        position_ids: Tensor<B, 2, Int>,
+        s: usize,
+        past: usize,
+        dtype: DType,
+    ) -> DecoderContext<B> {
         // Activations run in the embeddings' dtype (f32, or bf16/f16 after a cast); masks and
         // RoPE tables follow it. f16 cannot hold -1e30: its most negative finite value is used.
-        let dtype = inputs_embeds.dtype();
         let masked = if dtype == DType::F16 { -6.0e4 } else { MASKED };
         let bias = attention_bias(attention_mask, s, past, masked).cast(dtype);
         let (hd, heads, kv_heads) = self
@@ -623,34 +685,18 @@ impl<B: Backend> Llama<B> {
         // burn-flex walks element by element (`ops/binary.rs`). On that combination the
         // bias is laid out over the heads once per forward (at most the size of the scores
         // the fallback materialises anyway); GPU backends broadcast it natively.
-        let bias = if B::name(&inputs_embeds.device()) == "autodiff<flex>" {
+        let bias = if B::name(&bias.device()) == "autodiff<flex>" {
             bias.repeat_dim(1, heads)
         } else {
             bias
         };
+        DecoderContext { rope, bias }
+    }
 
-        if cache.layers.len() != self.model.layers.len() {
-            cache.layers = vec![None; self.model.layers.len()];
-        }
-        let mut x = inputs_embeds;
-        let mut hidden_states = Vec::new();
-        for (layer, slot) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
-            if output_hidden_states {
-                hidden_states.push(x.clone());
-            }
-            let a = layer.self_attn.forward(
-                layer.input_layernorm.forward(x.clone()),
-                &rope,
-                bias.clone(),
-                slot,
-            );
-            x = x + a;
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
-        }
+    /// After the last decoder layer: the final norm and the logits (of the last position
+    /// only with `last_only`). `hidden_states` is left empty.
+    pub fn head(&self, x: Tensor<B, 3>, last_only: bool) -> LlamaOutput<B> {
         let last = self.model.norm.forward(x);
-        if output_hidden_states {
-            hidden_states.push(last.clone());
-        }
         let head_in = if last_only {
             let [b, s, d] = last.dims();
             last.clone().slice([0..b, s - 1..s, 0..d])
@@ -661,7 +707,7 @@ impl<B: Backend> Llama<B> {
         LlamaOutput {
             logits,
             last_hidden_state: last,
-            hidden_states,
+            hidden_states: Vec::new(),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod config;
 pub mod grounded;
 pub mod load;
 pub mod loss;
+mod train;
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -282,6 +283,14 @@ pub struct MimoOutput<B: Backend> {
     pub labels: Tensor<B, 2, Int>,
     /// Expanded positions whose hidden states became `<SEG>` embeddings, row by row.
     pub seg_positions: Vec<Vec<usize>>,
+}
+
+/// RoPE positions of right-padded training rows: `arange(L')` on every row.
+fn row_positions<B: Backend>(asm: &Assembled<B>, device: &B::Device) -> Tensor<B, 2, Int> {
+    let [n, width] = asm.attention_mask.dims();
+    Tensor::<B, 1, Int>::arange(0..width as i64, device)
+        .reshape([1, width])
+        .expand([n, width])
 }
 
 /// Whether the parameter at a module path trains under [`Mimo::with_trainable_set`]
@@ -561,18 +570,27 @@ impl<B: Backend> Mimo<B> {
     pub fn forward(&self, input: MimoInput<B>) -> Result<MimoOutput<B>, MimoError> {
         let device = self.device();
         let asm = self.assemble(&input)?;
-        let n = asm.lengths.len();
-        let width = asm.attention_mask.dims()[1];
-        let positions = Tensor::<B, 1, Int>::arange(0..width as i64, &device)
-            .reshape([1, width])
-            .expand([n, width]);
         let out = self.llm.forward(
             asm.inputs_embeds.clone(),
             asm.attention_mask.clone(),
-            positions,
+            row_positions(&asm, &device),
             None,
             false,
         );
+        self.finish_forward(&input, &asm, out)
+    }
+
+    /// The training forward past the decoder: CE on `out`'s logits, the `<SEG>` embeddings
+    /// from its final-norm hidden states, the masks and the mask losses.
+    fn finish_forward(
+        &self,
+        input: &MimoInput<B>,
+        asm: &Assembled<B>,
+        out: crate::llm::LlamaOutput<B>,
+    ) -> Result<MimoOutput<B>, MimoError> {
+        let device = self.device();
+        let n = asm.lengths.len();
+        let width = asm.attention_mask.dims()[1];
         let labels_host = asm
             .labels
             .clone()
@@ -671,56 +689,6 @@ impl<B: Backend> Mimo<B> {
             labels,
             seg_positions,
         })
-    }
-}
-
-/// Any parameter of `module` that requires a gradient.
-fn any_trains<B: Backend, M: Module<B>>(module: &M) -> bool {
-    struct Trains(bool);
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Trains {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.0 |= param.val().is_require_grad();
-        }
-    }
-    let mut v = Trains(false);
-    module.visit(&mut v);
-    v.0
-}
-
-impl<B: burn::tensor::backend::AutodiffBackend> Mimo<B> {
-    /// [`Mimo::forward`] for training: what never receives a gradient runs on the inner
-    /// backend first — SAM's image encoder always (LISA runs it under `torch.no_grad()`), and
-    /// CLIP's tower when none of its parameters trains and `input` holds pixels.
-    ///
-    /// Under autodiff every operation goes through the autodiff backend even when nothing
-    /// is tracked, and burn-autodiff 0.21.0 computes attention with its materialised
-    /// fallback (`ops/module.rs`, `attention_fallback`) instead of the backend's fused
-    /// kernel: for SAM ViT-H's global blocks, `[16, 4096, 4096]` scores per image. On the
-    /// inner backend the encoders use the fused kernels (and, on the CPU, `crate::nn`'s
-    /// threaded paths). The values are the same; the gradients are unchanged, since neither
-    /// output is differentiated.
-    pub fn forward_train(&self, mut input: MimoInput<B>) -> Result<MimoOutput<B>, MimoError> {
-        use burn::module::AutodiffModule;
-        if input.sam_embeddings.is_none() {
-            let pixels = input
-                .sam_pixels
-                .clone()
-                .inner()
-                .cast(self.sam_encoder_dtype());
-            let embeddings = self.sam.image_encoder.valid().forward(pixels);
-            input.sam_embeddings = Some(Tensor::from_inner(embeddings));
-        }
-        if let ClipInput::Pixels(pixels) = &input.clip
-            && !any_trains(&self.clip)
-        {
-            let dtype = self.clip.vision_model.pre_layrnorm.gamma.val().dtype();
-            let features = self
-                .clip
-                .valid()
-                .features(pixels.clone().inner().cast(dtype));
-            input.clip = ClipInput::Features(Tensor::from_inner(features));
-        }
-        self.forward(input)
     }
 }
 
