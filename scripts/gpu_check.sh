@@ -17,8 +17,8 @@
 #   3. Vicuna-7B-shaped LLM in bf16: 512-token prefill and decode tokens/s at batch 1;
 #   4. MIMO-7B-shaped LoRA training steps (forward, backward, AdamW) with peak GPU memory
 #      sampled by nvidia-smi: as `frozen_dtype: Some("bf16")` trains with LISA's whole token
-#      matrices, and in the 24 GB setting (added token rows only, activation checkpointing,
-#      one 512-token sample);
+#      matrices, and in the 24 GB setting (added token rows only, each decoder layer
+#      recomputed in the backward, one 512-token sample);
 #   5. `mimo train` on CUDA: 40 optimiser steps of experiments/tiny_phantom.ron (the
 #      quickstart's run: learner, accumulation, clipping, a checkpoint), seconds per step,
 #      with its default loader threads and again with data loaded on the training thread;
@@ -131,10 +131,10 @@ step "MIMO-7B shape, one LoRA training step as frozen_dtype bf16 trains (LISA's 
 with_peak mimo_7b_mixed 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --mixed \
     --token-rows whole --images 1 --image-size 512 --text-len 128 --runs 2 --json "$tmp/mimo_7b_mixed.json"
 
-step "MIMO-7B shape, the 24 GB setting (experiments/mimo_full_24gb.ron): added token rows only, activation checkpointing"
+step "MIMO-7B shape, the 24 GB setting (experiments/mimo_full_24gb.ron): added token rows only, decoder layers recomputed"
 # One sample of the experiment's longest text (max_text_len 512) per forward pass.
 with_peak mimo_7b_24gb 120 "$bin" bench mimo --model configs/mimo/mimo-7b.ron --dtype bf16 --mixed \
-    --token-rows new --checkpointing --images 1 --image-size 512 --text-len 512 --runs 1 \
+    --token-rows new --checkpointing decoder_layers --images 1 --image-size 512 --text-len 512 --runs 1 \
     --json "$tmp/mimo_7b_24gb.json"
 
 step "mimo train on CUDA: 40 optimiser steps of the tiny phantom experiment"

@@ -10,13 +10,15 @@
 # the CPU backend tensors are heap buffers, so `mimo bench mimo` reads the step's memory from
 # its counting allocator: the weights and batch, what the forward leaves for the backward,
 # and each stage's peak. A straight line through the layer counts gives the cost of one
-# decoder layer, and the line at 32 layers is MIMO-7B's. Three settings: only the added token
-# rows train (`--token-rows new`), the same with activation checkpointing, and LISA's whole
-# token matrices (at the first layer count only: it adds a fixed amount).
+# decoder layer, and the line at 32 layers is MIMO-7B's. Four settings: only the added token
+# rows train (`--token-rows new`), the same with burn's balanced activation checkpointing,
+# the same with each decoder layer recomputed in the backward (`--checkpointing
+# decoder_layers`, the 24 GB experiment's), and LISA's whole token matrices (at the first
+# layer count only: it adds a fixed amount).
 #
 #   scripts/memory_7b.sh [LAYERS...]            (default: 1 2 4)
 #
-# About 25 minutes and 12 GB of memory on 2 cores. PyTorch's side (scripts/reference/
+# About 45 minutes and 12 GB of memory on 2 cores. PyTorch's side (scripts/reference/
 # llm_memory.py: the same LLM under peft, kept-for-backward bytes from glibc's counters) runs
 # when the reference venv exists (scripts/reference/README.md). Writes JSON per run and a
 # summary into out/memory_7b/.
@@ -52,7 +54,7 @@ for n in "${layers[@]}"; do
 EOF
     sed -e "s|llm: \"vicuna_7b_v1_5\"|llm: \"llm$n/config.json\"|" -e 's|sam: "vit_h"|sam: "vit_b"|' \
         configs/mimo/mimo-7b.ron > "$tmp/mimo$n.ron"
-    settings=("new" "new --checkpointing")
+    settings=("new" "new --checkpointing" "new --checkpointing decoder_layers")
     [ "$n" = "${layers[0]}" ] && settings+=("whole")
     for s in "${settings[@]}"; do
         name="L${n}_$(echo "$s" | tr -d ' -')"
@@ -83,7 +85,8 @@ lines = ["# MIMO-7B-wide training step, heap memory on the CPU (GiB)", ""]
 lines.append("| setting | layers | weights + batch | kept for backward | step peak (above weights) |")
 lines.append("|---|---:|---:|---:|---:|")
 per_layer = {}
-for setting, tag in [("new rows", "new"), ("new rows + checkpointing", "newcheckpointing")]:
+for setting, tag in [("new rows", "new"), ("new rows + balanced checkpointing", "newcheckpointing"),
+                     ("new rows + decoder layers recomputed", "newcheckpointingdecoder_layers")]:
     rows = []
     for n in layers:
         m = load(f"L{n}_{tag}.json")["memory"]
@@ -108,11 +111,13 @@ if os.path.exists(pt):
     a, b = fit(xs, [r["kept_bytes"] for r in ref["rows"]])
     ac, bc = fit(xs, [r["kept_bytes_checkpointing"] for r in ref["rows"]])
     ours = per_layer["new rows"]["kept"][1]
-    ours_c = per_layer["new rows + checkpointing"]["kept"][1]
+    ours_c = per_layer["new rows + balanced checkpointing"]["kept"][1]
+    ours_l = per_layer["new rows + decoder layers recomputed"]["kept"][1]
     lines += ["", f"Kept for the backward per decoder layer, same sequence ({ref['seq']} positions), GiB:", "",
               "| | mimo (burn) | PyTorch (transformers + peft) | ratio mimo / PyTorch |", "|---|---:|---:|---:|",
               f"| no checkpointing | {gib(ours):.3f} | {gib(b):.3f} | {ours / b:.2f}x |",
-              f"| activation checkpointing (burn: balanced; transformers: per layer) | {gib(ours_c):.3f} | {gib(bc):.3f} | {ours_c / bc:.2f}x |"]
+              f"| burn's balanced checkpointing vs transformers' per-layer checkpointing | {gib(ours_c):.3f} | {gib(bc):.3f} | {ours_c / bc:.2f}x |",
+              f"| decoder layers recomputed vs transformers' per-layer checkpointing | {gib(ours_l):.3f} | {gib(bc):.3f} | {ours_l / bc:.2f}x |"]
 text = "\n".join(lines) + "\n"
 with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(text)
