@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """PyTorch timings of the tiny MIMO statement (mimo.py) for `mimo bench mimo --reference`.
 
-Usage: mimo_bench.py OUT.json [RUNS]
+Usage: mimo_bench.py OUT.json [RUNS] [decoder_layers]
 Builds the same tiny model and batch as mimo.py (same seeds, so the same weights and inputs
 as mimo-core/fixtures/mimo) and times, on all CPU threads like the Rust side, the training
 forward (CE + mask losses), forward + backward, and a whole training step (forward +
 backward + AdamW over the trainable parameters, LISA's betas, as `mimo bench mimo` steps) of the
 aligner variant: median of RUNS after one warm-up. The forward runs without autograd, as the Rust
-figure runs on the inner (non-autodiff) backend.
+figure runs on the inner (non-autodiff) backend. With `decoder_layers`, the LLM recomputes each
+decoder layer in the backward (transformers' gradient checkpointing, as LISA's DeepSpeed runs
+enable it), what `mimo bench mimo --checkpointing decoder_layers` times.
 """
 import json
 import os
@@ -31,6 +33,14 @@ new = ref.NewModules().eval()
 ref.init_new(new, sam, gen)
 models = (clip, sam, llm, new)
 batch = ref.make_batch(tok, gen)
+checkpointing = len(sys.argv) > 3 and sys.argv[3] == "decoder_layers"
+if checkpointing:
+    inner = llm.base_model.model  # the LlamaForCausalLM under peft
+    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers checkpoints only in training mode; the tiny LLM has no dropout, so the
+    # values are those of eval mode.
+    inner.model.train()
+    assert inner.model.gradient_checkpointing and inner.model.training
 
 
 def loss():
@@ -63,7 +73,8 @@ def timed(f):
 
 result = {"forward_ms": timed(forward), "forward_backward_ms": timed(forward_backward),
           "step_ms": timed(step),
-          "threads": torch.get_num_threads(), "torch": torch.__version__}
+          "threads": torch.get_num_threads(), "torch": torch.__version__,
+          "decoder_layers_recomputed": checkpointing}
 with open(out_path, "w") as f:
     json.dump(result, f, indent=1)
 print(json.dumps(result))
