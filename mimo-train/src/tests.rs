@@ -747,7 +747,28 @@ fn activation_checkpointing_trains_like_the_default() {
         println!("activation checkpointing {run} vs default: max |diff| {worst:e}");
         assert!(worst <= 1e-5, "{run}: parameters differ by {worst}");
     }
-    // Two devices in one process with dropout: refused.
+    // Two devices in one process: without dropout, the same parameters as keeping the
+    // layers; with dropout, refused.
+    let two = |name: &str, mode: &str| {
+        tiny_exp(
+            &dir,
+            &records,
+            name,
+            (1, 12),
+            "",
+            &format!(
+                ", batch: (global: 4, per_device: 2, devices: 2), \
+                 activation_checkpointing: \"{mode}\""
+            ),
+        )
+    };
+    let devices = [Default::default(); 2];
+    for (name, mode) in [("two_off", "off"), ("two_layers", "decoder_layers")] {
+        crate::train::<B>(Some(&two(name, mode)), &opts(name), &devices).unwrap();
+    }
+    let worst = final_max_diff(&dir.join("two_off"), &dir.join("two_layers"));
+    println!("two devices, decoder layers recomputed vs kept: max |diff| {worst:e}");
+    assert!(worst <= 1e-5, "two devices: parameters differ by {worst}");
     let model = tiny_model_with_dropout(&dir);
     let two = tiny_exp(
         &dir,
@@ -761,7 +782,7 @@ fn activation_checkpointing_trains_like_the_default() {
             model.display()
         ),
     );
-    let e = crate::train::<B>(Some(&two), &opts("two"), &[Default::default(); 2]).unwrap_err();
+    let e = crate::train::<B>(Some(&two), &opts("two"), &devices).unwrap_err();
     assert!(e.to_string().contains("`activation_checkpointing`"), "{e}");
     assert!(
         !dir.join("two").exists(),
