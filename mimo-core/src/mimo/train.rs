@@ -208,8 +208,7 @@ impl<B: AutodiffBackend> Mimo<B> {
         collect(self, &mut grads, &mut params);
         drop(grads);
         // Each layer from the last: its forward again, then the backward of `Σ y·g`.
-        for (i, layer) in layers.iter().enumerate().rev() {
-            let x = inputs.pop().unwrap_or_else(|| h0.clone().detach());
+        for (i, (layer, x)) in layers.iter().zip(inputs).enumerate().rev() {
             let Some(upstream) = g.take() else {
                 // Nothing reaches this layer's output (no loss term depends on it).
                 break;
